@@ -1,0 +1,114 @@
+// CPU depth-buffer rasterizer and landmark visibility (contract in raster.hpp).
+#include "dffx/raster.hpp"
+
+#include <limits>
+#include <string>
+
+#include "../common/raster_math.hpp"
+#include "internal.hpp"
+
+namespace dffx {
+namespace {
+
+void validate(const float* vertices, const int32_t* triangles, const RasterShape& s) {
+  detail::require(s.batch > 0, "rasterize: batch must be positive, got " + std::to_string(s.batch));
+  detail::require(s.num_vertices > 0, "rasterize: the mesh has no vertices");
+  detail::require(s.num_triangles > 0, "rasterize: the mesh has no triangles");
+  detail::require(s.height > 0 && s.width > 0, "rasterize: image size must be positive, got " +
+                                                   std::to_string(s.height) + "x" + std::to_string(s.width));
+  detail::require(vertices && triangles, "rasterize: null input pointer");
+  for (int64_t i = 0; i < s.num_triangles * 3; ++i)
+    if (triangles[i] < 0 || triangles[i] >= s.num_vertices)
+      detail::fail("rasterize: triangle " + std::to_string(i / 3) + " has vertex index " +
+                   std::to_string(triangles[i]) + " outside [0, " + std::to_string(s.num_vertices) + ")");
+  detail::require_finite(vertices, s.batch * s.num_vertices * 3, "rasterize: vertices");
+}
+
+// Rasterize rows [row_begin, row_end) of one image.
+void rasterize_rows(const float* v, const int32_t* tris, const RasterShape& s, int64_t row_begin,
+                    int64_t row_end, float* depth, int32_t* tri_id, float* bary) {
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  for (int64_t y = row_begin; y < row_end; ++y)
+    for (int64_t x = 0; x < s.width; ++x) {
+      depth[y * s.width + x] = neg_inf;
+      tri_id[y * s.width + x] = -1;
+    }
+  for (int64_t f = 0; f < s.num_triangles; ++f) {
+    const detail::Triangle2D t = detail::load_triangle(v, tris[3 * f], tris[3 * f + 1], tris[3 * f + 2]);
+    if (t.area == 0.0f) continue;
+    int64_t x_first, x_last, y_first, y_last;
+    detail::pixel_span(detail::min3(t.x0, t.x1, t.x2), detail::max3(t.x0, t.x1, t.x2), s.width, &x_first, &x_last);
+    detail::pixel_span(detail::min3(t.y0, t.y1, t.y2), detail::max3(t.y0, t.y1, t.y2), s.height, &y_first, &y_last);
+    y_first = std::max(y_first, row_begin);
+    y_last = std::min(y_last, row_end - 1);
+    for (int64_t y = y_first; y <= y_last; ++y)
+      for (int64_t x = x_first; x <= x_last; ++x) {
+        float b0, b1, b2, z;
+        if (!detail::shade_fragment(t, static_cast<float>(x), static_cast<float>(y), &b0, &b1, &b2, &z)) continue;
+        const int64_t p = y * s.width + x;
+        // Larger depth wins; equal depth keeps the smaller triangle index (f grows, so keep the old one).
+        if (z > depth[p]) {
+          depth[p] = z;
+          tri_id[p] = static_cast<int32_t>(f);
+          bary[3 * p] = b0;
+          bary[3 * p + 1] = b1;
+          bary[3 * p + 2] = b2;
+        }
+      }
+  }
+  for (int64_t y = row_begin; y < row_end; ++y)
+    for (int64_t x = 0; x < s.width; ++x) {
+      const int64_t p = y * s.width + x;
+      if (tri_id[p] < 0) bary[3 * p] = bary[3 * p + 1] = bary[3 * p + 2] = 0.0f;
+    }
+}
+
+}  // namespace
+
+void rasterize(const float* vertices, const int32_t* triangles, const RasterShape& s, float* depth,
+               int32_t* triangle_id, float* barycentric, int num_threads) {
+  validate(vertices, triangles, s);
+  detail::require(depth && triangle_id && barycentric, "rasterize: null output pointer");
+  // Work items are (image, band of rows) so a single large image still uses every thread.
+  const int64_t bands_per_image = std::max<int64_t>(1, std::min<int64_t>(s.height, 16));
+  const int64_t rows_per_band = (s.height + bands_per_image - 1) / bands_per_image;
+  const int64_t pixels = s.height * s.width;
+  detail::parallel_for(s.batch * bands_per_image, num_threads, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / bands_per_image, band = item % bands_per_image;
+      const int64_t r0 = band * rows_per_band, r1 = std::min(s.height, r0 + rows_per_band);
+      if (r0 >= r1) continue;
+      rasterize_rows(vertices + b * s.num_vertices * 3, triangles, s, r0, r1, depth + b * pixels,
+                     triangle_id + b * pixels, barycentric + b * pixels * 3);
+    }
+  });
+}
+
+void landmark_visibility(const float* vertices, const int32_t* landmark_index, int64_t num_landmarks,
+                         const float* depth, const RasterShape& s, float tolerance, uint8_t* visible) {
+  detail::require(s.batch > 0 && s.num_vertices > 0 && s.height > 0 && s.width > 0,
+                  "landmark_visibility: sizes must be positive");
+  detail::require(num_landmarks >= 0, "landmark_visibility: negative landmark count");
+  detail::require(vertices && depth && visible && (landmark_index || num_landmarks == 0),
+                  "landmark_visibility: null pointer");
+  detail::require(std::isfinite(tolerance) && tolerance >= 0.0f,
+                  "landmark_visibility: tolerance must be finite and >= 0");
+  for (int64_t l = 0; l < num_landmarks; ++l)
+    if (landmark_index[l] < 0 || landmark_index[l] >= s.num_vertices)
+      detail::fail("landmark_visibility: landmark " + std::to_string(l) + " has vertex index " +
+                   std::to_string(landmark_index[l]) + " outside [0, " + std::to_string(s.num_vertices) + ")");
+  detail::require_finite(vertices, s.batch * s.num_vertices * 3, "landmark_visibility: vertices");
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t l = 0; l < num_landmarks; ++l) {
+      const float* q = vertices + (b * s.num_vertices + landmark_index[l]) * 3;
+      const int64_t px = detail::nearest_pixel(q[0], s.width), py = detail::nearest_pixel(q[1], s.height);
+      bool vis = false;
+      if (px >= 0 && py >= 0) {
+        const float front = depth[(b * s.height + py) * s.width + px];
+        vis = q[2] + tolerance >= front;  // background (-inf) counts as visible
+      }
+      visible[b * num_landmarks + l] = vis ? 1 : 0;
+    }
+}
+
+}  // namespace dffx

@@ -1,0 +1,7 @@
+// Umbrella header of the dffx C++ core: #include <dffx/dffx.hpp> and link dffx::core.
+#pragma once
+#include "dffx/build_config.hpp"
+#include "dffx/version.hpp"
+#include "dffx/camera.hpp"
+#include "dffx/raster.hpp"
+#include "dffx/shape_fit.hpp"

@@ -1,0 +1,177 @@
+// pybind11 bindings: dffx._C. Thin: shapes are checked here (so bad input can never reach
+// a kernel as a wrong-sized buffer), semantics live in the core, friendly checks in Python.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <string>
+
+#include "dffx/dffx.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+template <class T>
+using carray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+void expect_shape(const py::array& a, std::initializer_list<int64_t> shape, const char* name) {
+  std::string want = "(";
+  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  int i = 0;
+  for (int64_t d : shape) {
+    want += (d < 0 ? std::string("*") : std::to_string(d)) + (i + 1 < static_cast<int>(shape.size()) ? ", " : ")");
+    if (ok && d >= 0 && a.shape(i) != d) ok = false;
+    ++i;
+  }
+  if (!ok) {
+    std::string got = "(";
+    for (py::ssize_t k = 0; k < a.ndim(); ++k) got += std::to_string(a.shape(k)) + (k + 1 < a.ndim() ? ", " : "");
+    throw py::value_error(std::string(name) + " must have shape " + want + ", got " + got + ")");
+  }
+}
+
+py::tuple rasterize(carray<float> vertices, carray<int32_t> triangles, int64_t height, int64_t width, int threads) {
+  expect_shape(vertices, {-1, -1, 3}, "vertices");
+  expect_shape(triangles, {-1, 3}, "triangles");
+  dffx::RasterShape s{vertices.shape(0), vertices.shape(1), triangles.shape(0), height, width};
+  if (height <= 0 || width <= 0) throw py::value_error("image size must be positive");
+  py::array_t<float> depth({s.batch, s.height, s.width});
+  py::array_t<int32_t> tri_id({s.batch, s.height, s.width});
+  py::array_t<float> bary({s.batch, s.height, s.width, int64_t{3}});
+  {
+    const float* v = vertices.data();
+    const int32_t* t = triangles.data();
+    float *d = depth.mutable_data(), *b = bary.mutable_data();
+    int32_t* id = tri_id.mutable_data();
+    py::gil_scoped_release release;
+    dffx::rasterize(v, t, s, d, id, b, threads);
+  }
+  return py::make_tuple(depth, tri_id, bary);
+}
+
+py::array landmark_visibility(carray<float> vertices, carray<int32_t> landmark_index, carray<float> depth,
+                              float tolerance) {
+  expect_shape(vertices, {-1, -1, 3}, "vertices");
+  expect_shape(landmark_index, {-1}, "landmark_index");
+  expect_shape(depth, {vertices.shape(0), -1, -1}, "depth");
+  dffx::RasterShape s{vertices.shape(0), vertices.shape(1), 0, depth.shape(1), depth.shape(2)};
+  py::array_t<uint8_t> visible({s.batch, static_cast<int64_t>(landmark_index.shape(0))});
+  dffx::landmark_visibility(vertices.data(), landmark_index.data(), landmark_index.shape(0), depth.data(), s,
+                            tolerance, visible.mutable_data());
+  return visible.attr("astype")("bool");
+}
+
+dffx::LandmarkModel landmark_model(const carray<float>& mean, const carray<float>& basis,
+                                   const carray<float>& prior_variance) {
+  expect_shape(mean, {-1, 3}, "mean");
+  expect_shape(basis, {mean.shape(0), 3, -1}, "basis");
+  expect_shape(prior_variance, {basis.shape(2)}, "prior_variance");
+  return {mean.data(), basis.data(), prior_variance.data(), mean.shape(0), basis.shape(2)};
+}
+
+const float* optional_weights(const std::optional<carray<float>>& weights, int64_t count, int64_t L) {
+  if (!weights) return nullptr;
+  expect_shape(*weights, {count, L}, "landmark_weights");
+  return weights->data();
+}
+
+py::array fit_shape(carray<float> mean, carray<float> basis, carray<float> prior_variance, carray<float> targets,
+                    std::optional<carray<float>> landmark_weights, carray<float> cameras, double w_lan,
+                    double w_reg, int threads) {
+  const dffx::LandmarkModel m = landmark_model(mean, basis, prior_variance);
+  expect_shape(targets, {-1, m.num_landmarks, 2}, "targets");
+  const int64_t B = targets.shape(0);
+  expect_shape(cameras, {B, dffx::kCameraParams}, "cameras");
+  const float* lw = optional_weights(landmark_weights, B, m.num_landmarks);
+  py::array_t<float> out({B, m.num_params});
+  {
+    const float *t = targets.data(), *c = cameras.data();
+    float* o = out.mutable_data();
+    py::gil_scoped_release release;
+    dffx::fit_shape(m, t, lw, c, B, {w_lan, w_reg}, o, threads);
+  }
+  return out;
+}
+
+py::array fit_shared_shape(carray<float> mean, carray<float> basis, carray<float> prior_variance,
+                           carray<float> targets, std::optional<carray<float>> landmark_weights,
+                           carray<float> cameras, double w_lan, double w_reg) {
+  const dffx::LandmarkModel m = landmark_model(mean, basis, prior_variance);
+  expect_shape(targets, {-1, m.num_landmarks, 2}, "targets");
+  const int64_t N = targets.shape(0);
+  expect_shape(cameras, {N, dffx::kCameraParams}, "cameras");
+  const float* lw = optional_weights(landmark_weights, N, m.num_landmarks);
+  py::array_t<float> out(m.num_params);
+  dffx::fit_shared_shape(m, targets.data(), lw, cameras.data(), N, {w_lan, w_reg}, out.mutable_data());
+  return out;
+}
+
+py::array project(carray<float> vertices, carray<float> cameras) {
+  expect_shape(cameras, {-1, dffx::kCameraParams}, "cameras");
+  const int64_t B = cameras.shape(0);
+  const bool shared = vertices.ndim() == 2;
+  if (shared)
+    expect_shape(vertices, {-1, 3}, "vertices");
+  else
+    expect_shape(vertices, {B, -1, 3}, "vertices");
+  const int64_t N = vertices.shape(shared ? 0 : 1);
+  py::array_t<float> out({B, N, int64_t{3}});
+  dffx::project_weak_perspective(vertices.data(), cameras.data(), B, N, shared, out.mutable_data());
+  return out;
+}
+
+py::array rotation_matrix(double pitch, double yaw, double roll) {
+  py::array_t<double> R({3, 3});
+  dffx::rotation_matrix(pitch, yaw, roll, R.mutable_data());
+  return R;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "dffx native core (C++ CPU kernels, optional CUDA kernels)";
+  m.def("version", &dffx::version);
+  m.def("cuda_compiled", &dffx::cuda_compiled);
+  m.def("cuda_architectures", &dffx::cuda_architectures);
+  m.def("cuda_device_count", &dffx::cuda_device_count);
+  m.def("rotation_matrix", &rotation_matrix, py::arg("pitch"), py::arg("yaw"), py::arg("roll"));
+  m.def("project", &project, py::arg("vertices"), py::arg("cameras"));
+  m.def("rasterize", &rasterize, py::arg("vertices"), py::arg("triangles"), py::arg("height"), py::arg("width"),
+        py::arg("threads") = 0);
+  m.def("landmark_visibility", &landmark_visibility, py::arg("vertices"), py::arg("landmark_index"),
+        py::arg("depth"), py::arg("tolerance"));
+  m.def("fit_shape", &fit_shape, py::arg("mean"), py::arg("basis"), py::arg("prior_variance"), py::arg("targets"),
+        py::arg("landmark_weights"), py::arg("cameras"), py::arg("w_lan"), py::arg("w_reg"),
+        py::arg("threads") = 0);
+  m.def("fit_shared_shape", &fit_shared_shape, py::arg("mean"), py::arg("basis"), py::arg("prior_variance"),
+        py::arg("targets"), py::arg("landmark_weights"), py::arg("cameras"), py::arg("w_lan"), py::arg("w_reg"));
+  // CUDA entry points take raw device pointers (e.g. torch.Tensor.data_ptr()) and a stream
+  // handle, so this module needs no libtorch (see docs/design.md).
+  m.def(
+      "rasterize_cuda",
+      [](uintptr_t vertices, uintptr_t triangles, int64_t B, int64_t N, int64_t F, int64_t H, int64_t W,
+         uintptr_t depth, uintptr_t tri_id, uintptr_t bary, uintptr_t stream) {
+        py::gil_scoped_release release;
+        dffx::cuda::rasterize(reinterpret_cast<const float*>(vertices), reinterpret_cast<const int32_t*>(triangles),
+                              {B, N, F, H, W}, reinterpret_cast<float*>(depth), reinterpret_cast<int32_t*>(tri_id),
+                              reinterpret_cast<float*>(bary), reinterpret_cast<void*>(stream));
+      },
+      py::arg("vertices"), py::arg("triangles"), py::arg("batch"), py::arg("num_vertices"), py::arg("num_triangles"),
+      py::arg("height"), py::arg("width"), py::arg("depth"), py::arg("triangle_id"), py::arg("barycentric"),
+      py::arg("stream"));
+  m.def(
+      "landmark_visibility_cuda",
+      [](uintptr_t vertices, uintptr_t landmark_index, int64_t L, uintptr_t depth, int64_t B, int64_t N, int64_t H,
+         int64_t W, float tolerance, uintptr_t visible, uintptr_t stream) {
+        py::gil_scoped_release release;
+        dffx::cuda::landmark_visibility(reinterpret_cast<const float*>(vertices),
+                                        reinterpret_cast<const int32_t*>(landmark_index), L,
+                                        reinterpret_cast<const float*>(depth), {B, N, 0, H, W}, tolerance,
+                                        reinterpret_cast<uint8_t*>(visible), reinterpret_cast<void*>(stream));
+      },
+      py::arg("vertices"), py::arg("landmark_index"), py::arg("num_landmarks"), py::arg("depth"), py::arg("batch"),
+      py::arg("num_vertices"), py::arg("height"), py::arg("width"), py::arg("tolerance"), py::arg("visible"),
+      py::arg("stream"));
+}

@@ -1,0 +1,51 @@
+"""What this install of dffx is: version, native backend, CUDA, data locations (``dffx info``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import __version__
+from ._native import _C
+from .config import FACE_MODEL_ENV, configured_face_model_path
+
+
+def gpu_visible() -> bool:
+    """True when the CUDA runtime linked into dffx sees at least one device."""
+    return _C.cuda_device_count() > 0
+
+
+def info() -> dict:
+    """Build and environment facts as a JSON-serialisable dict.
+
+    Keys: version, native_version, native_backend ("cpu" or "cpu+cuda"), cuda_compiled,
+    cuda_architectures (list of str), cuda_device_count, gpu_visible, torch (version or None),
+    face_model (path or None), face_model_env, weights (None until the DFF weights ship),
+    cmake_dir (folder holding dffxConfig.cmake), include_dir, library (path of libdffx_core).
+    """
+    pkg = Path(__file__).resolve().parent
+    try:
+        import torch
+
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = None
+    model = configured_face_model_path()
+    libs = sorted((pkg / "lib").glob("libdffx_core*"))
+    archs = [a for a in _C.cuda_architectures().split(";") if a]
+    return {
+        "version": __version__,
+        "native_version": _C.version(),
+        "native_backend": "cpu+cuda" if _C.cuda_compiled() else "cpu",
+        "cuda_compiled": bool(_C.cuda_compiled()),
+        "cuda_architectures": archs,
+        "cuda_device_count": int(_C.cuda_device_count()),
+        "gpu_visible": gpu_visible(),
+        "torch": torch_version,
+        "face_model": str(model) if model else None,
+        "face_model_env": os.environ.get(FACE_MODEL_ENV),
+        "weights": None,
+        "cmake_dir": str(pkg / "lib" / "cmake" / "dffx"),
+        "include_dir": str(pkg / "include"),
+        "library": str(libs[0]) if libs else None,
+    }

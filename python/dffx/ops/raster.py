@@ -1,0 +1,180 @@
+"""Depth-buffer rasterizer and landmark visibility: dispatch to CUDA or the C++ CPU kernel.
+
+NumPy arrays and CPU torch tensors run the multi-threaded C++ kernel; CUDA torch tensors run
+the CUDA kernel on the tensor's device and current stream. Contract (identical in every
+backend and in the NumPy twin ``_reference.rasterize_reference``):
+
+* vertices in screen space: x, y pixels (0-based, pixel centres at integers, y down), z depth
+  with LARGER = CLOSER (what :func:`dffx.geometry.project` returns);
+* a pixel centre is covered when all edge functions have the triangle's orientation or are
+  zero; no back-face culling; zero-area triangles are skipped;
+* larger depth wins; on exactly equal depth the smaller triangle index wins (deterministic).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .._native import _C
+from .._validate import as_float_array, as_index_array, image_size
+
+# Landmark visibility tolerance in screen-depth units (pixels): a landmark counts as visible
+# when it lies at most this far behind the front-most surface at its pixel. One pixel absorbs
+# the depth change between the vertex and the nearest pixel centre on surfaces up to ~60
+# degrees from the view direction; see tests/test_raster.py::test_visibility_of_mean_face.
+DEFAULT_VISIBILITY_TOLERANCE = 1.0
+
+
+class RasterResult(NamedTuple):
+    """Output of :func:`rasterize` (batch dimension dropped for an unbatched call).
+
+    depth: float32 (B, H, W), interpolated screen depth (pixels), -inf for background.
+    triangle_id: int32 (B, H, W), index of the visible triangle, -1 for background.
+    barycentric: float32 (B, H, W, 3), weights of the triangle's vertices at the pixel centre.
+    """
+
+    depth: object
+    triangle_id: object
+    barycentric: object
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def rasterize(vertices, triangles, size, *, threads: int = 0) -> RasterResult:
+    """Rasterize screen-space meshes into depth, triangle-id and barycentric buffers.
+
+    Args:
+        vertices: (N, 3) or (B, N, 3) float screen-space vertices (NumPy or torch).
+        triangles: (F, 3) integer vertex indices shared by every mesh.
+        size: image size, int (square) or (height, width).
+        threads: CPU threads (0 = all); ignored on CUDA.
+
+    Returns:
+        :class:`RasterResult` of NumPy arrays (NumPy input) or torch tensors (torch input, on
+        the input's device).
+
+    Raises:
+        ValueError: wrong shapes or dtypes, empty mesh, NaN/inf vertices, triangle indices
+            outside [0, N), non-positive image size.
+        RuntimeError: a CUDA tensor was given but dffx was built without CUDA kernels.
+    """
+    h, w = image_size(size)
+    if _is_torch(vertices) and vertices.is_cuda:
+        return _rasterize_cuda(vertices, triangles, h, w)
+    torch_out = _is_torch(vertices)
+    v = as_float_array(vertices.detach().cpu().numpy() if torch_out else vertices, "vertices", last=3)
+    if v.ndim not in (2, 3):
+        raise ValueError(f"vertices must have shape (N, 3) or (B, N, 3), got {v.shape}")
+    single = v.ndim == 2
+    v3 = v[None] if single else v
+    t = triangles.detach().cpu().numpy() if _is_torch(triangles) else triangles
+    t = as_index_array(t, "triangles", v3.shape[1], ndim=2, last=3)
+    depth, tri_id, bary = _C.rasterize(v3, t, h, w, threads)
+    out = (depth, tri_id, bary)
+    if single:
+        out = tuple(o[0] for o in out)
+    if torch_out:
+        import torch
+
+        out = tuple(torch.from_numpy(o) for o in out)
+    return RasterResult(*out)
+
+
+def _check_cuda_mesh(vertices, triangles):
+    import torch
+
+    if not _C.cuda_compiled():
+        raise RuntimeError("dffx was built without CUDA kernels; pass CPU tensors or NumPy arrays")
+    if vertices.ndim not in (2, 3) or vertices.shape[-1] != 3 or vertices.numel() == 0:
+        raise ValueError(f"vertices must have shape (N, 3) or (B, N, 3), got {tuple(vertices.shape)}")
+    v = vertices.detach().to(torch.float32)
+    v = (v[None] if v.ndim == 2 else v).contiguous()
+    if not torch.isfinite(v).all():
+        raise ValueError("vertices contains NaN or inf")
+    return v
+
+
+def _rasterize_cuda(vertices, triangles, h, w) -> RasterResult:
+    import torch
+
+    v = _check_cuda_mesh(vertices, triangles)
+    t_cpu = triangles.detach().cpu().numpy() if _is_torch(triangles) else triangles
+    t = torch.from_numpy(as_index_array(t_cpu, "triangles", v.shape[1], ndim=2, last=3)).to(v.device)
+    B, N, F = v.shape[0], v.shape[1], t.shape[0]
+    depth = torch.empty((B, h, w), dtype=torch.float32, device=v.device)
+    tri_id = torch.empty((B, h, w), dtype=torch.int32, device=v.device)
+    bary = torch.empty((B, h, w, 3), dtype=torch.float32, device=v.device)
+    with torch.cuda.device(v.device):
+        stream = torch.cuda.current_stream().cuda_stream
+        _C.rasterize_cuda(v.data_ptr(), t.data_ptr(), B, N, F, h, w, depth.data_ptr(), tri_id.data_ptr(),
+                          bary.data_ptr(), stream)
+    out = (depth, tri_id, bary)
+    if vertices.ndim == 2:
+        out = tuple(o[0] for o in out)
+    return RasterResult(*out)
+
+
+def landmark_visibility(vertices, landmark_index, depth, tolerance: float = DEFAULT_VISIBILITY_TOLERANCE):
+    """Which landmark vertices are visible in a depth buffer (paper Sec. III-C3).
+
+    A landmark is visible when its projection rounds (half away from zero) to a pixel inside
+    the image and its depth z satisfies ``z + tolerance >= depth[round(y), round(x)]``
+    (background pixels count as visible). Landmarks projecting outside the image are hidden.
+
+    Args:
+        vertices: (N, 3) or (B, N, 3) screen-space vertices (as given to :func:`rasterize`).
+        landmark_index: (L,) vertex indices.
+        depth: (H, W) or (B, H, W) depth buffer from :func:`rasterize`.
+        tolerance: depth tolerance in pixels (>= 0), default ``DEFAULT_VISIBILITY_TOLERANCE``.
+
+    Returns:
+        bool (B, L) (or (L,) unbatched), NumPy or torch like ``vertices``.
+
+    Raises:
+        ValueError: shapes that disagree, indices out of range, negative/non-finite tolerance.
+    """
+    if not (np.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"tolerance must be finite and >= 0, got {tolerance}")
+    if _is_torch(vertices) and vertices.is_cuda:
+        return _visibility_cuda(vertices, landmark_index, depth, float(tolerance))
+    torch_out = _is_torch(vertices)
+    v = as_float_array(vertices.detach().cpu().numpy() if torch_out else vertices, "vertices", last=3)
+    single = v.ndim == 2
+    v3 = v[None] if single else v
+    d = depth.detach().cpu().numpy() if _is_torch(depth) else depth
+    d = np.ascontiguousarray(d, dtype=np.float32)
+    d3 = d[None] if d.ndim == 2 else d
+    if d3.ndim != 3 or d3.shape[0] != v3.shape[0]:
+        raise ValueError(f"depth must have shape (B, H, W) with B = {v3.shape[0]}, got {d.shape}")
+    idx = landmark_index.detach().cpu().numpy() if _is_torch(landmark_index) else landmark_index
+    idx = as_index_array(idx, "landmark_index", v3.shape[1], ndim=1)
+    vis = _C.landmark_visibility(v3, idx, d3, float(tolerance))
+    vis = vis[0] if single else vis
+    if torch_out:
+        import torch
+
+        return torch.from_numpy(vis)
+    return vis
+
+
+def _visibility_cuda(vertices, landmark_index, depth, tolerance):
+    import torch
+
+    v = _check_cuda_mesh(vertices, None)
+    d = depth.detach().to(device=v.device, dtype=torch.float32)
+    d = (d[None] if d.ndim == 2 else d).contiguous()
+    if d.ndim != 3 or d.shape[0] != v.shape[0]:
+        raise ValueError(f"depth must have shape (B, H, W) with B = {v.shape[0]}, got {tuple(depth.shape)}")
+    idx_cpu = landmark_index.detach().cpu().numpy() if _is_torch(landmark_index) else landmark_index
+    idx = torch.from_numpy(as_index_array(idx_cpu, "landmark_index", v.shape[1], ndim=1)).to(v.device)
+    visible = torch.empty((v.shape[0], idx.shape[0]), dtype=torch.uint8, device=v.device)
+    with torch.cuda.device(v.device):
+        stream = torch.cuda.current_stream().cuda_stream
+        _C.landmark_visibility_cuda(v.data_ptr(), idx.data_ptr(), idx.shape[0], d.data_ptr(), v.shape[0], v.shape[1],
+                                    d.shape[1], d.shape[2], tolerance, visible.data_ptr(), stream)
+    visible = visible.bool()
+    return visible[0] if vertices.ndim == 2 else visible
