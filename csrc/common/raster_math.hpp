@@ -60,10 +60,29 @@ DFFX_HD void pixel_span(float lo, float hi, int64_t n, int64_t* first, int64_t* 
 DFFX_HD float min3(float a, float b, float c) { return a < b ? (a < c ? a : c) : (b < c ? b : c); }
 DFFX_HD float max3(float a, float b, float c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
 
-/// Nearest pixel (round half away from zero) of a coordinate; -1 when outside [0, n).
-DFFX_HD int64_t nearest_pixel(float c, int64_t n) {
-  if (!(c > -0.5f) || !(c < static_cast<float>(n) - 0.5f)) return -1;
-  return static_cast<int64_t>(c + 0.5f);
+/// True when a coordinate lies inside the image's pixel area [-0.5, n - 0.5).
+DFFX_HD bool inside_image(float c, int64_t n) { return c >= -0.5f && c < static_cast<float>(n) - 0.5f; }
+
+/// floor() for coordinates already known to lie in the image's pixel area.
+DFFX_HD int64_t floor_to_int(float c) {
+  const int64_t t = static_cast<int64_t>(c);  // truncates towards zero
+  return static_cast<float>(t) > c ? t - 1 : t;
+}
+
+DFFX_HD int64_t clamp_index(int64_t i, int64_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
+
+/// Front-most surface depth around a sub-pixel point: the minimum over the 2x2 pixel centres
+/// surrounding (x, y): columns floor(x) and floor(x) + 1, rows likewise, each clamped to the image. Taking the minimum keeps a point on a steep,
+/// silhouette-adjacent surface visible, while a point behind an occluder stays hidden because
+/// the occluder covers all four centres. Background (-inf) makes the point visible.
+DFFX_HD float front_depth_2x2(const float* depth, int64_t height, int64_t width, float x, float y) {
+  const int64_t x0 = floor_to_int(x), y0 = floor_to_int(y);
+  const int64_t xa = clamp_index(x0, width), xb = clamp_index(x0 + 1, width);
+  const int64_t ya = clamp_index(y0, height), yb = clamp_index(y0 + 1, height);
+  const float a = depth[ya * width + xa], b = depth[ya * width + xb];
+  const float c = depth[yb * width + xa], d = depth[yb * width + xb];
+  const float ab = a < b ? a : b, cd = c < d ? c : d;
+  return ab < cd ? ab : cd;
 }
 
 }  // namespace dffx::detail

@@ -23,6 +23,7 @@ void project_weak_perspective(const float* vertices, const float* cameras, int64
   detail::require(batch >= 0 && num_vertices >= 0, "project_weak_perspective: negative size");
   detail::require(vertices && cameras && out, "project_weak_perspective: null pointer");
   detail::require_finite(cameras, batch * kCameraParams, "cameras");
+  detail::require_finite(vertices, (shared_vertices ? 1 : batch) * num_vertices * 3, "vertices");
   for (int64_t b = 0; b < batch; ++b) {
     const float* w = cameras + b * kCameraParams;
     double R[9];

@@ -69,11 +69,13 @@ void rasterize(const float* vertices, const int32_t* triangles, const RasterShap
                int32_t* triangle_id, float* barycentric, int num_threads) {
   validate(vertices, triangles, s);
   detail::require(depth && triangle_id && barycentric, "rasterize: null output pointer");
-  // Work items are (image, band of rows) so a single large image still uses every thread.
-  const int64_t bands_per_image = std::max<int64_t>(1, std::min<int64_t>(s.height, 16));
+  // Work items are (image, band of rows). Every band scans all triangles, so use just enough
+  // bands to keep the threads busy: one per image for large batches, several for a single image.
+  const int threads = detail::resolve_threads(num_threads, s.batch * s.height);
+  const int64_t bands_per_image = std::clamp<int64_t>((threads + s.batch - 1) / s.batch, 1, s.height);
   const int64_t rows_per_band = (s.height + bands_per_image - 1) / bands_per_image;
   const int64_t pixels = s.height * s.width;
-  detail::parallel_for(s.batch * bands_per_image, num_threads, [&](int64_t begin, int64_t end) {
+  detail::parallel_for(s.batch * bands_per_image, threads, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / bands_per_image, band = item % bands_per_image;
       const int64_t r0 = band * rows_per_band, r1 = std::min(s.height, r0 + rows_per_band);
@@ -101,13 +103,10 @@ void landmark_visibility(const float* vertices, const int32_t* landmark_index, i
   for (int64_t b = 0; b < s.batch; ++b)
     for (int64_t l = 0; l < num_landmarks; ++l) {
       const float* q = vertices + (b * s.num_vertices + landmark_index[l]) * 3;
-      const int64_t px = detail::nearest_pixel(q[0], s.width), py = detail::nearest_pixel(q[1], s.height);
-      bool vis = false;
-      if (px >= 0 && py >= 0) {
-        const float front = depth[(b * s.height + py) * s.width + px];
-        vis = q[2] + tolerance >= front;  // background (-inf) counts as visible
-      }
-      visible[b * num_landmarks + l] = vis ? 1 : 0;
+      const bool inside = detail::inside_image(q[0], s.width) && detail::inside_image(q[1], s.height);
+      visible[b * num_landmarks + l] =
+          inside && q[2] + tolerance >= detail::front_depth_2x2(depth + b * s.height * s.width, s.height, s.width,
+                                                                  q[0], q[1]);
     }
 }
 

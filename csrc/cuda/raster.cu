@@ -87,10 +87,9 @@ __global__ void visibility_kernel(const float* __restrict__ vertices, const int3
   if (i >= s.batch * num_landmarks) return;
   const int64_t b = i / num_landmarks, l = i % num_landmarks;
   const float* q = vertices + (b * s.num_vertices + landmark_index[l]) * 3;
-  const int64_t px = detail::nearest_pixel(q[0], s.width), py = detail::nearest_pixel(q[1], s.height);
-  bool vis = false;
-  if (px >= 0 && py >= 0) vis = q[2] + tolerance >= depth[(b * s.height + py) * s.width + px];
-  visible[i] = vis ? 1 : 0;
+  const bool inside = detail::inside_image(q[0], s.width) && detail::inside_image(q[1], s.height);
+  visible[i] = inside && q[2] + tolerance >= detail::front_depth_2x2(depth + b * s.height * s.width, s.height,
+                                                                      s.width, q[0], q[1]);
 }
 
 void validate_sizes(const RasterShape& s) {

@@ -14,8 +14,11 @@ import numpy as np
 
 
 def _cmd_info(args) -> int:
-    from .info import info
+    from .info import cmake_dir, info
 
+    if args.cmake_dir:
+        print(cmake_dir())
+        return 0
     facts = info()
     if args.json:
         print(json.dumps(facts, indent=2))
@@ -52,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="version, native backend, CUDA, data locations")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--cmake-dir", action="store_true", help="print only the folder holding dffxConfig.cmake")
     p.set_defaults(run=_cmd_info)
 
     p = sub.add_parser("render-depth", help="write depth-map PNGs of the mean face at given yaw angles")

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import os
+from importlib import metadata
 from pathlib import Path
 
 from . import __version__
 from ._native import _C
 from .config import FACE_MODEL_ENV, configured_face_model_path
+
+
+def package_dir() -> Path:
+    """Folder of the installed dffx package (holds _C, lib/ and include/)."""
+    return Path(__file__).resolve().parent
+
+
+def cmake_dir() -> Path:
+    """Folder holding dffxConfig.cmake: pass it as ``-Ddffx_DIR=...`` to a C++ project."""
+    return package_dir() / "lib" / "cmake" / "dffx"
 
 
 def gpu_visible() -> bool:
@@ -23,12 +34,10 @@ def info() -> dict:
     face_model (path or None), face_model_env, weights (None until the DFF weights ship),
     cmake_dir (folder holding dffxConfig.cmake), include_dir, library (path of libdffx_core).
     """
-    pkg = Path(__file__).resolve().parent
-    try:
-        import torch
-
-        torch_version = torch.__version__
-    except ImportError:
+    pkg = package_dir()
+    try:  # metadata only: importing torch would cost a second
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
         torch_version = None
     model = configured_face_model_path()
     libs = sorted((pkg / "lib").glob("libdffx_core*"))
@@ -45,7 +54,7 @@ def info() -> dict:
         "face_model": str(model) if model else None,
         "face_model_env": os.environ.get(FACE_MODEL_ENV),
         "weights": None,
-        "cmake_dir": str(pkg / "lib" / "cmake" / "dffx"),
+        "cmake_dir": str(cmake_dir()),
         "include_dir": str(pkg / "include"),
         "library": str(libs[0]) if libs else None,
     }

@@ -27,7 +27,7 @@ void rotation_matrix(double pitch, double yaw, double roll, double out_R[9]);
 ///
 /// vertices: (B, N, 3) float32, or (N, 3) shared by every camera when shared_vertices.
 /// cameras:  (B, 6) float32.  out: (B, N, 3) float32.
-/// Throws std::invalid_argument on negative sizes, null pointers or non-finite cameras.
+/// Throws std::invalid_argument on negative sizes, null pointers, non-finite vertices or cameras.
 void project_weak_perspective(const float* vertices, const float* cameras, int64_t batch,
                               int64_t num_vertices, bool shared_vertices, float* out);
 

@@ -40,9 +40,11 @@ void rasterize(const float* vertices, const int32_t* triangles, const RasterShap
 
 /// Landmark visibility from a depth buffer.
 ///
-/// A landmark (vertex index l of mesh b) is visible when its projection rounds to a pixel
-/// inside the image and its depth z satisfies z + tolerance >= depth[b, round(y), round(x)]
-/// (or that pixel is background). tolerance is in screen-depth units (pixels).
+/// A landmark (vertex index l of mesh b) at screen point (x, y, z) is visible when (x, y) lies
+/// inside the image, x, y in [-0.5, size - 0.5), and z + tolerance >= the minimum depth over the
+/// 2x2 pixel centres around (x, y) (floor/floor+1, clamped to the image; background = -inf
+/// counts as visible). The minimum keeps points on steep surfaces next to a silhouette visible
+/// while points behind an occluder stay hidden. tolerance is in screen-depth units (pixels).
 /// vertices (B, N, 3), landmark_index (L,) int32, depth (B, H, W) -> visible (B, L) uint8.
 /// Throws std::invalid_argument for bad sizes, indices outside [0, N), negative or
 /// non-finite tolerance.

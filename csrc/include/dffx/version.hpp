@@ -1,7 +1,5 @@
 // Version and build information of the dffx core.
 #pragma once
-#include <string>
-
 namespace dffx {
 
 /// Library version, e.g. "0.1.0" (same as the Python package's __version__).

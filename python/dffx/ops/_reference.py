@@ -37,37 +37,44 @@ def rasterize_reference(vertices: np.ndarray, triangles: np.ndarray, height: int
     tri_id = np.full((B, height, width), -1, dtype=np.int32)
     bary = np.zeros((B, height, width, 3), dtype=f32)
     for b in range(B):
-        v = vertices[b][triangles]  # (F, 3 corners, 3 coords)
-        x0, y0, z0 = v[:, 0, 0], v[:, 0, 1], v[:, 0, 2]
-        x1, y1, z1 = v[:, 1, 0], v[:, 1, 1], v[:, 1, 2]
-        x2, y2, z2 = v[:, 2, 0], v[:, 2, 1], v[:, 2, 2]
-        area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
-        xf, xl = _pixel_span(np.minimum(np.minimum(x0, x1), x2), np.maximum(np.maximum(x0, x1), x2), width)
-        yf, yl = _pixel_span(np.minimum(np.minimum(y0, y1), y2), np.maximum(np.maximum(y0, y1), y2), height)
-        nx, ny = np.maximum(xl - xf + 1, 0), np.maximum(yl - yf + 1, 0)
-        count = np.where(area != 0, nx * ny, 0)
-        f = np.repeat(np.arange(len(triangles)), count)
-        if f.size == 0:
-            continue
-        k = np.arange(f.size) - np.repeat(np.cumsum(count) - count, count)  # index inside each bbox
-        px = (xf[f] + k % nx[f]).astype(f32)
-        py = (yf[f] + k // nx[f]).astype(f32)
-        X0, Y0, Z0, X1, Y1, Z1, X2, Y2, Z2, A = (t[f] for t in (x0, y0, z0, x1, y1, z1, x2, y2, z2, area))
-        w0 = (X2 - X1) * (py - Y1) - (Y2 - Y1) * (px - X1)
-        w1 = (X0 - X2) * (py - Y2) - (Y0 - Y2) * (px - X2)
-        w2 = (X1 - X0) * (py - Y0) - (Y1 - Y0) * (px - X0)
-        inside = np.where(A > 0, (w0 >= 0) & (w1 >= 0) & (w2 >= 0), (w0 <= 0) & (w1 <= 0) & (w2 <= 0))
-        f, px, py, w0, w1, w2, Z0, Z1, Z2, A = (t[inside] for t in (f, px, py, w0, w1, w2, Z0, Z1, Z2, A))
-        b0, b1, b2 = w0 / A, w1 / A, w2 / A
-        z = (b0 * Z0 + b1 * Z1) + b2 * Z2 + f32(0)
-        pix = py.astype(np.int64) * width + px.astype(np.int64)
-        order = np.lexsort((f, -z, pix))  # per pixel: largest depth first, then smallest index
-        first = order[np.r_[True, pix[order][1:] != pix[order][:-1]]]
-        flat_depth, flat_id, flat_bary = depth[b].reshape(-1), tri_id[b].reshape(-1), bary[b].reshape(-1, 3)
-        flat_depth[pix[first]] = z[first]
-        flat_id[pix[first]] = f[first]
-        flat_bary[pix[first]] = np.stack([b0[first], b1[first], b2[first]], axis=1)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow covers nothing, as in C++
+            _rasterize_one(vertices[b], triangles, depth[b], tri_id[b], bary[b])
     return depth, tri_id, bary
+
+
+def _rasterize_one(vertices, triangles, depth, tri_id, bary):
+    """Rasterize one mesh into the given (H, W) buffers (see rasterize_reference)."""
+    height, width = depth.shape
+    v = vertices[triangles]  # (F, 3 corners, 3 coords)
+    x0, y0, z0 = v[:, 0, 0], v[:, 0, 1], v[:, 0, 2]
+    x1, y1, z1 = v[:, 1, 0], v[:, 1, 1], v[:, 1, 2]
+    x2, y2, z2 = v[:, 2, 0], v[:, 2, 1], v[:, 2, 2]
+    area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
+    xf, xl = _pixel_span(np.minimum(np.minimum(x0, x1), x2), np.maximum(np.maximum(x0, x1), x2), width)
+    yf, yl = _pixel_span(np.minimum(np.minimum(y0, y1), y2), np.maximum(np.maximum(y0, y1), y2), height)
+    nx, ny = np.maximum(xl - xf + 1, 0), np.maximum(yl - yf + 1, 0)
+    count = np.where(area != 0, nx * ny, 0)
+    f = np.repeat(np.arange(len(triangles)), count)
+    k = np.arange(f.size) - np.repeat(np.cumsum(count) - count, count)  # index inside each bbox
+    px = (xf[f] + k % nx[f]).astype(f32)
+    py = (yf[f] + k // nx[f]).astype(f32)
+    X0, Y0, Z0, X1, Y1, Z1, X2, Y2, Z2, A = (t[f] for t in (x0, y0, z0, x1, y1, z1, x2, y2, z2, area))
+    w0 = (X2 - X1) * (py - Y1) - (Y2 - Y1) * (px - X1)
+    w1 = (X0 - X2) * (py - Y2) - (Y0 - Y2) * (px - X2)
+    w2 = (X1 - X0) * (py - Y0) - (Y1 - Y0) * (px - X0)
+    inside = np.where(A > 0, (w0 >= 0) & (w1 >= 0) & (w2 >= 0), (w0 <= 0) & (w1 <= 0) & (w2 <= 0))
+    f, px, py, w0, w1, w2, Z0, Z1, Z2, A = (t[inside] for t in (f, px, py, w0, w1, w2, Z0, Z1, Z2, A))
+    if f.size == 0:
+        return
+    b0, b1, b2 = w0 / A, w1 / A, w2 / A
+    z = (b0 * Z0 + b1 * Z1) + b2 * Z2 + f32(0)
+    pix = py.astype(np.int64) * width + px.astype(np.int64)
+    order = np.lexsort((f, -z, pix))  # per pixel: largest depth first, then smallest index
+    first = order[np.r_[True, pix[order][1:] != pix[order][:-1]]]
+    flat_depth, flat_id, flat_bary = depth.reshape(-1), tri_id.reshape(-1), bary.reshape(-1, 3)
+    flat_depth[pix[first]] = z[first]
+    flat_id[pix[first]] = f[first]
+    flat_bary[pix[first]] = np.stack([b0[first], b1[first], b2[first]], axis=1)
 
 
 def landmark_visibility_reference(vertices: np.ndarray, landmark_index: np.ndarray, depth: np.ndarray,
@@ -76,14 +83,14 @@ def landmark_visibility_reference(vertices: np.ndarray, landmark_index: np.ndarr
     vertices = np.asarray(vertices, dtype=f32)
     q = vertices[:, np.asarray(landmark_index, dtype=np.int64)]  # (B, L, 3)
     B, H, W = depth.shape
-
-    def nearest(c, n):
-        ok = (c > f32(-0.5)) & (c < f32(n) - f32(0.5))
-        return np.where(ok, np.trunc(np.where(ok, c, 0) + f32(0.5)).astype(np.int64), -1)
-
-    px, py = nearest(q[..., 0], W), nearest(q[..., 1], H)
-    inside = (px >= 0) & (py >= 0)
-    front = depth[np.arange(B)[:, None], np.clip(py, 0, H - 1), np.clip(px, 0, W - 1)]
+    x, y = q[..., 0], q[..., 1]
+    inside = (x >= f32(-0.5)) & (x < f32(W) - f32(0.5)) & (y >= f32(-0.5)) & (y < f32(H) - f32(0.5))
+    fx = np.floor(np.where(inside, x, 0)).astype(np.int64)
+    fy = np.floor(np.where(inside, y, 0)).astype(np.int64)
+    xa, xb = np.clip(fx, 0, W - 1), np.clip(fx + 1, 0, W - 1)
+    ya, yb = np.clip(fy, 0, H - 1), np.clip(fy + 1, 0, H - 1)
+    bi = np.arange(B)[:, None]
+    front = np.minimum.reduce([depth[bi, ya, xa], depth[bi, ya, xb], depth[bi, yb, xa], depth[bi, yb, xb]])
     return inside & (q[..., 2] + f32(tolerance) >= front)
 
 

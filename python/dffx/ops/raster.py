@@ -21,9 +21,9 @@ from .._native import _C
 from .._validate import as_float_array, as_index_array, image_size
 
 # Landmark visibility tolerance in screen-depth units (pixels): a landmark counts as visible
-# when it lies at most this far behind the front-most surface at its pixel. One pixel absorbs
-# the depth change between the vertex and the nearest pixel centre on surfaces up to ~60
-# degrees from the view direction; see tests/test_raster.py::test_visibility_of_mean_face.
+# when it lies at most this far behind the front-most surface around it. With the 2x2-minimum
+# rule, 1 px keeps all 68 landmarks of the frontal mean face visible at 120-450 px image sizes
+# (tests/test_raster.py::test_visibility_of_mean_face).
 DEFAULT_VISIBILITY_TOLERANCE = 1.0
 
 
@@ -121,9 +121,12 @@ def _rasterize_cuda(vertices, triangles, h, w) -> RasterResult:
 def landmark_visibility(vertices, landmark_index, depth, tolerance: float = DEFAULT_VISIBILITY_TOLERANCE):
     """Which landmark vertices are visible in a depth buffer (paper Sec. III-C3).
 
-    A landmark is visible when its projection rounds (half away from zero) to a pixel inside
-    the image and its depth z satisfies ``z + tolerance >= depth[round(y), round(x)]``
-    (background pixels count as visible). Landmarks projecting outside the image are hidden.
+    A landmark at screen point (x, y, z) is visible when (x, y) lies inside the image
+    (``-0.5 <= x < W - 0.5``, same for y) and ``z + tolerance`` is at least the minimum depth
+    of the 2x2 pixel centres around (x, y) (background counts as -inf, i.e. visible). The
+    minimum keeps points on steep surfaces beside a silhouette visible; a point behind an
+    occluder stays hidden because the occluder covers all four centres. Landmarks projecting
+    outside the image are hidden.
 
     Args:
         vertices: (N, 3) or (B, N, 3) screen-space vertices (as given to :func:`rasterize`).
