@@ -221,6 +221,8 @@ def test_torch_cpu_tensors_round_trip(rng):
     (lambda: dffx.landmark_visibility(np.zeros((3, 3)), [5], np.zeros((4, 4))), "outside"),
     (lambda: dffx.landmark_visibility(np.zeros((3, 3)), [0], np.zeros((2, 4, 4))), "depth must have shape"),
     (lambda: dffx.landmark_visibility(np.zeros((3, 3)), [0], np.zeros((4, 4)), -1.0), "tolerance"),
+    (lambda: dffx.landmark_visibility(np.array([[np.nan, 0, 0], [1, 1, 1]]), [0], np.zeros((4, 4))), "non-finite"),
+    (lambda: dffx.landmark_visibility(np.zeros((2, 3, 3, 3)), [0], np.zeros((4, 4))), "shape"),
     (lambda: dffx.landmark_visibility(np.zeros((3, 3)), [0], np.zeros((4, 4)), np.nan), "tolerance"),
 ])
 def test_bad_input_raises_value_error(call, match):

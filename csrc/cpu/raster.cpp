@@ -99,10 +99,11 @@ void landmark_visibility(const float* vertices, const int32_t* landmark_index, i
     if (landmark_index[l] < 0 || landmark_index[l] >= s.num_vertices)
       detail::fail("landmark_visibility: landmark " + std::to_string(l) + " has vertex index " +
                    std::to_string(landmark_index[l]) + " outside [0, " + std::to_string(s.num_vertices) + ")");
-  detail::require_finite(vertices, s.batch * s.num_vertices * 3, "landmark_visibility: vertices");
   for (int64_t b = 0; b < s.batch; ++b)
     for (int64_t l = 0; l < num_landmarks; ++l) {
       const float* q = vertices + (b * s.num_vertices + landmark_index[l]) * 3;
+      // Only the landmark vertices are read, so only they must be finite.
+      detail::require_finite(q, 3, "landmark_visibility: landmark vertex");
       const bool inside = detail::inside_image(q[0], s.width) && detail::inside_image(q[1], s.height);
       visible[b * num_landmarks + l] =
           inside && q[2] + tolerance >= detail::front_depth_2x2(depth + b * s.height * s.width, s.height, s.width,

@@ -3,6 +3,7 @@
 
 #include <Eigen/Dense>
 #include <string>
+#include <vector>
 
 #include "dffx/camera.hpp"
 #include "internal.hpp"
@@ -10,7 +11,7 @@
 namespace dffx {
 namespace {
 
-using MatrixXd = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MatrixXd = Eigen::MatrixXd;  // column-major: A^T A reads contiguous columns
 
 void validate(const LandmarkModel& m, const float* targets, const float* landmark_weights, const float* cameras,
               int64_t count, const FitWeights& w, const char* who) {
@@ -58,13 +59,15 @@ void accumulate_normal_equations(const LandmarkModel& m, const float* target, co
       A(2 * l + 1, j) = -c * s * (R[3] * bx[j] + R[4] * by[j] + R[5] * bz[j]);
     }
   }
-  AtA.noalias() += A.transpose() * A;
+  // Only the lower triangle is accumulated (symmetric rank update: half the flops of A^T A);
+  // solve_into() reads the lower triangle only.
+  AtA.selfadjointView<Eigen::Lower>().rankUpdate(A.transpose());
   Atr.noalias() += A.transpose() * r;
 }
 
 void solve_into(const LandmarkModel& m, MatrixXd& AtA, const Eigen::VectorXd& Atr, double w_reg, float* out) {
   for (int64_t j = 0; j < m.num_params; ++j) AtA(j, j) += w_reg / m.prior_variance[j];
-  const Eigen::LDLT<MatrixXd> ldlt(AtA);
+  const Eigen::LDLT<MatrixXd, Eigen::Lower> ldlt(AtA);
   const Eigen::VectorXd d = ldlt.vectorD();
   if (ldlt.info() != Eigen::Success || !(d.minCoeff() > 1e-12 * std::max(1.0, d.maxCoeff())))
     throw std::invalid_argument(
@@ -98,12 +101,25 @@ void fit_shared_shape(const LandmarkModel& m, const float* targets, const float*
   validate(m, targets, landmark_weights, cameras, num_images, w, "fit_shared_shape");
   detail::require(out_params != nullptr, "fit_shared_shape: null output");
   const int64_t L = m.num_landmarks, M = m.num_params;
+  const double scale = w.landmark / static_cast<double>(num_images);  // eq. 11's w_lan / N
+  // One partial sum per chunk of images, added in chunk order: the result does not depend on
+  // thread timing.
+  const int threads = detail::resolve_threads(0, num_images);
+  const int64_t chunk = (num_images + threads - 1) / threads;
+  std::vector<MatrixXd> partial_AtA(threads, MatrixXd::Zero(M, M));
+  std::vector<Eigen::VectorXd> partial_Atr(threads, Eigen::VectorXd::Zero(M));
+  detail::parallel_for(threads, threads, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t)
+      for (int64_t i = t * chunk; i < std::min(num_images, (t + 1) * chunk); ++i)
+        accumulate_normal_equations(m, targets + i * L * 2, landmark_weights ? landmark_weights + i * L : nullptr,
+                                    cameras + i * kCameraParams, scale, partial_AtA[t], partial_Atr[t]);
+  });
   MatrixXd AtA = MatrixXd::Zero(M, M);
   Eigen::VectorXd Atr = Eigen::VectorXd::Zero(M);
-  const double scale = w.landmark / static_cast<double>(num_images);  // eq. 11's w_lan / N
-  for (int64_t i = 0; i < num_images; ++i)
-    accumulate_normal_equations(m, targets + i * L * 2, landmark_weights ? landmark_weights + i * L : nullptr,
-                                cameras + i * kCameraParams, scale, AtA, Atr);
+  for (int t = 0; t < threads; ++t) {
+    AtA += partial_AtA[t];
+    Atr += partial_Atr[t];
+  }
   solve_into(m, AtA, Atr, w.regularization, out_params);
 }
 

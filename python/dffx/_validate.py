@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def as_float_array(x, name: str, ndim: int | None = None, last: int | None = None, dtype=np.float32) -> np.ndarray:
+def as_float_array(x, name: str, ndim: int | None = None, last: int | None = None, dtype=np.float32,
+                   check_finite: bool = True) -> np.ndarray:
     """Convert to a C-contiguous float array and check its rank, trailing size and finiteness.
+
+    ``check_finite=False`` leaves the NaN/inf check to a caller that reads only part of the array.
 
     Raises:
         ValueError: wrong rank, wrong trailing dimension, empty, or NaN/inf values.
@@ -21,7 +24,7 @@ def as_float_array(x, name: str, ndim: int | None = None, last: int | None = Non
         raise ValueError(f"{name} must have last dimension {last}, got shape {arr.shape}")
     if arr.size == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
-    if not np.all(np.isfinite(arr)):
+    if check_finite and not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or inf")
     return arr
 

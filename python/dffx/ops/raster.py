@@ -145,7 +145,11 @@ def landmark_visibility(vertices, landmark_index, depth, tolerance: float = DEFA
     if _is_torch(vertices) and vertices.is_cuda:
         return _visibility_cuda(vertices, landmark_index, depth, float(tolerance))
     torch_out = _is_torch(vertices)
-    v = as_float_array(vertices.detach().cpu().numpy() if torch_out else vertices, "vertices", last=3)
+    # The kernel checks the finiteness of the landmark vertices it reads (not all N).
+    v = as_float_array(vertices.detach().cpu().numpy() if torch_out else vertices, "vertices", last=3,
+                       check_finite=False)
+    if v.ndim not in (2, 3):
+        raise ValueError(f"vertices must have shape (N, 3) or (B, N, 3), got {v.shape}")
     single = v.ndim == 2
     v3 = v[None] if single else v
     d = depth.detach().cpu().numpy() if _is_torch(depth) else depth

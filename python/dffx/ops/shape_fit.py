@@ -43,8 +43,8 @@ def fit_shape(model, targets, cameras, *, landmark_weights=None, landmark_index=
 
     Minimises ``w_lan * sum_l c_l ||X_l - Y_l(w, p)||^2 + w_reg * p^T D^-1 p`` per face, where
     Y projects the model's landmark vertices with the weak-perspective camera w (eq. 2).
-    Linear in p, solved exactly in double precision by the C++/Eigen kernel, one face per
-    thread. Twin: ``dffx.ops._reference.fit_shape_reference``.
+    Linear in p: the C++/Eigen kernel forms and solves the normal equations in double precision
+    (from float32 inputs), one face per thread. Twin: ``dffx.ops._reference.fit_shape_reference``.
 
     Args:
         model: a :class:`dffx.FaceModel`, or a tuple (mean (L, 3), basis (L, 3, M), prior_variance (M,)).
