@@ -1,4 +1,4 @@
-"""The ``dffx`` command line: ``dffx info``, ``dffx render-depth``.
+"""The ``dffx`` command line: ``dffx info``, ``dffx render-depth``, ``dffx eval``.
 
 Later issues add ``align``, ``eval``, ``synth``, ``train`` and ``match`` here.
 """
@@ -48,6 +48,21 @@ def _cmd_render_depth(args) -> int:
     return 0
 
 
+def _cmd_eval(args) -> int:
+    from .eval import EvalOptions, evaluate, format_table
+    from .eval.protocols import write_per_image_csv
+    from .model import load_face_model
+
+    opts = EvalOptions(dataset=args.dataset, root=Path(args.root), method=args.method, limit=args.limit,
+                       yaw_csv=Path(args.yaw_csv) if args.yaw_csv else None, detector=args.detector,
+                       progress=not args.no_progress)
+    summary, rows = evaluate(opts, load_face_model(args.model))
+    if args.per_image:
+        write_per_image_csv(rows, Path(args.per_image))
+    print(json.dumps(summary, indent=2) if args.json else format_table(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``dffx`` command."""
     parser = argparse.ArgumentParser(prog="dffx", description="Large-pose face alignment with the Deep Face Feature")
@@ -66,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roll", type=float, default=0.0, help="roll in degrees")
     p.add_argument("--size", type=int, default=224, help="image side in pixels")
     p.set_defaults(run=_cmd_render_depth)
+
+    p = sub.add_parser("eval", help="benchmark protocols: NME by yaw bin (AFLW2000-3D, AFLW) or subset (300W)")
+    p.add_argument("dataset", choices=["aflw2000-3d", "aflw", "300w"])
+    p.add_argument("root", help="dataset folder in its official layout")
+    p.add_argument("--method", default="mean-shape", help="predictor (mean-shape; dff and sift come with alignment)")
+    p.add_argument("--limit", type=int, default=None, help="first N faces in the dataset's order")
+    p.add_argument("--yaw-csv", default=None, help="AFLW2000-3D: name,yaw_deg lines that decide the yaw bins")
+    p.add_argument("--detector", action="store_true", help="start from detected boxes instead of ground truth")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--per-image", metavar="CSV", default=None, help="write per-face errors to CSV")
+    p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_eval)
     return parser
 
 

@@ -1,0 +1,65 @@
+"""Landmark predictors the evaluation protocols can run (``--method``).
+
+``mean-shape`` is the alignment cascade's initial estimate (paper Sec. III-C1) with no cascade
+iteration: the mean face under the mean camera for the face box. Every later table shows what
+the cascade adds to it. ``dff`` and ``sift`` arrive with the alignment issue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..geometry.camera import project
+
+
+@dataclass
+class Prediction:
+    """landmarks: float64 (68, 2) image pixels; camera: (6,) weak-perspective camera w."""
+
+    landmarks: np.ndarray
+    camera: np.ndarray
+
+
+class MeanShapePredictor:
+    """The mean face, frontal, placed in the face box (the cascade's initialisation).
+
+    Mean camera for a box: pitch = yaw = roll = 0; the bounding box of the mean face's 68
+    projected landmarks is centred on the box and scaled isotropically to the box's area
+    (s = sqrt(box_w * box_h / (w_68 * h_68))). The face box follows the landmark-box convention
+    (dffx.data loaders, dffx.detect).
+    """
+
+    name = "mean-shape"
+
+    def __init__(self, model):
+        self.landmarks3d = np.asarray(model.mean[model.landmarks68], np.float64)
+        unit = project(self.landmarks3d, [1, 0, 0, 0, 0, 0])[:, :2].astype(np.float64)
+        self._lo, self._hi = unit.min(0), unit.max(0)
+
+    def mean_camera(self, box) -> np.ndarray:
+        """Camera (6,) that puts the mean landmarks' box onto ``box`` = (x0, y0, x1, y1)."""
+        x0, y0, x1, y1 = (float(v) for v in box[:4])
+        if not (x1 > x0 and y1 > y0):
+            raise ValueError(f"face box must have positive size, got {tuple(box[:4])}")
+        extent = self._hi - self._lo
+        s = np.sqrt((x1 - x0) * (y1 - y0) / (extent[0] * extent[1]))
+        centre = (self._lo + self._hi) / 2  # of the unit-scale projection
+        return np.array([s, 0.0, 0.0, 0.0, (x0 + x1) / 2 - s * centre[0], (y0 + y1) / 2 - s * centre[1]])
+
+    def predict(self, image, box) -> Prediction:
+        """Landmarks for the face in ``box`` (the image is not looked at)."""
+        camera = self.mean_camera(box)
+        return Prediction(project(self.landmarks3d, camera)[:, :2].astype(np.float64), camera)
+
+
+METHODS = {"mean-shape": MeanShapePredictor}
+
+
+def make_predictor(method: str, model):
+    """Build the predictor named ``method``; ValueError lists the available ones."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method '{method}'; available: {', '.join(METHODS)} "
+                         "(dff and sift come with the alignment cascade)")
+    return METHODS[method](model)
