@@ -1,0 +1,96 @@
+"""End-to-end latency per face, stage by stage, each against its reference in the same run.
+
+Stages of the alignment pipeline (paper Sec. III-C) that exist today:
+
+* ``latency-preprocess``: face box -> canonical 224x224 crop (``dffx.preprocess.crop_face``,
+  OpenCV) vs the NumPy twin ``crop_face_reference``;
+* ``latency-iteration-geometry``: the geometry of one cascade iteration at 224x224 -- shape
+  S(p) (eq. 3), projection (eq. 2), depth buffer + visibility of the 160 landmarks, shape fit
+  to 68 targets (eq. 6-8) -- with the native kernels vs the NumPy twins;
+* ``latency-mean-shape``: the ``mean-shape`` predictor of ``dffx eval`` on one face.
+
+DFF extraction, the descent-direction update and full DFF alignment join these groups when the
+network (issue 5) and the cascade (issue 6) land.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+import dffx
+from dffx.eval import MeanShapePredictor
+from dffx.ops import _reference
+from dffx.preprocess import crop_face, crop_face_reference
+
+from conftest import REPO_ROOT
+
+PHOTO = REPO_ROOT.parent / "shared" / "data" / "dev" / "aflw2000-3d-sample" / "image00050.jpg"
+BOX = np.array([150.0, 160.0, 310.0, 370.0])
+
+
+@pytest.fixture(scope="module")
+def photo():
+    image = cv2.imread(str(PHOTO))
+    if image is None:
+        pytest.skip(f"sample photo not found: {PHOTO}")
+    return image
+
+
+@pytest.mark.benchmark(group="latency-preprocess")
+def test_preprocess_opencv(benchmark, photo):
+    crop, _ = benchmark(crop_face, photo, BOX)
+    assert np.percentile(np.abs(crop.astype(int) - crop_face_reference(photo, BOX).astype(int)), 99) <= 1
+
+
+@pytest.mark.benchmark(group="latency-preprocess")
+def test_preprocess_reference(benchmark, photo):
+    crop = benchmark(crop_face_reference, photo, BOX)
+    assert crop.shape == (224, 224, 3)
+
+
+def _iteration_inputs(model):
+    rng = np.random.default_rng(3)
+    p_id, p_exp = rng.normal(size=model.n_identity), rng.uniform(0, 0.4, model.n_expression)
+    camera = np.array([6.5, 0.2, 0.6, -0.1, 111.5, 111.5], np.float32)
+    targets = dffx.project(model.mean[model.landmarks68], camera)[:, :2] + rng.normal(size=(68, 2)).astype(np.float32)
+    return p_id, p_exp, camera, targets
+
+
+def _iteration_native(model, p_id, p_exp, camera, targets):
+    screen = dffx.project(model.shape(p_id, p_exp), camera)
+    depth = dffx.rasterize(screen, model.triangles, 224).depth
+    visible = dffx.landmark_visibility(screen, model.landmarks160, depth)
+    return visible, dffx.fit_shape(model, targets, camera)
+
+
+def _iteration_reference(model, landmark_model, p_id, p_exp, camera, targets):
+    screen = dffx.project(model.shape(p_id, p_exp), camera)[None]
+    depth = _reference.rasterize_reference(screen, model.triangles, 224, 224)[0]
+    visible = _reference.landmark_visibility_reference(screen, model.landmarks160, depth, 1.0)[0]
+    mean, basis, prior = landmark_model
+    return visible, _reference.fit_shape_reference(mean, basis, prior, targets[None], None, camera[None])[0]
+
+
+@pytest.mark.benchmark(group="latency-iteration-geometry")
+def test_iteration_geometry_native(benchmark, face_model):
+    args = _iteration_inputs(face_model)
+    visible, p = benchmark(_iteration_native, face_model, *args)
+    ref_visible, ref_p = _iteration_reference(face_model, face_model.landmark_model(), *args)
+    np.testing.assert_array_equal(visible, ref_visible)
+    np.testing.assert_allclose(p, ref_p, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.benchmark(group="latency-iteration-geometry")
+def test_iteration_geometry_reference(benchmark, face_model):
+    args = _iteration_inputs(face_model)
+    landmark_model = face_model.landmark_model()
+    benchmark.pedantic(_iteration_reference, args=(face_model, landmark_model, *args), rounds=5, iterations=1)
+
+
+@pytest.mark.benchmark(group="latency-mean-shape")
+def test_mean_shape_predictor(benchmark, face_model, photo):
+    predictor = MeanShapePredictor(face_model)
+    pred = benchmark(predictor.predict, photo, BOX)
+    assert pred.landmarks.shape == (68, 2)
