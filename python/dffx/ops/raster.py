@@ -84,7 +84,7 @@ def rasterize(vertices, triangles, size, *, threads: int = 0) -> RasterResult:
     return RasterResult(*out)
 
 
-def _check_cuda_mesh(vertices, triangles):
+def _check_cuda_mesh(vertices):
     import torch
 
     if not _C.cuda_compiled():
@@ -101,7 +101,7 @@ def _check_cuda_mesh(vertices, triangles):
 def _rasterize_cuda(vertices, triangles, h, w) -> RasterResult:
     import torch
 
-    v = _check_cuda_mesh(vertices, triangles)
+    v = _check_cuda_mesh(vertices)
     t_cpu = triangles.detach().cpu().numpy() if _is_torch(triangles) else triangles
     t = torch.from_numpy(as_index_array(t_cpu, "triangles", v.shape[1], ndim=2, last=3)).to(v.device)
     B, N, F = v.shape[0], v.shape[1], t.shape[0]
@@ -171,7 +171,7 @@ def landmark_visibility(vertices, landmark_index, depth, tolerance: float = DEFA
 def _visibility_cuda(vertices, landmark_index, depth, tolerance):
     import torch
 
-    v = _check_cuda_mesh(vertices, None)
+    v = _check_cuda_mesh(vertices)
     d = depth.detach().to(device=v.device, dtype=torch.float32)
     d = (d[None] if d.ndim == 2 else d).contiguous()
     if d.ndim != 3 or d.shape[0] != v.shape[0]:
