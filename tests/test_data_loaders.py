@@ -142,27 +142,22 @@ def test_aflw2000_missing_mat_and_image_skipped(aflw2000_dir, tmp_path):
     assert len(samples) == 15 and len(report.skipped) == 1
 
 
-def test_aflw2000_corrupt_mat_names_file(aflw2000_dir, tmp_path):
+def _garbage_mat(path):
+    path.write_bytes(b"\x00garbage, not a MATLAB file\xff" * 20)
+
+
+@pytest.mark.parametrize("name, write, match", [
+    ("image01038", _garbage_mat, r"image01038\.mat"),
+    ("image02283", lambda p: scipy.io.savemat(p, {"Pose_Para": np.zeros((1, 7)), "roi": np.zeros((1, 4))}),
+     r"image02283\.mat lacks pt3d_68"),
+    ("image02283", lambda p: scipy.io.savemat(p, {"pt3d_68": np.zeros((3, 21)), "Pose_Para": np.zeros((1, 7))}),
+     r"image02283\.mat.*\(3, 21\)"),
+], ids=["corrupt", "without-pt3d", "wrong-shape"])
+def test_aflw2000_bad_mat_names_file(aflw2000_dir, tmp_path, name, write, match):
     root = _copy_tree(aflw2000_dir, tmp_path / "aflw2000")
-    (root / "image01038.mat").unlink()
-    (root / "image01038.mat").write_bytes(b"\x00garbage, not a MATLAB file\xff" * 20)
-    with pytest.raises(DatasetFormatError, match="image01038.mat"):
-        load_aflw2000_3d(root)
-
-
-def test_aflw2000_mat_without_pt3d_names_file(aflw2000_dir, tmp_path):
-    root = _copy_tree(aflw2000_dir, tmp_path / "aflw2000")
-    (root / "image02283.mat").unlink()
-    scipy.io.savemat(root / "image02283.mat", {"Pose_Para": np.zeros((1, 7)), "roi": np.zeros((1, 4))})
-    with pytest.raises(DatasetFormatError, match=r"image02283\.mat lacks pt3d_68"):
-        load_aflw2000_3d(root)
-
-
-def test_aflw2000_mat_wrong_shape_names_file(aflw2000_dir, tmp_path):
-    root = _copy_tree(aflw2000_dir, tmp_path / "aflw2000")
-    (root / "image02283.mat").unlink()
-    scipy.io.savemat(root / "image02283.mat", {"pt3d_68": np.zeros((3, 21)), "Pose_Para": np.zeros((1, 7))})
-    with pytest.raises(DatasetFormatError, match=r"image02283\.mat.*\(3, 21\)"):
+    (root / f"{name}.mat").unlink()
+    write(root / f"{name}.mat")
+    with pytest.raises(DatasetFormatError, match=match):
         load_aflw2000_3d(root)
 
 

@@ -159,16 +159,18 @@ def _summarize(opts, rows, report, samples, stats) -> dict:
                                     "protocol uses sqrt(w * h) of that box, which this layout lacks)")
         summary["points"] = "21 AFLW points, annotated ones only; 68 -> 21 by 3DDFA's index groups"
     elif opts.dataset == "300w":
+        def stats(sel):
+            return {"n": len(sel), "nme_ipn": 100 * float(np.mean([r["nme_ipn"] for r in sel])),
+                    "nme_ion": 100 * float(np.mean([r["nme_ion"] for r in sel]))}
+
         subsets = {}
         groups = {"common": ("common",), "challenging": ("challenging",), "full": ("common", "challenging")}
         for name, members in groups.items():
             sel = [r for r in rows if r["subset"] in members]
             if sel:
-                subsets[name] = {"n": len(sel), "nme_ipn": 100 * float(np.mean([r["nme_ipn"] for r in sel])),
-                                 "nme_ion": 100 * float(np.mean([r["nme_ion"] for r in sel]))}
+                subsets[name] = stats(sel)
         if not subsets or any(r["subset"] == "other" for r in rows):
-            subsets["all"] = {"n": len(rows), "nme_ipn": 100 * float(np.mean([r["nme_ipn"] for r in rows])),
-                              "nme_ion": 100 * float(np.mean([r["nme_ion"] for r in rows]))}
+            subsets["all"] = stats(rows)
         summary["subsets"] = subsets
         summary["normalisation"] = ("nme_ipn: inter-pupil distance (pupil = mean of the 6 eye points); "
                                     "nme_ion: inter-ocular distance (outer eye corners)")

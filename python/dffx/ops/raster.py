@@ -44,6 +44,11 @@ def _is_torch(x) -> bool:
     return type(x).__module__.startswith("torch")
 
 
+def _numpy(x):
+    """A CPU NumPy view of a torch tensor; anything else unchanged."""
+    return x.detach().cpu().numpy() if _is_torch(x) else x
+
+
 def rasterize(vertices, triangles, size, *, threads: int = 0) -> RasterResult:
     """Rasterize screen-space meshes into depth, triangle-id and barycentric buffers.
 
@@ -66,13 +71,12 @@ def rasterize(vertices, triangles, size, *, threads: int = 0) -> RasterResult:
     if _is_torch(vertices) and vertices.is_cuda:
         return _rasterize_cuda(vertices, triangles, h, w)
     torch_out = _is_torch(vertices)
-    v = as_float_array(vertices.detach().cpu().numpy() if torch_out else vertices, "vertices", last=3)
+    v = as_float_array(_numpy(vertices), "vertices", last=3)
     if v.ndim not in (2, 3):
         raise ValueError(f"vertices must have shape (N, 3) or (B, N, 3), got {v.shape}")
     single = v.ndim == 2
     v3 = v[None] if single else v
-    t = triangles.detach().cpu().numpy() if _is_torch(triangles) else triangles
-    t = as_index_array(t, "triangles", v3.shape[1], ndim=2, last=3)
+    t = as_index_array(_numpy(triangles), "triangles", v3.shape[1], ndim=2, last=3)
     depth, tri_id, bary = _C.rasterize(v3, t, h, w, threads)
     out = (depth, tri_id, bary)
     if single:
@@ -102,8 +106,7 @@ def _rasterize_cuda(vertices, triangles, h, w) -> RasterResult:
     import torch
 
     v = _check_cuda_mesh(vertices)
-    t_cpu = triangles.detach().cpu().numpy() if _is_torch(triangles) else triangles
-    t = torch.from_numpy(as_index_array(t_cpu, "triangles", v.shape[1], ndim=2, last=3)).to(v.device)
+    t = torch.from_numpy(as_index_array(_numpy(triangles), "triangles", v.shape[1], ndim=2, last=3)).to(v.device)
     B, N, F = v.shape[0], v.shape[1], t.shape[0]
     depth = torch.empty((B, h, w), dtype=torch.float32, device=v.device)
     tri_id = torch.empty((B, h, w), dtype=torch.int32, device=v.device)
@@ -146,19 +149,16 @@ def landmark_visibility(vertices, landmark_index, depth, tolerance: float = DEFA
         return _visibility_cuda(vertices, landmark_index, depth, float(tolerance))
     torch_out = _is_torch(vertices)
     # The kernel checks the finiteness of the landmark vertices it reads (not all N).
-    v = as_float_array(vertices.detach().cpu().numpy() if torch_out else vertices, "vertices", last=3,
-                       check_finite=False)
+    v = as_float_array(_numpy(vertices), "vertices", last=3, check_finite=False)
     if v.ndim not in (2, 3):
         raise ValueError(f"vertices must have shape (N, 3) or (B, N, 3), got {v.shape}")
     single = v.ndim == 2
     v3 = v[None] if single else v
-    d = depth.detach().cpu().numpy() if _is_torch(depth) else depth
-    d = np.ascontiguousarray(d, dtype=np.float32)
+    d = np.ascontiguousarray(_numpy(depth), dtype=np.float32)
     d3 = d[None] if d.ndim == 2 else d
     if d3.ndim != 3 or d3.shape[0] != v3.shape[0]:
         raise ValueError(f"depth must have shape (B, H, W) with B = {v3.shape[0]}, got {d.shape}")
-    idx = landmark_index.detach().cpu().numpy() if _is_torch(landmark_index) else landmark_index
-    idx = as_index_array(idx, "landmark_index", v3.shape[1], ndim=1)
+    idx = as_index_array(_numpy(landmark_index), "landmark_index", v3.shape[1], ndim=1)
     vis = _C.landmark_visibility(v3, idx, d3, float(tolerance))
     vis = vis[0] if single else vis
     if torch_out:
@@ -176,8 +176,7 @@ def _visibility_cuda(vertices, landmark_index, depth, tolerance):
     d = (d[None] if d.ndim == 2 else d).contiguous()
     if d.ndim != 3 or d.shape[0] != v.shape[0]:
         raise ValueError(f"depth must have shape (B, H, W) with B = {v.shape[0]}, got {tuple(depth.shape)}")
-    idx_cpu = landmark_index.detach().cpu().numpy() if _is_torch(landmark_index) else landmark_index
-    idx = torch.from_numpy(as_index_array(idx_cpu, "landmark_index", v.shape[1], ndim=1)).to(v.device)
+    idx = torch.from_numpy(as_index_array(_numpy(landmark_index), "landmark_index", v.shape[1], ndim=1)).to(v.device)
     visible = torch.empty((v.shape[0], idx.shape[0]), dtype=torch.uint8, device=v.device)
     with torch.cuda.device(v.device):
         stream = torch.cuda.current_stream().cuda_stream
