@@ -1,6 +1,5 @@
-"""The ``dffx`` command line: ``dffx info``, ``dffx render-depth``, ``dffx eval``.
-
-Later issues add ``align``, ``eval``, ``synth``, ``train`` and ``match`` here.
+"""The ``dffx`` command line: ``info``, ``render-depth``, ``eval``, ``segment``, ``synth``,
+``synth-preview``, ``train``.
 """
 
 from __future__ import annotations
@@ -102,6 +101,26 @@ def _cmd_segment(args) -> int:
     return 0
 
 
+def _cmd_synth(args) -> int:
+    from .synth import SynthConfig, synthesize
+
+    summary = synthesize(SynthConfig(photos=args.photos, out=args.out, views=args.views, size=args.size,
+                                     seed=args.seed, workers=args.workers, shard_size=args.shard_size,
+                                     holdout_fraction=args.holdout_fraction, model=args.model,
+                                     progress=not args.no_progress))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_synth_preview(args) -> int:
+    from .synth.preview import preview_grid
+
+    path = preview_grid(args.data, args.out, count=args.count, columns=args.columns,
+                        segmentations=args.segmentations, split=args.split)
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``dffx`` command."""
     parser = argparse.ArgumentParser(prog="dffx", description="Large-pose face alignment with the Deep Face Feature")
@@ -145,6 +164,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write segmentation 0 on the frontal mean face (448x448, random colours)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_segment)
+
+    p = sub.add_parser("synth", help="training data: fit the 3DMM to annotated photos, render new views (Sec. III-A)")
+    p.add_argument("--photos", required=True, help="folder of photos with 68-point iBUG .pts files (recursive)")
+    p.add_argument("--out", required=True, help="output folder (resumable: finished shards are kept)")
+    p.add_argument("--views", type=int, required=True, help="number of samples to render (paper: 80000)")
+    p.add_argument("--size", type=int, default=224, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=0, help="master seed (sample i uses rng([seed, i]))")
+    p.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
+    p.add_argument("--shard-size", type=int, default=500, help="samples per shard")
+    p.add_argument("--holdout-fraction", type=float, default=0.05, help="photos held out (the 'val' split)")
+    p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_synth)
+
+    p = sub.add_parser("synth-preview", help="grid of synthesized samples across yaw, with landmarks and patch labels")
+    p.add_argument("data", help="a dffx synth output folder")
+    p.add_argument("--out", required=True, help="image to write (.png/.jpg)")
+    p.add_argument("--segmentations", default=None, help="dffx segment .npz: also draw segmentation 0's labels")
+    p.add_argument("--count", type=int, default=12, help="samples in the grid")
+    p.add_argument("--columns", type=int, default=4, help="cells per row")
+    p.add_argument("--split", default="all", choices=["train", "val", "all"], help="which split to draw from")
+    p.set_defaults(run=_cmd_synth_preview)
     return parser
 
 

@@ -1,0 +1,263 @@
+"""Training-data synthesis (Sec. III-A): photo fits, re-rendering, storage, dataset, CLI."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import SHARED
+
+PHOTOS = SHARED / "data" / "300w-train"
+
+
+def _copy_photos(dst, count):
+    names = sorted((PHOTOS / "afw").glob("*.jpg"))[:count]
+    dst.mkdir(parents=True, exist_ok=True)
+    for jpg in names:
+        shutil.copy(jpg, dst / jpg.name)
+        shutil.copy(jpg.with_suffix(".pts"), dst / (jpg.stem + ".pts"))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    return _copy_photos(tmp_path_factory.mktemp("photos"), 6)
+
+
+@pytest.fixture(scope="module")
+def synth_set(photo_dir, tmp_path_factory, ict_dir):
+    from dffx.synth import SynthConfig, synthesize
+
+    out = tmp_path_factory.mktemp("synth")
+    summary = synthesize(SynthConfig(photos=str(photo_dir), out=str(out), views=30, shard_size=8, seed=3,
+                                     workers=1, holdout_fraction=0.34, model=str(ict_dir), progress=False))
+    return out, summary
+
+
+@pytest.fixture(scope="module")
+def synthesizer(face_model):
+    from dffx.synth import Synthesizer
+
+    return Synthesizer(face_model, 224)
+
+
+# ------------------------------------------------------------------ fit
+def test_fit_recovers_a_known_face(face_model):
+    """Landmarks projected from known parameters and camera are fitted to sub-pixel error."""
+    from dffx import project
+    from dffx.synth import ContourLines, fit_photo
+
+    rng = np.random.default_rng(0)
+    p_id = rng.normal(0, 0.7, face_model.n_identity).astype(np.float32)
+    p_exp = np.zeros(face_model.n_expression, np.float32)
+    p_exp[[3, 17]] = 0.6
+    camera = np.array([9.0, np.radians(8), np.radians(25), np.radians(-5), 240.0, 260.0])
+    contour = ContourLines(face_model)
+    shape = face_model.shape(p_id, p_exp)
+    X = project(shape[contour.select(shape, camera)], camera)[:, :2]
+    fit = fit_photo(face_model, X, contour=contour)
+    assert fit.rms_px < 1.0
+    assert abs(np.degrees(fit.camera[2] - camera[2])) < 2.0
+    assert abs(fit.camera[0] / camera[0] - 1) < 0.03
+    assert fit.p_exp.min() >= 0 and fit.p_exp.max() <= 1
+
+
+def test_fit_on_real_photos_and_contour_choice(face_model):
+    """On real 300W photos the fit reaches a few percent NME; marching the contour beats fixed
+    jaw vertices at |yaw| >= 25 deg (the reason for the choice, docs/synthesis.md)."""
+    from dffx.data import load_300w
+    from dffx.synth import ContourLines, fit_photo
+
+    samples, _ = load_300w(PHOTOS / "helen_trainset", limit=120)
+    fits = {mode: [fit_photo(face_model, s.landmarks, contour=ContourLines(face_model, mode)) for s in samples]
+            for mode in ("march", "fixed")}
+    nme = {mode: np.array([f.nme_io for f in fs]) for mode, fs in fits.items()}
+    yaw = np.degrees(np.abs([f.camera[2] for f in fits["march"]]))
+    assert np.median(nme["march"]) < 0.05
+    turned = yaw >= 25
+    assert turned.sum() >= 5
+    assert nme["march"][turned].mean() < nme["fixed"][turned].mean()
+
+
+def test_fit_rejects_bad_landmarks(face_model):
+    from dffx.synth import fit_photo
+
+    with pytest.raises(ValueError, match="68, 2"):
+        fit_photo(face_model, np.zeros((5, 2)))
+    bad = np.zeros((68, 2))
+    bad[3] = np.nan
+    with pytest.raises(ValueError):
+        fit_photo(face_model, bad)
+
+
+# ------------------------------------------------------------------ mesh
+def test_mesh_caps_and_mirror(face_model):
+    from dffx.synth import SynthMesh
+
+    mesh = SynthMesh(face_model)
+    assert len(mesh.hole_loops) == 3  # two eyes and the mouth
+    mean = mesh.extend(face_model.mean)
+    assert np.allclose(mean[mesh.mirror] * [-1, 1, 1], mean, atol=0.05)
+    assert np.array_equal(mesh.mirror[mesh.mirror], np.arange(mesh.n_vertices))
+    # caps face the viewer like the rest of the face
+    t = mesh.triangles[face_model.triangles.shape[0]:]
+    normal_z = np.cross(mean[t[:, 1]] - mean[t[:, 0]], mean[t[:, 2]] - mean[t[:, 0]])[:, 2]
+    assert (normal_z > 0).mean() > 0.9
+    known = np.zeros(mesh.n_vertices, bool)
+    known[mean[:, 0] > 0] = True  # only the left half coloured: the mirror fills the right
+    colours = np.where(known[:, None], mean, 0.0)
+    filled = mesh.fill_colours(colours, known)
+    right = mean[:, 0] < -0.01
+    assert np.allclose(filled[right][:, 1:], mean[right][:, 1:], atol=0.06)
+
+
+# ------------------------------------------------------------------ render
+def _source(synthesizer, face_model):
+    from dffx.data import load_300w
+    from dffx.synth import fit_photo
+
+    sample = load_300w(PHOTOS / "lfpw_trainset", limit=1)[0][0]
+    image = cv2.imread(str(sample.image_path))
+    fit = fit_photo(face_model, sample.landmarks)
+    return synthesizer.prepare(image, fit.camera, fit.p_id, fit.p_exp, 0)
+
+
+def test_render_stores_consistent_geometry(synthesizer, face_model):
+    """Stored landmarks are the stored mesh projected by the stored camera; the label map is
+    the rasterized mesh; the face box follows the inference crop convention."""
+    from dffx import project, rasterize
+    from dffx.preprocess import CROP_SCALE
+    from dffx.synth import sample_view
+
+    src = _source(synthesizer, face_model)
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        view = sample_view(rng, face_model.n_expression, src.p_exp)
+        out = synthesizer.render(src, view, np.zeros((224, 224, 3), np.uint8), rng)
+        screen = project(face_model.shape(out.p_id, out.p_exp), out.camera)
+        np.testing.assert_allclose(out.landmarks68, screen[face_model.landmarks68, :2], atol=1e-3)
+        np.testing.assert_allclose(out.landmarks160, screen[face_model.landmarks160, :2], atol=1e-3)
+        ids = rasterize(screen, face_model.triangles, 224).triangle_id
+        # identical except where a cap (eyes, mouth) covers the face or the face shows through a hole
+        assert np.mean(ids == out.triangle_id) > 0.97
+        side = (out.landmarks68.max(0) - out.landmarks68.min(0)).max()
+        assert 224 / (CROP_SCALE * side) == pytest.approx(view.box_scale, rel=1e-3)
+        assert out.image.dtype == np.uint8 and out.image.shape == (224, 224, 3)
+
+
+def test_same_surface_point_gets_same_patch_label(synthesizer, face_model):
+    """Triangle centroids seen in two renders of one face carry the same patch label in both."""
+    from dffx import project
+    from dffx.segment import label_map, random_segmentations
+    from dffx.synth import sample_view
+
+    lut = random_segmentations(face_model.mean, face_model.triangles, count=1, n_patches=100, iterations=3,
+                               progress=False)
+    src = _source(synthesizer, face_model)
+    rng = np.random.default_rng(9)
+    renders = []
+    for yaw in (-30.0, 35.0):
+        view = sample_view(rng, face_model.n_expression, src.p_exp)
+        view.yaw, view.pitch, view.roll = np.radians(yaw), 0.0, 0.0
+        renders.append(synthesizer.render(src, view, np.zeros((224, 224, 3), np.uint8), rng))
+    labels, hits = [], []
+    tri = face_model.triangles
+    for r in renders:
+        screen = project(face_model.shape(r.p_id, r.p_exp), r.camera)
+        centre = screen[tri].mean(1)
+        px = np.round(centre[:, :2]).astype(int).clip(0, 223)
+        hits.append(r.triangle_id[px[:, 1], px[:, 0]] == np.arange(len(tri)))  # centroid seen
+        labels.append(label_map(lut[0], r.triangle_id)[px[:, 1], px[:, 0]])
+    both = hits[0] & hits[1]
+    assert both.sum() > 1000
+    assert np.array_equal(labels[0][both], labels[1][both])
+
+
+# ------------------------------------------------------------------ pipeline, storage, dataset
+def test_synth_set_contents(synth_set, face_model):
+    import torch
+
+    from dffx.synth import SynthDataset
+
+    out, summary = synth_set
+    assert summary["samples"] == 30 and summary["shards"] == 4
+    data = SynthDataset(out, "all")
+    assert len(data) == 30
+    item = data[0]
+    assert item["image"].shape == (3, 224, 224) and item["image"].dtype == torch.float32
+    assert 0 <= float(item["image"].min()) and float(item["image"].max()) <= 1
+    assert item["triangle_id"].dtype == torch.int64 and int(item["triangle_id"].min()) == -1
+    assert int(item["triangle_id"].max()) < face_model.triangles.shape[0]
+    assert item["landmarks160"].shape == (160, 2) and item["visible160"].dtype == torch.bool
+    train, val = SynthDataset(out, "train"), SynthDataset(out, "val")
+    assert len(train) + len(val) == 30
+    src = lambda d: {int(d.raw(i)["source"]) for i in range(len(d))}  # noqa: E731
+    assert src(train).isdisjoint(src(val))
+    yaws = np.degrees([data.raw(i)["camera"][2] for i in range(len(data))])
+    assert yaws.min() >= -90 and yaws.max() <= 90 and yaws.min() < -30 and yaws.max() > 30
+
+
+def test_yaw_histogram_is_uniform(face_model):
+    """The view sampler draws yaw uniformly over [-90, 90] (Kolmogorov-Smirnov)."""
+    from scipy.stats import kstest
+
+    from dffx.synth import sample_view
+
+    rng = np.random.default_rng(0)
+    views = [sample_view(rng, face_model.n_expression, np.zeros(face_model.n_expression)) for _ in range(4000)]
+    yaw = np.degrees([v.yaw for v in views])
+    assert kstest(yaw, "uniform", args=(-90, 180)).pvalue > 1e-3
+    pitch = np.degrees([v.pitch for v in views])
+    assert np.abs(pitch).max() <= 30 and 8 < pitch.std() < 14
+
+
+def test_synth_is_reproducible_and_resumable(synth_set, photo_dir, tmp_path, ict_dir):
+    """Same seed -> same bytes with 2 workers; a deleted shard is rebuilt identically on rerun."""
+    from dffx.synth import SynthConfig, synthesize
+
+    first, _ = synth_set
+    config = SynthConfig(photos=str(photo_dir), out=str(tmp_path / "again"), views=30, shard_size=8, seed=3,
+                         workers=2, holdout_fraction=0.34, model=str(ict_dir), progress=False)
+    synthesize(config)
+    for k in range(4):
+        for name in ("images.bin", "triangles.bin"):
+            assert (first / f"shard_{k:05d}" / name).read_bytes() == (tmp_path / "again" / f"shard_{k:05d}" / name).read_bytes()
+    shutil.rmtree(tmp_path / "again" / "shard_00002")
+    summary = synthesize(config)
+    assert summary["rendered_now"] == 8
+    assert (first / "shard_00002" / "images.bin").read_bytes() == (tmp_path / "again" / "shard_00002" / "images.bin").read_bytes()
+    with pytest.raises(ValueError, match="other settings"):
+        synthesize(SynthConfig(**{**config.__dict__, "seed": 4}))
+
+
+def test_synth_bad_input(tmp_path):
+    from dffx.synth import SynthConfig, SynthDataset, synthesize
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image with a same-stem .pts"):
+        synthesize(SynthConfig(photos=str(tmp_path / "empty"), out=str(tmp_path / "o"), views=4, progress=False))
+    with pytest.raises(ValueError, match="views"):
+        synthesize(SynthConfig(photos=str(tmp_path), out=str(tmp_path / "o"), views=0))
+    with pytest.raises(FileNotFoundError, match="dffx synth"):
+        SynthDataset(tmp_path)
+
+
+def test_cli_synth_and_preview(photo_dir, tmp_path, synth_set, ict_dir):
+    from dffx.cli import main
+    from dffx.segment import random_segmentations, save_segmentations
+    from dffx import load_face_model
+
+    out, _ = synth_set
+    model = load_face_model(ict_dir)
+    lut = random_segmentations(model.mean, model.triangles, count=1, n_patches=50, iterations=2, progress=False)
+    seg = save_segmentations(tmp_path / "seg.npz", lut, n_patches=50, triangles=model.triangles)
+    png = tmp_path / "grid.png"
+    assert main(["synth-preview", str(out), "--out", str(png), "--segmentations", str(seg), "--count", "4",
+                 "--columns", "2"]) == 0
+    grid = cv2.imread(str(png))
+    assert grid.shape == (448, 2 * 448, 3)
+    assert main(["synth", "--photos", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"), "--views", "2",
+                 "--no-progress"]) == 1
