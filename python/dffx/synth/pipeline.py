@@ -21,7 +21,7 @@ import numpy as np
 
 from ..data import load_300w
 from ..model import load_face_model
-from .fit import ContourLines, fit_photo
+from .fit import CONTOUR_MODES, ContourLines, fit_photo
 from .render import Synthesizer, random_background, sample_view
 from .store import FORMAT_TAG, completed_shards, read_manifest, write_manifest, write_shard
 
@@ -39,6 +39,7 @@ class SynthConfig:
         workers: processes (0 = all CPU cores).
         shard_size: samples per shard.
         holdout_fraction: fraction of photos marked held out (their samples form the "val" split).
+        contour: jaw strategy of the photo fits (:class:`dffx.synth.fit.ContourLines`).
         model: face model path (None = $DFFX_FACE_MODEL).
         progress: tqdm progress bar.
     """
@@ -51,6 +52,7 @@ class SynthConfig:
     workers: int = 0
     shard_size: int = 500
     holdout_fraction: float = 0.05
+    contour: str = "published"
     model: str | None = None
     progress: bool = True
 
@@ -62,6 +64,8 @@ class SynthConfig:
             raise ValueError(f"size must be >= 32, got {self.size}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        if self.contour not in CONTOUR_MODES:
+            raise ValueError(f"contour must be one of {CONTOUR_MODES}, got {self.contour!r}")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
 
@@ -74,10 +78,10 @@ def _photo_list(photos: Path) -> tuple[list[str], np.ndarray]:
     return names, np.stack([s.landmarks for s in samples])
 
 
-def _fit_all(model, landmarks: np.ndarray, progress: bool) -> dict:
+def _fit_all(model, landmarks: np.ndarray, contour_mode: str, progress: bool) -> dict:
     from tqdm import tqdm
 
-    contour = ContourLines(model)
+    contour = ContourLines(model, contour_mode)
     fits = [fit_photo(model, x, contour=contour)
             for x in tqdm(landmarks, desc="fit 3DMM", unit="photo", disable=not progress)]
     return {"camera": np.stack([f.camera for f in fits]), "p_id": np.stack([f.p_id for f in fits]),
@@ -159,7 +163,7 @@ def synthesize(config: SynthConfig) -> dict:
         with np.load(fits_path) as z:
             fits = {k: z[k] for k in z.files}
     else:
-        fits = _fit_all(model, landmarks, config.progress)
+        fits = _fit_all(model, landmarks, config.contour, config.progress)
         rng = np.random.default_rng([config.seed, 1])
         fits["held_out"] = rng.random(len(names)) < config.holdout_fraction
         fits["order"] = rng.permutation(len(names))
