@@ -128,6 +128,98 @@ py::array rotation_matrix(double pitch, double yaw, double roll) {
   return R;
 }
 
+// ---- DFF loss (angular softmax, Sec. III-B)
+dffx::AngularSoftmaxShape angular_softmax_shape(const py::array& features, const py::array& labels,
+                                                const py::array& class_vectors) {
+  expect_shape(features, {-1, -1}, "features");
+  expect_shape(class_vectors, {-1, -1, features.shape(1)}, "class_vectors");
+  expect_shape(labels, {features.shape(0), class_vectors.shape(0)}, "labels");
+  return {features.shape(0), class_vectors.shape(0), class_vectors.shape(1), features.shape(1)};
+}
+
+py::tuple angular_softmax_forward(carray<float> features, carray<int32_t> labels, carray<float> class_vectors,
+                                  float scale, int threads) {
+  const dffx::AngularSoftmaxShape s = angular_softmax_shape(features, labels, class_vectors);
+  py::array_t<float> loss(s.num_segmentations);
+  py::array_t<int64_t> correct(s.num_segmentations);
+  py::array_t<float> lse({s.num_segmentations, s.num_pixels});
+  {
+    const float *f = features.data(), *h = class_vectors.data();
+    const int32_t* l = labels.data();
+    float *lo = loss.mutable_data(), *ls = lse.mutable_data();
+    int64_t* c = correct.mutable_data();
+    py::gil_scoped_release release;
+    dffx::angular_softmax_forward(f, l, h, s, scale, lo, c, ls, threads);
+  }
+  return py::make_tuple(loss, correct, lse);
+}
+
+py::tuple angular_softmax_backward(carray<float> features, carray<int32_t> labels, carray<float> class_vectors,
+                                   carray<float> log_sum_exp, carray<float> grad_loss, float scale,
+                                   bool need_features, bool need_class_vectors, int threads) {
+  const dffx::AngularSoftmaxShape s = angular_softmax_shape(features, labels, class_vectors);
+  expect_shape(log_sum_exp, {s.num_segmentations, s.num_pixels}, "log_sum_exp");
+  expect_shape(grad_loss, {s.num_segmentations}, "grad_loss");
+  py::object gf = py::none(), gh = py::none();
+  float *gf_ptr = nullptr, *gh_ptr = nullptr;
+  if (need_features) {
+    py::array_t<float> a({s.num_pixels, s.dim});
+    gf_ptr = a.mutable_data();
+    gf = a;
+  }
+  if (need_class_vectors) {
+    py::array_t<float> a({s.num_segmentations, s.num_classes, s.dim});
+    gh_ptr = a.mutable_data();
+    gh = a;
+  }
+  {
+    const float *f = features.data(), *h = class_vectors.data(), *ls = log_sum_exp.data(), *g = grad_loss.data();
+    const int32_t* l = labels.data();
+    py::gil_scoped_release release;
+    dffx::angular_softmax_backward(f, l, h, ls, g, s, scale, gf_ptr, gh_ptr, threads);
+  }
+  return py::make_tuple(gf, gh);
+}
+
+// ---- Landmark feature sampling (F^(k), Sec. III-C2)
+dffx::SamplingShape sampling_shape(const py::array& maps, const py::array& points, const py::array& visible) {
+  expect_shape(maps, {-1, -1, -1, -1}, "maps");
+  expect_shape(points, {maps.shape(0), -1, 2}, "points");
+  expect_shape(visible, {maps.shape(0), points.shape(1)}, "visible");
+  return {maps.shape(0), maps.shape(1), maps.shape(2), maps.shape(3), points.shape(1)};
+}
+
+py::array sample_landmark_features(carray<float> maps, carray<float> points, carray<uint8_t> visible, int threads) {
+  const dffx::SamplingShape s = sampling_shape(maps, points, visible);
+  py::array_t<float> out({s.batch, s.num_landmarks * s.channels});
+  {
+    const float *m = maps.data(), *p = points.data();
+    const uint8_t* v = visible.data();
+    float* o = out.mutable_data();
+    py::gil_scoped_release release;
+    dffx::sample_landmark_features(m, p, v, s, o, threads);
+  }
+  return out;
+}
+
+py::array sample_landmark_features_backward(carray<float> maps, carray<float> points, carray<uint8_t> visible,
+                                            carray<float> grad_features, int threads) {
+  const dffx::SamplingShape s = sampling_shape(maps, points, visible);
+  expect_shape(grad_features, {s.batch, s.num_landmarks * s.channels}, "grad_features");
+  // numpy.zeros (calloc): only the pages the landmarks touch are ever written, so a large
+  // batch does not pay for clearing B * C * H * W floats up front.
+  py::array_t<float> grad_maps = py::module_::import("numpy").attr("zeros")(
+      py::make_tuple(s.batch, s.channels, s.height, s.width), "float32");
+  {
+    const float *m = maps.data(), *p = points.data(), *g = grad_features.data();
+    const uint8_t* v = visible.data();
+    float* o = grad_maps.mutable_data();
+    py::gil_scoped_release release;
+    dffx::sample_landmark_features_backward(m, p, v, g, s, o, threads);
+  }
+  return grad_maps;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -173,5 +265,69 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("vertices"), py::arg("landmark_index"), py::arg("num_landmarks"), py::arg("depth"), py::arg("batch"),
       py::arg("num_vertices"), py::arg("height"), py::arg("width"), py::arg("tolerance"), py::arg("visible"),
+      py::arg("stream"));
+  m.def("angular_softmax_forward", &angular_softmax_forward, py::arg("features"), py::arg("labels"),
+        py::arg("class_vectors"), py::arg("scale"), py::arg("threads") = 0);
+  m.def("angular_softmax_backward", &angular_softmax_backward, py::arg("features"), py::arg("labels"),
+        py::arg("class_vectors"), py::arg("log_sum_exp"), py::arg("grad_loss"), py::arg("scale"),
+        py::arg("need_features") = true, py::arg("need_class_vectors") = true, py::arg("threads") = 0);
+  m.def(
+      "angular_softmax_forward_cuda",
+      [](uintptr_t features, uintptr_t labels, uintptr_t class_vectors, int64_t N, int64_t K, int64_t C, int64_t D,
+         float scale, uintptr_t loss, uintptr_t correct, uintptr_t log_sum_exp, uintptr_t stream) {
+        py::gil_scoped_release release;
+        dffx::cuda::angular_softmax_forward(
+            reinterpret_cast<const float*>(features), reinterpret_cast<const int32_t*>(labels),
+            reinterpret_cast<const float*>(class_vectors), {N, K, C, D}, scale, reinterpret_cast<float*>(loss),
+            reinterpret_cast<int64_t*>(correct), reinterpret_cast<float*>(log_sum_exp),
+            reinterpret_cast<void*>(stream));
+      },
+      py::arg("features"), py::arg("labels"), py::arg("class_vectors"), py::arg("num_pixels"),
+      py::arg("num_segmentations"), py::arg("num_classes"), py::arg("dim"), py::arg("scale"), py::arg("loss"),
+      py::arg("correct"), py::arg("log_sum_exp"), py::arg("stream"));
+  m.def(
+      "angular_softmax_backward_cuda",
+      [](uintptr_t features, uintptr_t labels, uintptr_t class_vectors, uintptr_t log_sum_exp, uintptr_t grad_loss,
+         int64_t N, int64_t K, int64_t C, int64_t D, float scale, uintptr_t grad_features,
+         uintptr_t grad_class_vectors, uintptr_t stream) {
+        py::gil_scoped_release release;
+        dffx::cuda::angular_softmax_backward(
+            reinterpret_cast<const float*>(features), reinterpret_cast<const int32_t*>(labels),
+            reinterpret_cast<const float*>(class_vectors), reinterpret_cast<const float*>(log_sum_exp),
+            reinterpret_cast<const float*>(grad_loss), {N, K, C, D}, scale, reinterpret_cast<float*>(grad_features),
+            reinterpret_cast<float*>(grad_class_vectors), reinterpret_cast<void*>(stream));
+      },
+      py::arg("features"), py::arg("labels"), py::arg("class_vectors"), py::arg("log_sum_exp"),
+      py::arg("grad_loss"), py::arg("num_pixels"), py::arg("num_segmentations"), py::arg("num_classes"),
+      py::arg("dim"), py::arg("scale"), py::arg("grad_features"), py::arg("grad_class_vectors"),
+      py::arg("stream"));
+  m.def("sample_landmark_features", &sample_landmark_features, py::arg("maps"), py::arg("points"),
+        py::arg("visible"), py::arg("threads") = 0);
+  m.def("sample_landmark_features_backward", &sample_landmark_features_backward, py::arg("maps"), py::arg("points"),
+        py::arg("visible"), py::arg("grad_features"), py::arg("threads") = 0);
+  m.def(
+      "sample_landmark_features_cuda",
+      [](uintptr_t maps, uintptr_t points, uintptr_t visible, int64_t B, int64_t C, int64_t H, int64_t W, int64_t L,
+         uintptr_t features, uintptr_t stream) {
+        py::gil_scoped_release release;
+        dffx::cuda::sample_landmark_features(
+            reinterpret_cast<const float*>(maps), reinterpret_cast<const float*>(points),
+            reinterpret_cast<const uint8_t*>(visible), {B, C, H, W, L}, reinterpret_cast<float*>(features),
+            reinterpret_cast<void*>(stream));
+      },
+      py::arg("maps"), py::arg("points"), py::arg("visible"), py::arg("batch"), py::arg("channels"),
+      py::arg("height"), py::arg("width"), py::arg("num_landmarks"), py::arg("features"), py::arg("stream"));
+  m.def(
+      "sample_landmark_features_backward_cuda",
+      [](uintptr_t maps, uintptr_t points, uintptr_t visible, uintptr_t grad_features, int64_t B, int64_t C,
+         int64_t H, int64_t W, int64_t L, uintptr_t grad_maps, uintptr_t stream) {
+        py::gil_scoped_release release;
+        dffx::cuda::sample_landmark_features_backward(
+            reinterpret_cast<const float*>(maps), reinterpret_cast<const float*>(points),
+            reinterpret_cast<const uint8_t*>(visible), reinterpret_cast<const float*>(grad_features),
+            {B, C, H, W, L}, reinterpret_cast<float*>(grad_maps), reinterpret_cast<void*>(stream));
+      },
+      py::arg("maps"), py::arg("points"), py::arg("visible"), py::arg("grad_features"), py::arg("batch"),
+      py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("num_landmarks"), py::arg("grad_maps"),
       py::arg("stream"));
 }

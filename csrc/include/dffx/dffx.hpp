@@ -5,3 +5,5 @@
 #include "dffx/camera.hpp"
 #include "dffx/raster.hpp"
 #include "dffx/shape_fit.hpp"
+#include "dffx/angular_softmax.hpp"
+#include "dffx/sampling.hpp"

@@ -129,3 +129,93 @@ def fit_shared_shape_reference(mean, basis, prior_variance, targets, landmark_we
         AtA += a
         Atr += r
     return np.linalg.solve(AtA + np.diag(w_reg / np.asarray(prior_variance, np.float64)), Atr)
+
+
+def _landmark_taps(points: np.ndarray, visible: np.ndarray, height: int, width: int):
+    """Bilinear taps of (B, L) landmarks: active mask, x0, x1, y0, y1 (int64) and ax, ay (float32)."""
+    x, y = points[..., 0], points[..., 1]
+    inside = (x >= f32(-0.5)) & (x < f32(width) - f32(0.5)) & (y >= f32(-0.5)) & (y < f32(height) - f32(0.5))
+    active = np.asarray(visible, dtype=bool) & inside
+    xc = np.minimum(np.maximum(x, f32(0)), f32(width - 1))
+    yc = np.minimum(np.maximum(y, f32(0)), f32(height - 1))
+    x0, y0 = np.floor(xc).astype(np.int64), np.floor(yc).astype(np.int64)
+    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
+    return active, x0, x1, y0, y1, xc - x0.astype(f32), yc - y0.astype(f32)
+
+
+def _sample_unnormalised(maps, x0, x1, y0, y1, ax, ay):
+    """(B, L, C) bilinear values v in the C++ kernel's order (float32)."""
+    bi = np.arange(maps.shape[0])[:, None]
+    m = np.moveaxis(maps, 1, -1)  # (B, H, W, C) view
+    ax, ay = ax[..., None], ay[..., None]
+    bx, by = f32(1) - ax, f32(1) - ay
+    return by * (bx * m[bi, y0, x0] + ax * m[bi, y0, x1]) + ay * (bx * m[bi, y1, x0] + ax * m[bi, y1, x1])
+
+
+def _sequential_norm(v: np.ndarray) -> np.ndarray:
+    """sqrt of the sum of squares over the last axis, summed channel by channel like the C++ kernel."""
+    ss = np.zeros(v.shape[:-1], dtype=f32)
+    for c in range(v.shape[-1]):
+        ss = ss + v[..., c] * v[..., c]
+    return np.sqrt(ss)
+
+
+def sample_landmark_features_reference(maps: np.ndarray, points: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """Twin of ``dffx._C.sample_landmark_features`` (paper Sec. III-C2, F^(k)).
+
+    maps (B, C, H, W) float32, points (B, L, 2) float32 pixels (x, y), visible (B, L) bool
+    -> features float32 (B, L * C), landmark-major. A landmark outside ``[-0.5, W - 0.5) x
+    [-0.5, H - 0.5)`` or with ``visible`` False gets zeros; otherwise the bilinear sample at the
+    point clamped to ``[0, W - 1] x [0, H - 1]``, divided by its norm (zeros when the norm is
+    below 1e-12). Same float32 expressions as csrc/cpu/sampling.cpp.
+    """
+    maps = np.asarray(maps, dtype=f32)
+    points = np.asarray(points, dtype=f32)
+    B, C, H, W = maps.shape
+    L = points.shape[1]
+    active, x0, x1, y0, y1, ax, ay = _landmark_taps(points, visible, H, W)
+    v = _sample_unnormalised(maps, x0, x1, y0, y1, ax, ay)        # (B, L, C)
+    n = _sequential_norm(v)[..., None]
+    keep = active[..., None] & (n >= f32(1e-12))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.where(keep, v / np.where(keep, n, f32(1)), f32(0))
+    return f.astype(f32).reshape(B, L * C)
+
+
+def sample_landmark_features_backward_reference(maps: np.ndarray, points: np.ndarray, visible: np.ndarray,
+                                                grad_features: np.ndarray) -> np.ndarray:
+    """Twin of ``dffx._C.sample_landmark_features_backward``: dL/dmaps (B, C, H, W) float32.
+
+    Per active landmark with norm n >= 1e-12 and f = v / n: dL/dv = (g - f (f . g)) / n,
+    scattered with the four bilinear weights; taps are added landmark by landmark in the
+    order 00, 01, 10, 11 (``np.add.at`` is unbuffered), like the C++ kernel.
+    """
+    maps = np.asarray(maps, dtype=f32)
+    points = np.asarray(points, dtype=f32)
+    B, C, H, W = maps.shape
+    L = points.shape[1]
+    g = np.asarray(grad_features, dtype=f32).reshape(B, L, C)
+    active, x0, x1, y0, y1, ax, ay = _landmark_taps(points, visible, H, W)
+    v = _sample_unnormalised(maps, x0, x1, y0, y1, ax, ay)
+    n = _sequential_norm(v)
+    active = active & (n >= f32(1e-12))
+    grad = np.zeros((B, C, H, W), dtype=f32)
+    for b in range(B):
+        ls = np.nonzero(active[b])[0]
+        if ls.size == 0:
+            continue
+        nb = n[b, ls][:, None]
+        fb = v[b, ls] / nb                                          # (K, C)
+        dot = np.zeros(ls.size, dtype=f32)
+        for c in range(C):
+            dot = dot + fb[:, c] * g[b, ls, c]
+        gv = (g[b, ls] - fb * dot[:, None]) / nb                    # (K, C)
+        axb, ayb = ax[b, ls], ay[b, ls]
+        bx, by = f32(1) - axb, f32(1) - ayb
+        weights = np.stack([by * bx, by * axb, ayb * bx, ayb * axb], axis=1)                  # (K, 4)
+        pix = np.stack([y0[b, ls] * W + x0[b, ls], y0[b, ls] * W + x1[b, ls],
+                        y1[b, ls] * W + x0[b, ls], y1[b, ls] * W + x1[b, ls]], axis=1)       # (K, 4)
+        flat = grad[b].reshape(C, H * W)
+        for c in range(C):
+            np.add.at(flat[c], pix.reshape(-1), (weights * gv[:, c:c + 1]).reshape(-1))
+    return grad
