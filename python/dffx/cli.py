@@ -121,6 +121,11 @@ def _cmd_synth_preview(args) -> int:
     return 0
 
 
+def _missing(message: str) -> int:
+    print(message, file=sys.stderr)
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``dffx`` command."""
     parser = argparse.ArgumentParser(prog="dffx", description="Large-pose face alignment with the Deep Face Feature")
@@ -188,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", type=int, default=4, help="cells per row")
     p.add_argument("--split", default="all", choices=["train", "val", "all"], help="which split to draw from")
     p.set_defaults(run=_cmd_synth_preview)
+
+    train_sub = sub.add_parser("train", help="train the DFF network (dff)").add_subparsers(dest="what", required=True)
+    try:
+        from .nn.cli import add_train_dff_parser  # imports torch
+    except ImportError as exc:  # torch is optional for everything but the network
+        p = train_sub.add_parser("dff", help="train the DFF network (needs PyTorch)")
+        p.set_defaults(run=lambda _args, exc=exc: _missing(f"dffx train dff needs PyTorch: {exc}"))
+    else:
+        add_train_dff_parser(train_sub)
     return parser
 
 

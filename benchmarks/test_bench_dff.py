@@ -1,0 +1,76 @@
+"""DFF extraction latency on CPU (paper Sec. III-B network), extractor vs a plain reference in the same run.
+
+Groups ``dff-extract-b1`` and ``dff-extract-b8``: 224x224 BGR uint8 face-crop-sized images, batch 1
+and 8, with the default network configuration (``DFFNetConfig()``: 1.94 M parameters, 2.35 G
+multiply-adds per image). Random-initialised weights (seed 0), since no trained weights ship
+yet; latency does not depend on the weight values.
+
+* ``extractor``: :meth:`dffx.nn.DFFExtractor.extract` as users call it -- uint8 BGR -> RGB float
+  conversion, BatchNorm folded into the convolutions, channels-last memory format,
+  ``torch.inference_mode``;
+* ``reference``: the same conversion, then the unfused float32 net in eval mode, contiguous
+  (NCHW) layout, under ``torch.no_grad``.
+
+Each benchmark checks that the two agree (max abs difference of the unit features <= 1e-4).
+The CPU thread count is torch's default (all cores).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dffx.nn import DFFExtractor, DFFNet, images_to_tensor, load_weights, save_weights
+
+SIZE = 224
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    torch.manual_seed(0)
+    net = DFFNet()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, as after training
+        for _ in range(2):
+            net(torch.rand(2, 3, 64, 64))
+    return save_weights(tmp_path_factory.mktemp("dff") / "bench.pt", net.eval(), {"note": "random init"})
+
+
+@pytest.fixture(scope="module")
+def extractor(weights_file):
+    return DFFExtractor(weights_file, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def reference_net(weights_file):
+    return load_weights(weights_file)[0].eval()
+
+
+def _images(batch: int) -> np.ndarray:
+    return np.random.default_rng(batch).integers(0, 256, size=(batch, SIZE, SIZE, 3), dtype=np.uint8)
+
+
+def _reference(net, images):
+    with torch.no_grad():
+        return net(images_to_tensor(images))
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_extract_extractor(benchmark, extractor, reference_net, batch):
+    benchmark.group = f"dff-extract-b{batch}"
+    images = _images(batch)
+    extractor.extract(images)  # warm-up (oneDNN primitive creation)
+    out = benchmark(extractor.extract, images)
+    assert out.shape == (batch, 32, SIZE, SIZE)
+    assert (out - _reference(reference_net, images)).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_extract_reference(benchmark, extractor, reference_net, batch):
+    benchmark.group = f"dff-extract-b{batch}"
+    images = _images(batch)
+    _reference(reference_net, images)  # warm-up
+    out = benchmark(_reference, reference_net, images)
+    assert out.shape == (batch, 32, SIZE, SIZE)
+    assert (out - extractor.extract(images)).abs().max() <= TOL
