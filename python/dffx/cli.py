@@ -121,6 +121,28 @@ def _cmd_synth_preview(args) -> int:
     return 0
 
 
+def _cmd_train_cascade(args) -> int:
+    import time
+
+    from .align import synth_split, train_cascade
+    from .align.predictor import make_features
+    from .model import load_face_model
+
+    model = load_face_model(args.model)
+    features = make_features(args.features, args.dff)
+    start = time.perf_counter()
+    train = synth_split(args.data, "train", limit=args.train_images, seed=args.seed)
+    val = synth_split(args.data, "val", limit=args.val_images, seed=args.seed)
+    cascade = train_cascade(model, features, train, val, stages=args.stages, boxes=args.boxes, seed=args.seed,
+                            progress=not args.no_progress)
+    cascade.info.update(data=str(args.data), dff_weights=str(args.dff) if args.features == "dff" else None,
+                        seconds=round(time.perf_counter() - start, 1))
+    path = cascade.save(args.out)
+    print(json.dumps(cascade.info, indent=2))
+    print(path)
+    return 0
+
+
 def _missing(message: str) -> int:
     print(message, file=sys.stderr)
     return 1
@@ -148,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="benchmark protocols: NME by yaw bin (AFLW2000-3D, AFLW) or subset (300W)")
     p.add_argument("dataset", choices=["aflw2000-3d", "aflw", "300w"])
     p.add_argument("root", help="dataset folder in its official layout")
-    p.add_argument("--method", default="mean-shape", help="predictor (mean-shape; dff and sift come with alignment)")
+    p.add_argument("--method", default="mean-shape", help="predictor: mean-shape, sift or dff (the cascade with the shipped directions)")
     p.add_argument("--limit", type=int, default=None, help="first N faces in the dataset's order")
     p.add_argument("--yaw-csv", default=None, help="AFLW2000-3D: name,yaw_deg lines that decide the yaw bins")
     p.add_argument("--detector", action="store_true", help="start from detected boxes instead of ground truth")
@@ -195,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_synth_preview)
 
     train_sub = sub.add_parser("train", help="train the DFF network (dff)").add_subparsers(dest="what", required=True)
+    from .match.cli import add_match_parser
+
+    add_match_parser(sub)
     try:
         from .nn.cli import add_train_dff_parser  # imports torch
     except ImportError as exc:  # torch is optional for everything but the network
@@ -202,6 +227,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(run=lambda _args, exc=exc: _missing(f"dffx train dff needs PyTorch: {exc}"))
     else:
         add_train_dff_parser(train_sub)
+    p = train_sub.add_parser("cascade", help="learn the descent directions of the alignment cascade (eq. 9-11)")
+    p.add_argument("--data", required=True, help="a dffx synth output folder")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--features", default="dff", choices=["dff", "sift"], help="landmark descriptors")
+    p.add_argument("--dff", default=None, help="DFF weights (default: the shipped ones)")
+    p.add_argument("--train-images", type=int, default=None, help="random training samples (default: all)")
+    p.add_argument("--val-images", type=int, default=500, help="held-out samples that choose the regularisers")
+    p.add_argument("--boxes", type=int, default=5, help="perturbed initial boxes per training image (paper: 5)")
+    p.add_argument("--stages", type=int, default=3, help="cascade iterations K (paper: 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_train_cascade)
     return parser
 
 

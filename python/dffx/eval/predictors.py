@@ -2,7 +2,7 @@
 
 ``mean-shape`` is the alignment cascade's initial estimate (paper Sec. III-C1) with no cascade
 iteration: the mean face under the mean camera for the face box. Every later table shows what
-the cascade adds to it. ``dff`` and ``sift`` arrive with the alignment issue.
+the cascade adds to it. ``dff`` and ``sift`` run the cascade (:mod:`dffx.align`).
 """
 
 from __future__ import annotations
@@ -54,12 +54,24 @@ class MeanShapePredictor:
         return Prediction(project(self.landmarks3d, camera)[:, :2].astype(np.float64), camera)
 
 
-METHODS = {"mean-shape": MeanShapePredictor}
+def _cascade(features: str):
+    def build(model):
+        from ..align import CascadePredictor
+        from ..align.predictor import default_cascade_path
+
+        return CascadePredictor(model, default_cascade_path(features))
+    return build
+
+
+METHODS = {"mean-shape": MeanShapePredictor, "sift": _cascade("sift"), "dff": _cascade("dff")}
 
 
 def make_predictor(method: str, model):
-    """Build the predictor named ``method``; ValueError lists the available ones."""
+    """Build the predictor named ``method``; ValueError lists the available ones.
+
+    ``dff`` and ``sift`` are the cascade of Sec. III-C with the shipped descent directions
+    (``dffx/weights/cascade_{dff,sift}.npz``); FileNotFoundError when they are not shipped.
+    """
     if method not in METHODS:
-        raise ValueError(f"unknown method '{method}'; available: {', '.join(METHODS)} "
-                         "(dff and sift come with the alignment cascade)")
+        raise ValueError(f"unknown method '{method}'; available: {', '.join(METHODS)}")
     return METHODS[method](model)
