@@ -102,3 +102,52 @@ def test_sift_features_zero_hidden_landmarks():
     F = feats.sample(feats.prepare(crop), points, visible).reshape(68, 128)
     assert np.all(F[:10] == 0)
     np.testing.assert_allclose(np.linalg.norm(F[10:], axis=1), 1.0, atol=1e-5)
+
+
+def test_cli_align_writes_json_and_overlay_and_survives_bad_files(tmp_path):
+    """`dffx align` on the shipped generated photo (SIFT cascade: no network weights needed)."""
+    import json
+
+    import cv2
+
+    from dffx.cli import main
+
+    from conftest import REPO
+
+    photo = REPO / "examples" / "face_generated.png"
+    (tmp_path / "not_an_image.jpg").write_text("hello")
+    code = main(["align", str(photo), str(tmp_path / "missing.jpg"), str(tmp_path / "not_an_image.jpg"),
+                 "--out", str(tmp_path / "out"), "--features", "sift"])
+    assert code == 1  # two bad files, the good one still processed
+    record = json.loads((tmp_path / "out" / "face_generated.json").read_text())
+    assert len(record["faces"]) == 1
+    face = record["faces"][0]
+    assert len(face["landmarks"]) == 68 and len(face["visible"]) == 68
+    x0, y0, x1, y1 = face["box"]
+    pts = np.array(face["landmarks"])
+    assert np.all((pts[:, 0] > x0 - 0.3 * (x1 - x0)) & (pts[:, 0] < x1 + 0.3 * (x1 - x0)))
+    assert face["pose"]["yaw"] != 0.0
+    assert cv2.imread(str(tmp_path / "out" / "face_generated_overlay.png")).shape == cv2.imread(str(photo)).shape
+
+
+def test_aligner_rejects_bad_images(face_model):
+    from dffx.align import FaceAligner
+
+    aligner = FaceAligner("sift", model=face_model)
+    with pytest.raises(ValueError, match="empty"):
+        aligner.align(np.zeros((0, 0, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        aligner.align(np.zeros((50, 50, 3), np.float32))
+    assert aligner.align(np.full((120, 120, 3), 128, np.uint8)) == []  # no face: empty result
+
+
+def test_shipped_sift_cascade_beats_mean_shape_on_aflw2000_sample(face_model, aflw2000_dir):
+    """The paper's protocol (GT boxes, NME by sqrt(w*h)) on the 16-image AFLW2000-3D sample."""
+    from dffx.eval import EvalOptions, evaluate
+
+    def mean_nme(method):
+        summary, _ = evaluate(EvalOptions(dataset="aflw2000-3d", root=aflw2000_dir, method=method,
+                                          progress=False), face_model)
+        return summary["mean"]
+
+    assert mean_nme("sift") < 0.5 * mean_nme("mean-shape")

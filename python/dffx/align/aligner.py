@@ -1,0 +1,142 @@
+"""``dffx.FaceAligner``: image -> face boxes -> canonical crops -> cascade -> results in image pixels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..geometry.camera import project
+from ..preprocess import crop_face, crop_to_image
+from .cascade import Cascade
+from .predictor import default_cascade_path, make_features
+
+
+@dataclass
+class FaceAlignment:
+    """One aligned face, in the input image's pixels (0-based, x right, y down).
+
+    Attributes:
+        box: float64 (4,) face box x0, y0, x1, y1 the cascade started from.
+        landmarks: float64 (68, 2) iBUG landmarks.
+        visible: bool (68,) depth-buffer visibility of each landmark.
+        pose: dict pitch, yaw, roll in degrees (camera convention of ``docs/design.md``).
+        camera: float64 (6,) weak-perspective w = (s, pitch, yaw, roll, tx, ty) in image pixels.
+        identity: float32 (m1,) p_id; expression: float32 (m2,) blendshape weights.
+        vertices: float32 (n, 3) the dense face mesh in image pixels (x, y, depth).
+    """
+
+    box: np.ndarray
+    landmarks: np.ndarray
+    visible: np.ndarray
+    pose: dict
+    camera: np.ndarray
+    identity: np.ndarray
+    expression: np.ndarray
+    vertices: np.ndarray
+
+    def to_json(self) -> dict:
+        """The JSON record ``dffx align`` writes for this face."""
+        return {"box": [round(float(v), 2) for v in self.box],
+                "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
+                "visible": [bool(v) for v in self.visible],
+                "pose": {k: round(float(v), 2) for k, v in self.pose.items()}}
+
+
+class FaceAligner:
+    """Large-pose face alignment (paper Sec. III-C) with DFF or SIFT landmark features.
+
+    Args:
+        features: "dff" (the paper's method) or "sift" (its "Ours (SIFT)" baseline).
+        cascade: descent-direction file (default: the shipped ``dffx/weights/cascade_<features>.npz``).
+        weights: DFF network weights (default: the shipped ones).
+        device: torch device for the DFF network (default: CUDA if available, else CPU).
+        model: a :class:`dffx.FaceModel` (default: ``load_face_model()``, i.e. $DFFX_FACE_MODEL).
+
+    Raises:
+        FileNotFoundError: missing cascade/weights/model files; ValueError: unknown features.
+    """
+
+    def __init__(self, features: str = "dff", cascade=None, weights=None, device=None, model=None):
+        from ..model import load_face_model
+
+        self.model = model if model is not None else load_face_model()
+        self.cascade = Cascade.load(cascade if cascade is not None else default_cascade_path(features))
+        if self.cascade.features != features:
+            raise ValueError(f"cascade file was trained with {self.cascade.features!r} features, not {features!r}")
+        self.features = make_features(features, weights, device)
+
+    def align(self, image: np.ndarray, boxes=None) -> list[FaceAlignment]:
+        """Align every face of one image.
+
+        Args:
+            image: uint8 (H, W, 3) BGR (as cv2.imread gives) or (H, W) grey.
+            boxes: optional (F, 4) face boxes x0, y0, x1, y1 (landmark-box convention); when None,
+                faces are found with :func:`dffx.detect.detect_faces` (OpenCV Haar cascades).
+
+        Returns:
+            one :class:`FaceAlignment` per face (an empty list when no face is found).
+
+        Raises:
+            ValueError: empty image, wrong dtype or shape, malformed boxes.
+        """
+        img = np.asarray(image)
+        if img.size == 0:
+            raise ValueError("empty image")
+        if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
+            raise ValueError(f"image must be uint8 (H, W, 3) BGR or (H, W) grey, got {img.dtype} {img.shape}")
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        if boxes is None:
+            from ..detect import detect_faces
+
+            boxes = detect_faces(img)[:, :4]  # drop the detector score
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        if len(boxes) == 0:
+            return []
+        crops, transforms = zip(*(crop_face(img, box) for box in boxes))
+        state = self.cascade.run(self.model, self.features, np.stack(crops))
+        m1 = self.model.n_identity
+        out = []
+        for i, (box, M) in enumerate(zip(boxes, transforms)):
+            k = M[0, 0]
+            cam = state.camera[i].copy()
+            cam[0] /= k
+            cam[4:6] = crop_to_image(cam[4:6], M)
+            p = state.params[i]
+            vertices = project(self.model.shape(p[:m1], p[m1:]), cam)
+            pose = dict(zip(("pitch", "yaw", "roll"), np.degrees(cam[1:4])))
+            out.append(FaceAlignment(box=box, landmarks=crop_to_image(state.X[i].astype(np.float64), M),
+                                     visible=state.V[i, :68].copy(), pose=pose, camera=cam, identity=p[:m1].copy(),
+                                     expression=p[m1:].copy(), vertices=vertices))
+        return out
+
+    def align_many(self, images, boxes=None) -> list[list[FaceAlignment]]:
+        """:meth:`align` over a list of images (``boxes``: None or one (F, 4) array per image)."""
+        boxes = [None] * len(images) if boxes is None else boxes
+        return [self.align(im, b) for im, b in zip(images, boxes)]
+
+
+def draw_alignment(image: np.ndarray, faces: list[FaceAlignment]) -> np.ndarray:
+    """Overlay: visible landmarks as filled green dots, hidden ones as red rings, head-pose axes."""
+    import cv2
+
+    from ..geometry.camera import rotation_matrix
+
+    out = image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    for face in faces:
+        r = max(1, int(round((face.box[2] - face.box[0]) / 80)))
+        for (x, y), vis in zip(face.landmarks, face.visible):
+            c = (int(round(x)), int(round(y)))
+            if vis:
+                cv2.circle(out, c, r, (0, 220, 0), -1, cv2.LINE_AA)
+            else:
+                cv2.circle(out, c, r, (0, 0, 255), 1, cv2.LINE_AA)
+        R = rotation_matrix(*face.camera[1:4])
+        origin = face.landmarks[30]  # nose tip
+        length = 0.5 * (face.box[2] - face.box[0])
+        for axis, colour in zip(np.eye(3), ((0, 0, 255), (0, 255, 0), (255, 0, 0))):  # x red, y green, z blue
+            d = (R @ axis)[:2] * np.array([1.0, -1.0]) * length
+            cv2.arrowedLine(out, tuple(int(v) for v in origin), tuple(int(v) for v in origin + d), colour, 2,
+                            cv2.LINE_AA, tipLength=0.15)
+    return out
