@@ -303,7 +303,9 @@ from test_train import FakeSynthDataset, tiny_config
 from dffx.nn import train_dff
 r = train_dff(tiny_config({data!r}, {out!r}, steps=6, batch_size=2, checkpoint_every=3, val_every=3),
               dataset_factory=FakeSynthDataset)
-print("rank", os.environ["RANK"], "step", r.step, "completed", r.completed)
+# one file per rank: the two processes share stdout, where their lines can interleave
+with open(os.path.join({results!r}, "rank" + os.environ["RANK"]), "w") as f:
+    f.write(f"step {{r.step}} completed {{r.completed}}")
 """
 
 
@@ -315,11 +317,13 @@ def test_torchrun_two_processes(data_dir, tmp_path):
 
     out = tmp_path / "ddp.pt"
     driver = tmp_path / "driver.py"
-    driver.write_text(DDP_DRIVER.format(tests=str(Path(__file__).parent), data=str(data_dir), out=str(out)))
+    driver.write_text(DDP_DRIVER.format(tests=str(Path(__file__).parent), data=str(data_dir), out=str(out),
+                                        results=str(tmp_path)))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            str(driver)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "rank 0 step 6 completed True" in proc.stdout and "rank 1 step 6 completed True" in proc.stdout
+    for rank in (0, 1):
+        assert (tmp_path / f"rank{rank}").read_text() == "step 6 completed True"
     meta = DFFExtractor(out, device="cpu").metadata
     assert meta["hardware"]["world_size"] == 2 and meta["global_batch"] == 4 and meta["steps"] == 6
     assert [p.name for p in list_checkpoints(tmp_path / "ddp_checkpoints")] == ["step_00000003.pt",
