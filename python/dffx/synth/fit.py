@@ -53,7 +53,7 @@ class PhotoFit:
         p_id: float32 (m1,) identity coefficients (N(0, 1) prior).
         p_exp: float32 (m2,) blendshape weights in [0, 1].
         landmark_vertices: int64 (68,) vertex used for each iBUG point in the last round
-            (the contour points are the marched silhouette vertices).
+            (the jaw points follow the :class:`ContourLines` strategy).
         rms_px: root-mean-square distance of the fitted 68 points to the annotation, pixels.
         nme_io: mean point error over the inter-ocular distance (outer eye corners), unitless.
     """
