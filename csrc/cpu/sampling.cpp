@@ -1,6 +1,8 @@
 // CPU landmark feature sampling, forward and backward (contract in sampling.hpp).
 #include "dffx/sampling.hpp"
 
+#include "../common/sampling_math.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -11,30 +13,8 @@
 namespace dffx {
 namespace {
 
-// The four bilinear taps of one landmark: offsets inside a (H, W) plane and the weights' inputs.
-struct Taps {
-  int64_t i00, i01, i10, i11;  // (y0, x0), (y0, x1), (y1, x0), (y1, x1)
-  float ax, ay;                // fractional offsets towards x1 / y1
-};
-
-// False when the landmark is hidden (flag off or outside the pixel area [-0.5, n - 0.5)).
-inline bool landmark_taps(const float* p, uint8_t visible, int64_t H, int64_t W, Taps* t) {
-  const float x = p[0], y = p[1];
-  if (!visible) return false;
-  if (!(x >= -0.5f && x < static_cast<float>(W) - 0.5f && y >= -0.5f && y < static_cast<float>(H) - 0.5f))
-    return false;
-  const float xc = std::min(std::max(x, 0.0f), static_cast<float>(W - 1));
-  const float yc = std::min(std::max(y, 0.0f), static_cast<float>(H - 1));
-  const int64_t x0 = static_cast<int64_t>(xc), y0 = static_cast<int64_t>(yc);  // floor: xc, yc >= 0
-  const int64_t x1 = std::min(x0 + 1, W - 1), y1 = std::min(y0 + 1, H - 1);
-  t->ax = xc - static_cast<float>(x0);
-  t->ay = yc - static_cast<float>(y0);
-  t->i00 = y0 * W + x0;
-  t->i01 = y0 * W + x1;
-  t->i10 = y1 * W + x0;
-  t->i11 = y1 * W + x1;
-  return true;
-}
+using detail::landmark_taps;
+using detail::Taps;
 
 // Bilinear value of one (H, W) plane, in the documented order.
 inline float bilinear(const float* plane, const Taps& t) {

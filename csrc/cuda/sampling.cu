@@ -14,6 +14,8 @@
 
 #include "dffx/sampling.hpp"
 
+#include "../common/sampling_math.hpp"
+
 namespace dffx::cuda {
 namespace {
 
@@ -25,29 +27,8 @@ constexpr int kThreads = 256;  // 8 warps = 8 landmarks per block
 constexpr int kWarp = 32;
 constexpr unsigned kFullMask = 0xFFFFFFFFu;
 
-struct Taps {
-  int64_t i00, i01, i10, i11;
-  float ax, ay;
-};
-
-// Same arithmetic as csrc/cpu/sampling.cpp. Non-finite points fail the range test: hidden.
-__device__ __forceinline__ bool landmark_taps(const float* p, uint8_t visible, int64_t H, int64_t W, Taps* t) {
-  const float x = p[0], y = p[1];
-  if (!visible) return false;
-  if (!(x >= -0.5f && x < static_cast<float>(W) - 0.5f && y >= -0.5f && y < static_cast<float>(H) - 0.5f))
-    return false;
-  const float xc = fminf(fmaxf(x, 0.0f), static_cast<float>(W - 1));
-  const float yc = fminf(fmaxf(y, 0.0f), static_cast<float>(H - 1));
-  const int64_t x0 = static_cast<int64_t>(xc), y0 = static_cast<int64_t>(yc);
-  const int64_t x1 = x0 + 1 < W ? x0 + 1 : W - 1, y1 = y0 + 1 < H ? y0 + 1 : H - 1;
-  t->ax = xc - static_cast<float>(x0);
-  t->ay = yc - static_cast<float>(y0);
-  t->i00 = y0 * W + x0;
-  t->i01 = y0 * W + x1;
-  t->i10 = y1 * W + x0;
-  t->i11 = y1 * W + x1;
-  return true;
-}
+using detail::landmark_taps;
+using detail::Taps;
 
 __device__ __forceinline__ float bilinear(const float* __restrict__ plane, const Taps& t) {
   const float bx = 1.0f - t.ax, by = 1.0f - t.ay;
