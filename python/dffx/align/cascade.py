@@ -42,9 +42,9 @@ class CascadeState:
 
     camera: np.ndarray
     params: np.ndarray
-    X: np.ndarray = field(default=None)
-    U: np.ndarray = field(default=None)
-    V: np.ndarray = field(default=None)
+    X: np.ndarray | None = None
+    U: np.ndarray | None = None
+    V: np.ndarray | None = None
 
 
 def update_geometry(model, state: CascadeState, threads: int = 0) -> CascadeState:

@@ -22,10 +22,12 @@ def synth_split(root, split: str, limit: int | None = None, seed: int = 0) -> di
     order = np.arange(len(data))
     if limit is not None and limit < len(data):
         order = np.sort(np.random.default_rng(seed).choice(len(data), limit, replace=False))
-    meta = [data.raw(int(n)) for n in order]
+
+    def meta(key):  # from the shards' metadata: no image decoding
+        return np.stack([data.shards[sh].meta[key][i] for sh, i in data.entries[order]])
+
     return {"crops": lambda ids: np.stack([data.raw(int(order[i]))["image"] for i in ids]),
-            "landmarks": np.stack([m["landmarks68"] for m in meta]).astype(np.float32),
-            "cameras": np.stack([m["camera"] for m in meta]).astype(np.float64)}
+            "landmarks": meta("landmarks68").astype(np.float32), "cameras": meta("camera").astype(np.float64)}
 
 
 def default_cascade_path(features: str):
