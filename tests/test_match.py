@@ -315,15 +315,18 @@ def test_evaluation_table_with_perfect_descriptors(synthesizer, source, face_mod
     assert set(groups) == {"small", "medium", "large", "all"} and groups["all"]["pairs"] == 3
     for name in ("small", "medium", "large"):
         row = groups[name]
-        assert row["pairs"] == 1 and set(row) == {"pairs", "dff", "sift", "dff-dense"}
+        assert row["pairs"] == 1 and set(row) == {"pairs", "dff", "dff-top", "sift", "dff-dense"}
         assert row["dff-dense"]["correct_rate"] > 0.9 and row["dff-dense"]["valid_rate"] > 0.9
         assert row["dff"]["correct_rate"] > 0.8
-        for method in ("dff", "sift", "dff-dense"):
+        # dff-top: DFF's most confident matches, exactly as many as SIFT made.
+        assert row["dff-top"]["matches"] == min(row["sift"]["matches"], row["dff"]["matches"])
+        assert row["dff-top"]["correct"] <= row["dff"]["correct"]
+        for method in ("dff", "dff-top", "sift", "dff-dense"):
             c = row[method]
             assert 0 <= c["correct"] <= c["matches"] and c["matched_visible"] <= c["visible"] <= c["points"]
     assert groups["large"]["dff-dense"]["hidden"] > groups["small"]["dff-dense"]["hidden"]
     text = format_table(table)
-    assert text.count("\n") == 1 + 4 * 3 and "DFF dense (< 12 deg)" in text and "SIFT sparse" in text
+    assert text.count("\n") == 1 + 4 * 4 and "DFF dense (< 12 deg)" in text and "SIFT sparse" in text
 
 
 # ------------------------------------------------------------------ CLI

@@ -193,6 +193,30 @@ def test_resume_without_checkpoint_starts_fresh_and_rejects_other_nets(data_dir,
     assert train_dff(more, dataset_factory=FakeSynthDataset).step == 5
 
 
+def test_init_from_fine_tunes_a_finished_run(trained, data_dir, tmp_path, capsys, face_model):
+    """--init starts net and patch vectors from a checkpoint, with a fresh step count and schedule."""
+    out, result = trained
+    ckpt = list_checkpoints(out.with_name("dff_checkpoints"))[-1]
+    cfg = tiny_config(data_dir, tmp_path / "ft.pt", steps=4, val_every=0, init_from=ckpt, lr=1e-9, warmup_steps=0)
+    tuned = train_dff(cfg, dataset_factory=FakeSynthDataset)
+    assert tuned.step == 4 and "initialised from" in capsys.readouterr().out
+    # at a vanishing learning rate the held-out accuracy is the source run's, not chance (1/24)
+    assert tuned.val["accuracy"] == pytest.approx(result.val["accuracy"], abs=0.02)
+    assert tuned.val["accuracy"] > 3 / 24
+    src, dst = load_checkpoint(ckpt), load_checkpoint(list_checkpoints(cfg.checkpoint_path)[-1])
+    torch.testing.assert_close(dst["loss_head"]["h"], src["loss_head"]["h"], atol=1e-5, rtol=0)
+    # other segmentations: the patch vectors would be meaningless, so refuse
+    lut = random_segmentations(face_model.mean, face_model.triangles, count=4, n_patches=24, seed=7, iterations=1,
+                               progress=False)
+    save_segmentations(tmp_path / "other.npz", lut, n_patches=24, triangles=face_model.triangles)
+    other = tiny_config(data_dir, tmp_path / "o.pt", steps=2, init_from=ckpt, segmentations=tmp_path / "other.npz")
+    with pytest.raises(ValueError, match="other segmentations"):
+        train_dff(other, dataset_factory=FakeSynthDataset)
+    with pytest.raises(ValueError, match="network"):
+        train_dff(tiny_config(data_dir, tmp_path / "n.pt", steps=2, init_from=ckpt,
+                              net=DFFNetConfig(base_channels=8, depth=3)), dataset_factory=FakeSynthDataset)
+
+
 def test_empty_held_out_split(data_dir, tmp_path):
     def factory(root, split):
         if split == "val":
@@ -268,14 +292,14 @@ def test_cli_arguments_map_to_the_config():
                                  "--lr", "0.01", "--scale", "8", "--pixels-per-image", "0", "--segments", "5",
                                  "--val-every", "3", "--checkpoint-dir", "ck", "--resume", "--workers", "1",
                                  "--device", "cpu", "--seed", "9", "--no-progress", "--net", "large", "--depth", "3",
-                                 "--time-limit", "1.5"])
+                                 "--time-limit", "1.5", "--init", "prev.pt"])
     cfg = config_from_args(args)
     assert (cfg.steps, cfg.batch_size, cfg.lr, cfg.scale, cfg.pixels_per_image, cfg.segments) == (7, 2, 0.01, 8.0,
                                                                                                  None, 5)
     assert (cfg.val_every, str(cfg.checkpoint_dir), cfg.resume, cfg.workers, cfg.device, cfg.seed) == (
         3, "ck", True, 1, "cpu", 9)
     assert not cfg.progress and cfg.net == DFFNetConfig(base_channels=32, depth=3) and cfg.time_limit_s == 90.0
-    assert cfg.segmentations_path.as_posix() == "D/segmentations.npz"
+    assert cfg.segmentations_path.as_posix() == "D/segmentations.npz" and cfg.init_from == "prev.pt"
     defaults = config_from_args(_parser().parse_args(["train", "dff", "--data", "D", "--out", "o.pt"]))
     assert defaults.pixels_per_image == 2048 and defaults.segments == 16 and defaults.net == DFFNetConfig()
 

@@ -73,6 +73,8 @@ def add_train_dff_parser(train_subparsers) -> argparse.ArgumentParser:
                                                           "'_checkpoints')")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help=f"(default {d.checkpoint_every})")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="fine-tune: start net and patch vectors from this training checkpoint (fresh optimizer and schedule)")
     p.add_argument("--stop-at", type=int, default=None, help="stop after this global step (train in slices)")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="checkpoint and stop after this many minutes (resume later with --resume)")
@@ -108,7 +110,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         lr_schedule=args.lr_schedule, grad_clip=args.grad_clip, scale=args.scale,
         pixels_per_image=args.pixels_per_image, segments=args.segments, val_every=args.val_every,
         val_batches=args.val_batches, checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
-        resume=args.resume, stop_at=args.stop_at,
+        resume=args.resume, init_from=args.init, stop_at=args.stop_at,
         time_limit_s=None if args.time_limit is None else 60.0 * args.time_limit, workers=args.workers,
         device=args.device, amp=args.amp, num_threads=args.threads, half_weights=not args.full_precision_weights,
         seed=args.seed, progress=not args.no_progress)

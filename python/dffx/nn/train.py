@@ -92,6 +92,9 @@ class TrainConfig:
         checkpoint_every: write a checkpoint every this many steps (and always at the end).
         keep_checkpoints: keep this many newest checkpoints (older ones are deleted).
         resume: continue from the newest checkpoint in ``checkpoint_dir`` (fresh start if none).
+        init_from: start the network and the loss head's patch vectors from this training
+            checkpoint (fine-tuning: step count, optimizer state and schedule start fresh).
+            Ignored when ``resume`` finds a checkpoint of this run.
         workers: DataLoader worker processes (0: load in the main process).
         device: "cpu", "cuda" or "cuda:N" (None: CUDA when available). Under torchrun each rank
             uses cuda:LOCAL_RANK.
@@ -128,6 +131,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     resume: bool = False
+    init_from: str | os.PathLike | None = None
     workers: int = 0
     device: str | None = None
     amp: str = "auto"
@@ -311,6 +315,23 @@ def _unit_class_vectors(head: nn.Module) -> None:
     if isinstance(h, nn.Parameter) and h.ndim >= 1:
         with torch.no_grad():
             h.copy_(torch.nn.functional.normalize(h, dim=-1))
+
+
+def _init_from_checkpoint(module: _TrainModule, cfg: TrainConfig, is_main: bool) -> None:
+    """Load network and loss-head weights of ``cfg.init_from`` (a training checkpoint) for fine-tuning."""
+    blob = load_checkpoint(cfg.init_from)
+    if blob["net_config"] != asdict(cfg.net):
+        raise ValueError(f"init checkpoint {cfg.init_from} is for network {blob['net_config']}, "
+                         f"but this run asks for {asdict(cfg.net)}")
+    lut = blob["loss_head"].get("lut")
+    if lut is None or not torch.equal(lut.to(module.head.lut.dtype).cpu(), module.head.lut.cpu()):
+        # The patch vectors only mean something for the segmentations they were trained on.
+        raise ValueError(f"init checkpoint {cfg.init_from} was trained on other segmentations than "
+                         f"{cfg.segmentations_path}")
+    module.net.load_state_dict(blob["model"])
+    module.head.load_state_dict(blob["loss_head"])
+    if is_main:
+        print(f"initialised from {cfg.init_from} (step {int(blob['step'])} of that run)")
 
 
 def _step_generator(device: torch.device, seed: int, step: int, rank: int, salt: int = 0) -> torch.Generator:
@@ -578,8 +599,10 @@ def _train(cfg, factory, segs, loss_cls, device, rank, world, is_main) -> TrainR
             last_val = (blob.get("metadata") or {}).get("held_out")
             if is_main:
                 print(f"resuming from {found[-1]} at step {step}")
-        elif is_main:
+        elif is_main and not cfg.init_from:
             print(f"no checkpoint in {ckpt_dir}; starting from scratch")
+    if cfg.init_from and step == 0:
+        _init_from_checkpoint(module, cfg, is_main)
 
     train_module = module
     if world > 1:
