@@ -104,6 +104,36 @@ def test_sift_features_zero_hidden_landmarks():
     np.testing.assert_allclose(np.linalg.norm(F[10:], axis=1), 1.0, atol=1e-5)
 
 
+def test_dff_features_keep_maps_on_the_extractor_device_and_match_the_numpy_path():
+    """DFFLandmarkFeatures hands the maps to the fused sampling op as tensors (on a GPU they never
+    leave it); F equals the NumPy path on the same maps, with hidden landmarks zeroed."""
+    import cv2
+    import torch
+
+    from dffx.align import DFFLandmarkFeatures
+    from dffx.nn import DFFExtractor
+    from dffx.ops import sample_landmark_features
+
+    image = cv2.imread(str(SHARED / "data" / "dev" / "aflw2000-3d-sample" / "image00050.jpg"))
+    crops = np.stack([cv2.resize(image, (224, 224)), cv2.resize(image[::-1], (224, 224))])
+    feats = DFFLandmarkFeatures(DFFExtractor(device="cpu"))
+    maps = feats.prepare(crops)
+    assert isinstance(maps, torch.Tensor) and maps.shape == (2, 32, 224, 224)
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-5, 230, (2, 160, 2)).astype(np.float32)
+    visible = rng.random((2, 160)) > 0.2
+    F = feats.sample(maps, points, visible)
+    assert isinstance(F, np.ndarray) and F.shape == (2, 5120)
+    np.testing.assert_array_equal(F, sample_landmark_features(maps.numpy(), points, visible))
+    per_landmark = np.linalg.norm(F.reshape(2, 160, 32), axis=2)
+    inside = visible & np.all((points >= -0.5) & (points < 223.5), axis=2)
+    assert np.all(per_landmark[~inside] == 0) and np.allclose(per_landmark[inside], 1.0, atol=1e-5)
+    # the training loop indexes a subset of the prepared maps
+    from dffx.align.cascade import _index_for
+
+    np.testing.assert_array_equal(feats.sample(maps[_index_for(maps, np.array([1]))], points[1:], visible[1:]), F[1:])
+
+
 def test_cli_align_writes_json_and_overlay_and_survives_bad_files(tmp_path):
     """`dffx align` on the shipped generated photo (SIFT cascade: no network weights needed)."""
     import json

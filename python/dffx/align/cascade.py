@@ -188,8 +188,17 @@ def _features(extractor_features, crops_of, face_image: np.ndarray, state: Casca
         where = {int(i): j for j, i in enumerate(ids)}
         faces = np.flatnonzero(np.isin(face_image, ids))
         rows = np.array([where[int(i)] for i in face_image[faces]])
-        F[faces] = extractor_features.sample(prepared[rows], state.U[faces], state.V[faces])
+        F[faces] = extractor_features.sample(prepared[_index_for(prepared, rows)], state.U[faces], state.V[faces])
     return F
+
+
+def _index_for(prepared, rows: np.ndarray):
+    """``rows`` as an index into ``prepared`` (a NumPy array, or a torch tensor on any device)."""
+    if isinstance(prepared, np.ndarray):
+        return rows
+    import torch
+
+    return torch.as_tensor(rows, device=prepared.device)
 
 
 def perturbed_cameras(mean_camera: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:

@@ -32,14 +32,23 @@ class DFFLandmarkFeatures:
     def dim(self) -> int:
         return self.n_landmarks * 32
 
-    def prepare(self, crops: np.ndarray) -> np.ndarray:
-        """DFF maps of uint8 BGR crops (B, 224, 224, 3) -> float32 NumPy (B, 32, 224, 224)."""
-        maps = [self.extractor.extract(crops[i:i + 16]).cpu().numpy() for i in range(0, len(crops), 16)]
-        return np.concatenate(maps)
+    def prepare(self, crops: np.ndarray):
+        """DFF maps of uint8 BGR crops (B, 224, 224, 3) -> float32 torch (B, 32, 224, 224) on the
+        extractor's device: on a GPU the maps stay there and only F (B, 5120) comes back."""
+        import torch
 
-    def sample(self, prepared: np.ndarray, points: np.ndarray, visible: np.ndarray) -> np.ndarray:
-        """F (B, 5120) float32 from maps (B, 32, H, W), points (B, 160, 2) pixels, visible (B, 160)."""
-        return sample_landmark_features(prepared, np.asarray(points, np.float32), np.asarray(visible, bool))
+        return torch.cat([self.extractor.extract(crops[i:i + 16]) for i in range(0, len(crops), 16)])
+
+    def sample(self, prepared, points: np.ndarray, visible: np.ndarray) -> np.ndarray:
+        """F (B, 5120) float32 NumPy from maps (B, 32, H, W) (torch on any device, or NumPy),
+        points (B, 160, 2) pixels, visible (B, 160) bool. Runs the fused C++ or CUDA kernel."""
+        if isinstance(prepared, np.ndarray):
+            return sample_landmark_features(prepared, np.asarray(points, np.float32), np.asarray(visible, bool))
+        import torch
+
+        F = sample_landmark_features(prepared, torch.as_tensor(np.asarray(points, np.float32)),
+                                     torch.as_tensor(np.asarray(visible, bool)))
+        return F.cpu().numpy()
 
 
 class SIFTLandmarkFeatures:
