@@ -134,6 +134,27 @@ def test_dff_features_keep_maps_on_the_extractor_device_and_match_the_numpy_path
     np.testing.assert_array_equal(feats.sample(maps[_index_for(maps, np.array([1]))], points[1:], visible[1:]), F[1:])
 
 
+def test_shipped_dff_cascade_loads_the_network_it_was_trained_with():
+    """Descent directions only fit their own features: the cascade file names its network and
+    its hash, the aligner loads that one, and another network is flagged."""
+    import warnings
+
+    from dffx.align import Cascade
+    from dffx.align.predictor import cascade_features, default_cascade_path, file_sha256
+
+    cascade = Cascade.load(default_cascade_path("dff"))
+    name = cascade.info["dff_network"]
+    features = cascade_features(cascade, device="cpu")
+    assert features.extractor.weights_path.name == f"dff_{name}.pt"
+    assert file_sha256(features.extractor.weights_path) == cascade.info["dff_sha256"]
+    other = "default" if name != "default" else "base8"
+    with pytest.warns(UserWarning, match="not the network this cascade was trained with"):
+        cascade_features(cascade, weights=other, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cascade_features(cascade, weights=name, device="cpu")  # naming the right one is silent
+
+
 def test_cli_align_writes_json_and_overlay_and_survives_bad_files(tmp_path):
     """`dffx align` on the shipped generated photo (SIFT cascade: no network weights needed)."""
     import json

@@ -185,6 +185,22 @@ def test_default_weights_location():
             DFFExtractor(device="cpu")
 
 
+def test_shipped_networks_load_by_name(monkeypatch, tmp_path):
+    from dffx.nn.extractor import shipped_weights_path
+
+    assert shipped_weights_path("default") == default_weights_path()
+    base8 = DFFExtractor("base8", device="cpu")
+    assert base8.weights_path == shipped_weights_path("base8") and base8.config.base_channels == 8
+    assert DFFExtractor("default", device="cpu").config.base_channels == 16
+    with pytest.raises(FileNotFoundError, match="no shipped DFF weights called 'huge'.*base8"):
+        DFFExtractor("huge", device="cpu")
+    # a bare word that is an existing file is read as a path, not a name
+    (tmp_path / "base8").write_bytes(b"not weights")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError):
+        DFFExtractor("base8", device="cpu")
+
+
 def test_extractor_metadata_and_device(small_weights):
     ext = DFFExtractor(small_weights, device="cpu")
     assert ext.device == torch.device("cpu") and ext.dim == 32 and ext.config == SMALL

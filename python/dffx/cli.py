@@ -135,8 +135,14 @@ def _cmd_train_cascade(args) -> int:
     val = synth_split(args.data, "val", limit=args.val_images, seed=args.seed)
     cascade = train_cascade(model, features, train, val, stages=args.stages, boxes=args.boxes, seed=args.seed,
                             progress=not args.no_progress)
-    cascade.info.update(data=str(args.data), dff_weights=str(args.dff) if args.features == "dff" else None,
-                        seconds=round(time.perf_counter() - start, 1))
+    cascade.info.update(data=str(args.data), seconds=round(time.perf_counter() - start, 1))
+    if args.features == "dff":  # bind the directions to their network (dffx.align.predictor.cascade_features)
+        from .align.predictor import file_sha256
+        from .nn.extractor import is_weights_name
+
+        cascade.info.update(dff_weights=str(features.extractor.weights_path),
+                            dff_network="default" if args.dff is None else args.dff if is_weights_name(args.dff) else None,
+                            dff_sha256=file_sha256(features.extractor.weights_path))
     path = cascade.save(args.out)
     print(json.dumps(cascade.info, indent=2))
     print(path)
@@ -272,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="a dffx synth output folder")
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--features", default="dff", choices=["dff", "sift"], help="landmark descriptors")
-    p.add_argument("--dff", default=None, help="DFF weights (default: the shipped ones)")
+    p.add_argument("--dff", default=None, help="DFF weights: a path or a shipped name (default: the shipped default network)")
     p.add_argument("--train-images", type=int, default=None, help="random training samples (default: all)")
     p.add_argument("--val-images", type=int, default=500, help="held-out samples that choose the regularisers")
     p.add_argument("--boxes", type=int, default=5, help="perturbed initial boxes per training image (paper: 5)")

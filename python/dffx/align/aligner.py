@@ -9,7 +9,7 @@ import numpy as np
 from ..geometry.camera import project
 from ..preprocess import crop_face, crop_to_image
 from .cascade import Cascade
-from .predictor import default_cascade_path, make_features
+from .predictor import cascade_features, default_cascade_path
 
 
 @dataclass
@@ -49,7 +49,8 @@ class FaceAligner:
     Args:
         features: "dff" (the paper's method) or "sift" (its "Ours (SIFT)" baseline).
         cascade: descent-direction file (default: the shipped ``dffx/weights/cascade_<features>.npz``).
-        weights: DFF network weights (default: the shipped ones).
+        weights: DFF network weights (default: the network the cascade was trained with,
+            :func:`dffx.align.predictor.cascade_features`).
         device: torch device for the DFF network (default: CUDA if available, else CPU).
         model: a :class:`dffx.FaceModel` (default: ``load_face_model()``, i.e. $DFFX_FACE_MODEL).
 
@@ -64,7 +65,7 @@ class FaceAligner:
         self.cascade = Cascade.load(cascade if cascade is not None else default_cascade_path(features))
         if self.cascade.features != features:
             raise ValueError(f"cascade file was trained with {self.cascade.features!r} features, not {features!r}")
-        self.features = make_features(features, weights, device)
+        self.features = cascade_features(self.cascade, weights, device)
 
     def align(self, image: np.ndarray, boxes=None) -> list[FaceAlignment]:
         """Align every face of one image.

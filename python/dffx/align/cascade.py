@@ -28,7 +28,8 @@ from ..ops.shape_fit import fit_shape, fit_shared_shape
 CROP_SIZE = 224
 DEFAULT_STAGES = 3
 DEFAULT_W_REG = 0.5          # eq. 6 prior weight against the landmark term in cm^2 (as the photo fit)
-LAMBDA_GRID = (1.0, 10.0, 100.0, 1000.0)
+# The first shipped cascades (grid 1..1000) both picked the smallest value, so the grid reaches lower.
+LAMBDA_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 100.0, 1000.0)
 GEOMETRY_CHUNK = 128
 
 

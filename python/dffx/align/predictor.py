@@ -48,19 +48,60 @@ def make_features(kind: str, weights=None, device=None):
     raise ValueError(f"features must be 'dff' or 'sift', got {kind!r}")
 
 
+def file_sha256(path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def cascade_features(cascade: Cascade, weights=None, device=None):
+    """The landmark features a cascade was trained with.
+
+    A DFF cascade's descent directions (eq. 9-10) only fit the network they were learned on, so
+    the cascade file records it: ``info["dff_network"]``, the name of a shipped network (see
+    :class:`dffx.nn.DFFExtractor`), and ``info["dff_sha256"]``, the SHA-256 of its weights file.
+
+    Args:
+        cascade: a loaded :class:`Cascade`.
+        weights: DFF weights to use instead (name, path or DFFNet); None: the recorded network
+            (or the shipped default when the file records none).
+        device: torch device for the DFF network.
+
+    Returns:
+        :class:`DFFLandmarkFeatures` or :class:`SIFTLandmarkFeatures`.
+
+    Warns:
+        UserWarning: the DFF weights loaded are not the ones the cascade was trained with.
+    """
+    if cascade.features != "dff":
+        return make_features(cascade.features, None, device)
+    features = make_features("dff", weights if weights is not None else cascade.info.get("dff_network"), device)
+    expected, path = cascade.info.get("dff_sha256"), features.extractor.weights_path
+    if expected and (path is None or file_sha256(path) != expected):
+        import warnings
+
+        warnings.warn(f"DFF weights {path or '(in memory)'} are not the network this cascade was trained with "
+                      f"(sha256 {expected[:12]}...): its descent directions will not fit these features",
+                      stacklevel=2)
+    return features
+
+
 class CascadePredictor:
     """``dffx eval`` predictor: canonical crop from the face box, cascade, landmarks back in the image.
 
     Args:
         model: :class:`dffx.FaceModel`.
         cascade: a :class:`Cascade` or a path to one.
-        weights: DFF weights (for "dff" cascades; None = the shipped default).
+        weights: DFF weights (for "dff" cascades; None = the network the cascade was trained
+            with, see :func:`cascade_features`).
     """
 
     def __init__(self, model, cascade, weights=None, device=None):
         self.model = model
         self.cascade = cascade if isinstance(cascade, Cascade) else Cascade.load(cascade)
-        self.features = make_features(self.cascade.features, weights, device)
+        self.features = cascade_features(self.cascade, weights, device)
         self.name = self.cascade.features
 
     def predict(self, image, box):

@@ -20,6 +20,7 @@ black too.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,24 @@ _TRAIN_HINT = ("train weights with `dffx train dff --data DIR --out dff.pt` (see
 def default_weights_path() -> Path:
     """Where the default weights live inside the installed package: ``dffx/weights/dff_default.pt``."""
     return Path(__file__).resolve().parent.parent / "weights" / DEFAULT_WEIGHTS_NAME
+
+
+def shipped_weights_path(name: str) -> Path:
+    """Path of the shipped network called ``name``: ``dffx/weights/dff_<name>.pt`` ("default"
+    is :func:`default_weights_path`). The file may be missing; callers check."""
+    if name == "default":
+        return default_weights_path()
+    return default_weights_path().with_name(f"dff_{name}.pt")
+
+
+def _shipped_names() -> list[str]:
+    return sorted(p.stem[len("dff_"):] for p in default_weights_path().parent.glob("dff_*.pt"))
+
+
+def is_weights_name(weights) -> bool:
+    """A bare word like "default" or "base8" (not an existing file) names shipped weights."""
+    return (isinstance(weights, str) and re.fullmatch(r"[A-Za-z0-9_-]+", weights) is not None
+            and not Path(weights).exists())
 
 
 def _select_device(device) -> torch.device:
@@ -132,7 +151,8 @@ class DFFExtractor:
 
     Args:
         weights: None or "default": the weights shipped in the package
-            (:func:`default_weights_path`); a path: a file written by
+            (:func:`default_weights_path`); another shipped network by name (e.g. "base8",
+            the file ``dffx/weights/dff_base8.pt``, which the shipped DFF cascade uses); a path: a file written by
             :func:`dffx.nn.save_weights` or by the trainer (its output or a training
             checkpoint); or a :class:`DFFNet` instance (copied, e.g. straight from training).
         device: torch device; None picks CUDA when available, else CPU.
@@ -147,8 +167,8 @@ class DFFExtractor:
         weights_path: the file read, or None for an in-memory net.
 
     Raises:
-        FileNotFoundError: default weights requested but not shipped in this dffx build (none are
-            trained yet), or a weights path that does not exist.
+        FileNotFoundError: default or named weights requested but not shipped in this dffx
+            build, or a weights path that does not exist.
         ValueError: a file that is not DFF weights.
     """
 
@@ -165,6 +185,11 @@ class DFFExtractor:
                     raise FileNotFoundError(
                         f"no default DFF weights are shipped with this dffx build yet (expected {path}); "
                         + _TRAIN_HINT)
+            elif is_weights_name(weights):
+                path = shipped_weights_path(weights)
+                if not path.is_file():
+                    raise FileNotFoundError(f"no shipped DFF weights called {weights!r} (shipped: "
+                                            f"{', '.join(_shipped_names()) or 'none'}) and no such file")
             elif isinstance(weights, (str, os.PathLike)):
                 path = Path(weights)
             else:
