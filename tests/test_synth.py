@@ -283,3 +283,28 @@ def test_cli_synth_and_preview(photo_dir, tmp_path, synth_set, ict_dir):
     assert grid.shape == (448, 2 * 448, 3)
     assert main(["synth", "--photos", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"), "--views", "2",
                  "--no-progress"]) == 1
+
+
+def test_cli_train_cascade_binds_the_dff_network(synth_set, tmp_path, ict_dir, face_model):
+    """`dffx train cascade` on a synthesized set records which DFF network its directions fit;
+    FaceAligner then loads exactly that network without being told."""
+    import warnings
+
+    from dffx.align import Cascade, FaceAligner
+    from dffx.align.predictor import file_sha256
+    from dffx.cli import main
+    from dffx.nn.extractor import shipped_weights_path
+
+    out, _ = synth_set
+    path = tmp_path / "cascade.npz"
+    assert main(["train", "cascade", "--data", str(out), "--features", "dff", "--dff", "base8", "--out", str(path),
+                 "--train-images", "12", "--val-images", "6", "--boxes", "1", "--stages", "1",
+                 "--model", str(ict_dir), "--no-progress"]) == 0
+    cascade = Cascade.load(path)
+    assert cascade.stages == 1 and cascade.info["train_images"] == 12
+    assert cascade.info["dff_network"] == "base8" and cascade.info["dff_weights"] == "dffx/weights/dff_base8.pt"
+    assert cascade.info["dff_sha256"] == file_sha256(shipped_weights_path("base8"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        aligner = FaceAligner("dff", cascade=path, device="cpu", model=face_model)
+    assert aligner.features.extractor.weights_path == shipped_weights_path("base8")

@@ -140,9 +140,10 @@ def _cmd_train_cascade(args) -> int:
         from .align.predictor import file_sha256
         from .nn.extractor import is_weights_name
 
-        cascade.info.update(dff_weights=str(features.extractor.weights_path),
-                            dff_network="default" if args.dff is None else args.dff if is_weights_name(args.dff) else None,
-                            dff_sha256=file_sha256(features.extractor.weights_path))
+        weights = features.extractor.weights_path
+        name = "default" if args.dff is None else args.dff if is_weights_name(args.dff) else None
+        cascade.info.update(dff_network=name, dff_sha256=file_sha256(weights),
+                            dff_weights=f"dffx/weights/{weights.name}" if name else str(weights))
     path = cascade.save(args.out)
     print(json.dumps(cascade.info, indent=2))
     print(path)
