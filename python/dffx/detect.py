@@ -53,7 +53,7 @@ def detect_faces(image: np.ndarray, min_size: int = 40, min_score: float | None 
         float64 (K, 5): ``x0, y0, x1, y1, score`` per face, sorted by score (K = 0: no face).
 
     Raises:
-        ValueError: empty image, wrong dtype or shape.
+        ValueError: empty image, wrong dtype or shape, or a NaN/infinite ``min_score``.
     """
     import cv2
 
