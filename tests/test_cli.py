@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 import dffx
 import dffx._C as C
@@ -53,3 +54,26 @@ def test_missing_model_is_a_one_line_error(tmp_path):
     out = run("render-depth", "--out", str(tmp_path), env=env)
     assert out.returncode == 1
     assert out.stderr.count("\n") == 1 and "DFFX_FACE_MODEL" in out.stderr
+
+
+def test_import_and_command_line_do_not_load_torch():
+    # `import dffx` and building every `dffx` sub-command must stay free of PyTorch (about a
+    # second of start-up); the network names load it on first use.
+    code = ("import sys, dffx, dffx.cli, dffx.nn; dffx.cli.build_parser(); "
+            "print('torch' in sys.modules, 'cv2' in sys.modules); "
+            "dffx.DFFExtractor; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False", "True"]
+
+
+def test_top_level_names_are_the_submodules_objects():
+    from dffx.align.aligner import FaceAligner, FaceAlignment, draw_alignment
+    from dffx.detect import detect_faces
+    from dffx.nn.extractor import DFFExtractor
+
+    assert (dffx.DFFExtractor, dffx.FaceAligner, dffx.FaceAlignment, dffx.draw_alignment, dffx.detect_faces) == (
+        DFFExtractor, FaceAligner, FaceAlignment, draw_alignment, detect_faces)
+    assert set(dffx.__all__) <= set(dir(dffx))
+    with pytest.raises(AttributeError, match="no_such_name"):
+        dffx.no_such_name

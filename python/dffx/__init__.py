@@ -1,10 +1,17 @@
 """dffx: large-pose face alignment with the Deep Face Feature (Jiang et al., arXiv 1708.02721).
 
-Foundation layer (this release): the ICT-FaceKit morphable model (eq. 3), the weak-perspective
-camera (eq. 2), a depth-buffer rasterizer with landmark visibility, and the regularised
-least-squares shape fit (eq. 6-8, 11), with C++/CUDA kernels and NumPy reference twins.
+* :class:`FaceAligner` -- image -> 68 landmarks, landmark visibility, head pose and 3D shape
+  (the cascade of Sec. III-C); :func:`detect_faces` -- the offline face detector it uses.
+* :class:`DFFExtractor` -- the Deep Face Feature network (Sec. III-B): 32-D unit vectors per pixel.
+* The geometry core: the ICT-FaceKit 3DMM (eq. 3), the weak-perspective camera (eq. 2), a
+  depth-buffer rasterizer with landmark visibility and the regularised least-squares shape fit
+  (eq. 6-8, 11), with C++/CUDA kernels and NumPy reference twins.
+
+``FaceAligner``, ``FaceAlignment``, ``draw_alignment``, ``DFFExtractor`` and ``detect_faces``
+load on first use (PEP 562), so ``import dffx`` does not import PyTorch or OpenCV.
 """
 
+from importlib import import_module as _import_module
 from importlib.metadata import PackageNotFoundError, version as _pkg_version
 
 try:
@@ -17,11 +24,20 @@ from .geometry import euler_from_rotation, fit_camera, project, rotation_matrix
 from .model import FaceModel, load_face_model
 from .ops import RasterResult, fit_shape, fit_shared_shape, landmark_visibility, rasterize
 
+# name -> submodule, imported on first access (see the module docstring)
+_LAZY = {"DFFExtractor": "nn.extractor", "FaceAligner": "align.aligner", "FaceAlignment": "align.aligner",
+         "draw_alignment": "align.aligner", "detect_faces": "detect"}
+
 __all__ = [
     "__version__",
+    "DFFExtractor",
+    "FaceAligner",
+    "FaceAlignment",
     "FaceModel",
     "ModelNotFoundError",
     "RasterResult",
+    "detect_faces",
+    "draw_alignment",
     "euler_from_rotation",
     "fit_camera",
     "fit_shape",
@@ -32,3 +48,15 @@ __all__ = [
     "rasterize",
     "rotation_matrix",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(_import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -5,13 +5,32 @@
 * :class:`DFFExtractor` -- inference API: BGR uint8 images or RGB float tensors in, features out.
 * :class:`AngularSoftmaxLoss` -- the per-segmentation patch classifiers (angular softmax, m = 1).
 * :func:`train_dff` / :class:`TrainConfig` -- the trainer behind ``dffx train dff``.
+
+The names load on first use (PEP 562), so ``import dffx.nn`` and the settings in
+:mod:`dffx.nn.config` do not import PyTorch; touching a network name does.
 """
 
-from .extractor import DFFExtractor, default_weights_path, images_to_tensor
-from .loss import AngularSoftmaxLoss, angular_softmax_nll, angular_softmax_nll_reference
-from .train import TrainConfig, TrainResult, train_dff
-from .unet import DFFNet, DFFNetConfig, count_parameters, estimate_macs, fuse_for_inference, load_weights, save_weights
+from importlib import import_module
 
-__all__ = ["AngularSoftmaxLoss", "DFFExtractor", "DFFNet", "DFFNetConfig", "TrainConfig", "TrainResult",
-           "angular_softmax_nll", "angular_softmax_nll_reference", "count_parameters", "default_weights_path",
-           "estimate_macs", "fuse_for_inference", "images_to_tensor", "load_weights", "save_weights", "train_dff"]
+_EXPORTS = {
+    "AngularSoftmaxLoss": "loss", "angular_softmax_nll": "loss", "angular_softmax_nll_reference": "loss",
+    "DFFExtractor": "extractor", "default_weights_path": "extractor", "images_to_tensor": "extractor",
+    "DFFNetConfig": "config", "TrainConfig": "config",
+    "TrainResult": "train", "train_dff": "train",
+    "DFFNet": "unet", "count_parameters": "unet", "estimate_macs": "unet", "fuse_for_inference": "unet",
+    "load_weights": "unet", "save_weights": "unet",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from .train import TrainConfig
+from .config import TrainConfig
 
 
 def _positive_or_all(text: str) -> int | None:
@@ -98,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     Raises:
         ValueError: invalid network override.
     """
-    from .unet import DFFNetConfig
+    from .config import DFFNetConfig
 
     net = DFFNetConfig.preset(args.net)
     overrides = {k: v for k, v in (("base_channels", args.base_channels), ("depth", args.depth)) if v is not None}

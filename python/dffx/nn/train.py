@@ -48,7 +48,7 @@ import platform
 import random
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -57,146 +57,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .unet import DFFNet, DFFNetConfig, count_parameters, plain_metadata, save_weights
+from .config import TrainConfig
+from .unet import DFFNet, count_parameters, plain_metadata, save_weights
 
 CHECKPOINT_FORMAT = "dffx.dff-train-checkpoint"
 CHECKPOINT_VERSION = 1
-_AMP_CHOICES = ("auto", "bf16", "fp16", "off")
-
-
-@dataclass
-class TrainConfig:
-    """Settings of :func:`train_dff` (all CLI flags of ``dffx train dff`` map to these fields).
-
-    Attributes:
-        data: training-data folder (SynthDataset layout, with ``segmentations.npz``).
-        out: output weights file (network config + state_dict + metadata).
-        segmentations: segmentation set (:func:`dffx.segment.load_segmentations`);
-            default ``data/segmentations.npz``.
-        net: network size (:class:`DFFNetConfig`; default ~1.9 M parameters).
-        steps: optimizer steps in total (a resumed run continues up to this number).
-        batch_size: images per step and per process.
-        lr: peak AdamW learning rate.
-        weight_decay: AdamW decoupled weight decay on the convolution weights (norm layers,
-            biases and the loss head's patch vectors get none).
-        warmup_steps: linear warm-up from 0 to ``lr``.
-        lr_schedule: "cosine" (decay to 1% of lr at ``steps``) or "constant".
-        grad_clip: clip the global gradient norm to this value (None: no clipping).
-        scale: logit scale s of the angular softmax (paper: 1; default 16, see module docstring).
-        pixels_per_image: face pixels drawn per image and step for the loss (None: all face
-            pixels). 2048 is ~10% of a 224x224 face render.
-        segments: segmentations drawn per step (None: all of them, paper: 100).
-        val_every: evaluate on the held-out split every this many steps (0: only at the end).
-        val_batches: held-out batches per evaluation (None: the whole split).
-        checkpoint_dir: default ``<out without suffix>_checkpoints`` beside ``out``.
-        checkpoint_every: write a checkpoint every this many steps (and always at the end).
-        keep_checkpoints: keep this many newest checkpoints (older ones are deleted).
-        resume: continue from the newest checkpoint in ``checkpoint_dir`` (fresh start if none).
-        init_from: start the network and the loss head's patch vectors from this training
-            checkpoint (fine-tuning: step count, optimizer state and schedule start fresh).
-            Ignored when ``resume`` finds a checkpoint of this run.
-        workers: DataLoader worker processes (0: load in the main process).
-        device: "cpu", "cuda" or "cuda:N" (None: CUDA when available). Under torchrun each rank
-            uses cuda:LOCAL_RANK.
-        amp: "auto" (bf16 if the GPU supports it, else fp16 with GradScaler; off on CPU),
-            "bf16", "fp16" or "off". Ignored on CPU.
-        channels_last: run the net in channels-last memory format (faster with oneDNN/cuDNN).
-        seed: seeds the initialisation, the sample order and the loss subsampling.
-        progress: show a tqdm bar with loss and patch accuracy (rank 0).
-        log_every: append a training line to ``checkpoint_dir/train_log.jsonl`` every this many steps.
-        stop_at: stop (checkpoint and write ``out``) after this global step even if ``steps``
-            is not reached, e.g. to train in slices; ``--resume`` continues.
-        time_limit_s: stop likewise once this many seconds have passed in this run.
-        half_weights: store the output's parameters as float16 (half the size).
-        num_threads: torch CPU threads (None: leave torch's default).
-    """
-
-    data: str | os.PathLike
-    out: str | os.PathLike
-    segmentations: str | os.PathLike | None = None
-    net: DFFNetConfig = field(default_factory=DFFNetConfig)
-    steps: int = 20000
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 200
-    lr_schedule: str = "cosine"
-    grad_clip: float | None = None
-    scale: float = 16.0
-    pixels_per_image: int | None = 2048
-    segments: int | None = 16
-    val_every: int = 500
-    val_batches: int | None = 16
-    checkpoint_dir: str | os.PathLike | None = None
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    resume: bool = False
-    init_from: str | os.PathLike | None = None
-    workers: int = 0
-    device: str | None = None
-    amp: str = "auto"
-    channels_last: bool = True
-    seed: int = 0
-    progress: bool = True
-    log_every: int = 10
-    stop_at: int | None = None
-    time_limit_s: float | None = None
-    half_weights: bool = True
-    num_threads: int | None = None
-
-    def validate(self) -> None:
-        """Raise ValueError for out-of-range settings."""
-        def positive(name, allow_none=False, allow_zero=False):
-            v = getattr(self, name)
-            if v is None and allow_none:
-                return
-            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if allow_zero else 1):
-                raise ValueError(f"TrainConfig.{name} must be a {'non-negative' if allow_zero else 'positive'} int"
-                                 f"{' or None' if allow_none else ''}, got {v!r}")
-
-        for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
-            positive(name)
-        for name in ("val_every", "warmup_steps", "workers"):
-            positive(name, allow_zero=True)
-        for name in ("pixels_per_image", "segments", "val_batches", "stop_at", "num_threads"):
-            positive(name, allow_none=True)
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"TrainConfig.lr must be positive, got {self.lr}")
-        if not (self.scale > 0 and math.isfinite(self.scale)):
-            raise ValueError(f"TrainConfig.scale must be positive, got {self.scale}")
-        if self.weight_decay < 0:
-            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay}")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"TrainConfig.lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
-        if self.amp not in _AMP_CHOICES:
-            raise ValueError(f"TrainConfig.amp must be one of {_AMP_CHOICES}, got {self.amp!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip}")
-        if self.time_limit_s is not None and not self.time_limit_s > 0:
-            raise ValueError(f"TrainConfig.time_limit_s must be positive or None, got {self.time_limit_s}")
-        if not isinstance(self.net, DFFNetConfig):
-            raise ValueError(f"TrainConfig.net must be a DFFNetConfig, got {type(self.net).__name__}")
-
-    @property
-    def segmentations_path(self) -> Path:
-        """The segmentation file actually used."""
-        return Path(self.segmentations) if self.segmentations else Path(self.data) / "segmentations.npz"
-
-    @property
-    def checkpoint_path(self) -> Path:
-        """The checkpoint folder actually used."""
-        if self.checkpoint_dir:
-            return Path(self.checkpoint_dir)
-        out = Path(self.out)
-        return out.with_name(out.stem + "_checkpoints")
-
-    def to_dict(self) -> dict:
-        """JSON-safe dict of the settings (paths as strings, net config as a dict)."""
-        d = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            d[f.name] = asdict(v) if isinstance(v, DFFNetConfig) else (str(v) if isinstance(v, os.PathLike) else v)
-        return d
 
 
 class TrainResult(NamedTuple):

@@ -35,12 +35,14 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .config import DFFNetConfig
 
 WEIGHTS_FORMAT = "dffx.dff-weights"
 WEIGHTS_VERSION = 1
@@ -48,80 +50,6 @@ WEIGHTS_VERSION = 1
 # ImageNet statistics (RGB); the input is normalised with them inside the net.
 _RGB_MEAN = (0.485, 0.456, 0.406)
 _RGB_STD = (0.229, 0.224, 0.225)
-_NORMS = ("batch", "group", "none")
-
-
-@dataclass(frozen=True)
-class DFFNetConfig:
-    """Size of a :class:`DFFNet`; stored in every weights file so loading rebuilds the same net.
-
-    Attributes:
-        base_channels: channels of the first (full-resolution) level.
-        depth: number of 2x down-samplings; H and W must be multiples of ``2 ** depth``.
-        out_dim: feature dimension (paper: 32).
-        norm: "batch" (BatchNorm2d, default), "group" (GroupNorm with 8 groups, for tiny or
-            uneven batches) or "none" (convolutions get a bias).
-        max_channels: cap on the channels of the deep levels (None: no cap).
-    """
-
-    base_channels: int = 16
-    depth: int = 4
-    out_dim: int = 32
-    norm: str = "batch"
-    max_channels: int | None = None
-
-    def __post_init__(self):
-        for name in ("base_channels", "depth", "out_dim"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"DFFNetConfig.{name} must be a positive int, got {value!r}")
-        if self.depth > 8:
-            raise ValueError(f"DFFNetConfig.depth must be <= 8, got {self.depth}")
-        if self.norm not in _NORMS:
-            raise ValueError(f"DFFNetConfig.norm must be one of {_NORMS}, got {self.norm!r}")
-        if self.max_channels is not None and (not isinstance(self.max_channels, int) or self.max_channels < 1):
-            raise ValueError(f"DFFNetConfig.max_channels must be None or a positive int, got {self.max_channels!r}")
-        if self.norm == "group" and any(c % 8 for c in self.channels):
-            raise ValueError(f"norm='group' needs channel counts divisible by 8, got {self.channels}")
-
-    @property
-    def channels(self) -> tuple[int, ...]:
-        """Channels per level, from full resolution (level 0) to the bottleneck (level ``depth``)."""
-        cap = self.max_channels or 1 << 30
-        return tuple(min(self.base_channels << i, cap) for i in range(self.depth + 1))
-
-    @property
-    def multiple(self) -> int:
-        """H and W of the input must be multiples of this (``2 ** depth``)."""
-        return 1 << self.depth
-
-    @classmethod
-    def preset(cls, name: str) -> "DFFNetConfig":
-        """Named sizes: "default" (base 16, 1.94 M parameters, CPU-trainable and shipped) and
-        "large" (base 32, 7.76 M parameters, for GPU training).
-
-        Raises:
-            ValueError: unknown name.
-        """
-        presets = {"default": cls(), "large": cls(base_channels=32)}
-        if name not in presets:
-            raise ValueError(f"unknown DFFNet preset {name!r}; choose one of {sorted(presets)}")
-        return presets[name]
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "DFFNetConfig":
-        """Rebuild from :func:`dataclasses.asdict` output (unknown keys are an error).
-
-        Raises:
-            ValueError: not a dict, unknown keys or invalid values.
-        """
-        if not isinstance(data, dict):
-            raise ValueError(f"DFFNet config must be a dict, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown DFFNet config keys {unknown} (this dffx knows {sorted(known)})")
-        return cls(**data)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
