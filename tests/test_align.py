@@ -74,6 +74,19 @@ def test_cascade_learns_to_follow_informative_features(face_model):
     assert after < 0.4 * before
 
 
+def test_perturbed_boxes_span_the_requested_shift_and_scale():
+    from dffx.align.cascade import CROP_SIZE, perturbed_cameras
+
+    mean = np.array([2.0, 0.0, 0.0, 0.0, 112.0, 112.0])
+    for shift, scale in ((0.05, 0.1), (0.1, 0.15)):
+        cams = perturbed_cameras(mean, 4000, np.random.default_rng(0), box_shift=shift, box_scale=scale)
+        ratio = cams[:, 0] / mean[0]
+        offset = (cams[:, 4:6] - mean[4:6]) / CROP_SIZE
+        assert ratio.min() >= 1 - scale and ratio.max() <= 1 + scale and np.ptp(ratio) > 1.9 * scale
+        assert np.abs(offset).max() <= shift and np.ptp(offset, axis=0).min() > 1.9 * shift
+        np.testing.assert_array_equal(cams[:, 1:4], 0.0)  # the pose starts frontal
+
+
 def test_cascade_save_load_roundtrip(tmp_path):
     from dffx.align import Cascade
 

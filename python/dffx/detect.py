@@ -39,8 +39,9 @@ CASCADES = (("haarcascade_frontalface_default.xml", "frontal", False),
 
 # Cascade score (OpenCV's stage-sum "level weight") below which a hit is dropped. On the 9
 # annotated dlib example photos (43 faces) a threshold of 2.0 keeps 41 faces (95%) and drops
-# the one false hit; 3.0 would lose 4 more real faces. On bald_guys.jpg it keeps
-# all 24 faces and drops the 4 other hits (0.2-0.9); it drops one of three on dogs.jpg (docs/alignment.md, "Face boxes").
+# the one false hit; 3.0 would lose 4 more real faces. On bald_guys.jpg it keeps all 24 faces
+# and drops the 4 other hits (0.2-0.9); on dogs.jpg it drops one of three (docs/alignment.md,
+# "Face boxes").
 DEFAULT_MIN_SCORE = 2.0
 
 

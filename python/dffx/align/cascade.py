@@ -202,16 +202,19 @@ def _index_for(prepared, rows: np.ndarray):
     return torch.as_tensor(rows, device=prepared.device)
 
 
-def perturbed_cameras(mean_camera: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """Initial cameras of perturbed face boxes: scale x U(0.9, 1.1), shift +-5% of the crop."""
+def perturbed_cameras(mean_camera: np.ndarray, count: int, rng: np.random.Generator, box_shift: float = 0.05,
+                      box_scale: float = 0.1) -> np.ndarray:
+    """Initial cameras of perturbed face boxes: scale x U(1 - box_scale, 1 + box_scale), shift
+    U(-box_shift, box_shift) of the crop side in x and y (the crop is ``CROP_SCALE`` x the box)."""
     cams = np.tile(mean_camera, (count, 1))
-    cams[:, 0] *= rng.uniform(0.9, 1.1, count)
-    cams[:, 4:6] += rng.uniform(-0.05, 0.05, (count, 2)) * CROP_SIZE
+    cams[:, 0] *= rng.uniform(1.0 - box_scale, 1.0 + box_scale, count)
+    cams[:, 4:6] += rng.uniform(-box_shift, box_shift, (count, 2)) * CROP_SIZE
     return cams
 
 
 def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAULT_STAGES, boxes: int = 5,
-                  w_reg: float = DEFAULT_W_REG, seed: int = 0, progress: bool = True) -> Cascade:
+                  box_shift: float = 0.05, box_scale: float = 0.1, w_reg: float = DEFAULT_W_REG, seed: int = 0,
+                  progress: bool = True) -> Cascade:
     """Learn the descent directions (eq. 9-10) with the generic face of eq. 11.
 
     Args:
@@ -221,6 +224,7 @@ def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAUL
             ground truth X*, ``cameras`` (N, 6) ground truth w*; val picks the regularisers.
         stages: K iterations (paper: 3).
         boxes: perturbed initial boxes per training image (paper: 5).
+        box_shift, box_scale: how far the boxes are perturbed (:func:`perturbed_cameras`).
 
     Returns:
         :class:`Cascade`.
@@ -233,7 +237,7 @@ def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAUL
     for name, data, reps in (("train", train, boxes), ("val", val, 1)):
         n = len(data["landmarks"])
         image_of = np.repeat(np.arange(n), reps)
-        cams = perturbed_cameras(mean_camera, len(image_of), rng)
+        cams = perturbed_cameras(mean_camera, len(image_of), rng, box_shift, box_scale)
         sets[name] = dict(data=data, image_of=image_of, X_star=data["landmarks"][image_of].reshape(len(image_of), -1),
                           w_star=data["cameras"][image_of].astype(np.float64),
                           state=CascadeState(cams, np.zeros(model.n_params, np.float32)))
@@ -270,6 +274,7 @@ def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAUL
         info["stages"].append({"lambda_X": lam_x, "lambda_w": lam_w, "val_rmse_px_before": before,
                                "val_rmse_px_after": after})
         bar.set_postfix(val_rmse=f"{before:.2f}->{after:.2f}px")
-    info.update(train_images=int(len(train["landmarks"])), boxes=boxes, val_images=int(len(val["landmarks"])))
+    info.update(train_images=int(len(train["landmarks"])), boxes=boxes, box_shift=box_shift, box_scale=box_scale,
+                val_images=int(len(val["landmarks"])))
     return Cascade(features=extractor_features.name, mean_camera=mean_camera, R_X=np.stack(R_X), R_w=np.stack(R_w),
                    w_reg=w_reg, info=info)
