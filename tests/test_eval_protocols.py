@@ -124,6 +124,30 @@ def test_detector_boxes_are_used_and_misses_counted(face_model):
     assert detected["bins"] != gt_boxes["bins"]  # different starting boxes, different errors
 
 
+def test_a_cascade_file_replaces_the_shipped_one(face_model, tmp_path):
+    from dffx.align import Cascade
+    from dffx.align.predictor import default_cascade_path
+    from dffx.eval import make_predictor
+
+    root = DEV / "aflw2000-3d-sample"
+    shipped, _ = evaluate(EvalOptions("aflw2000-3d", root, method="sift", limit=3, progress=False), face_model)
+    # the same directions from another file give the same errors; the summary names the file
+    copy = Cascade.load(default_cascade_path("sift")).save(tmp_path / "mine.npz")
+    mine, _ = evaluate(EvalOptions("aflw2000-3d", root, method="sift", limit=3, progress=False, cascade=copy),
+                       face_model)
+    assert mine["bins"] == shipped["bins"] and mine["cascade"] == str(copy) and "cascade" not in shipped
+    # one stage fewer is a different predictor
+    c = Cascade.load(copy)
+    fewer = Cascade(c.features, c.mean_camera, c.R_X[:1], c.R_w[:1], c.w_reg, c.info).save(tmp_path / "k1.npz")
+    one_stage, _ = evaluate(EvalOptions("aflw2000-3d", root, method="sift", limit=3, progress=False, cascade=fewer),
+                            face_model)
+    assert one_stage["bins"] != shipped["bins"]
+    with pytest.raises(ValueError, match="trained with 'sift' features"):
+        make_predictor("dff", face_model, cascade=copy)
+    with pytest.raises(ValueError, match="not mean-shape"):
+        make_predictor("mean-shape", face_model, cascade=copy)
+
+
 def run_cli(*args):
     env = dict(os.environ, DFFX_FACE_MODEL=str(SHARED / "data" / "ict-facekit"))
     return subprocess.run([sys.executable, "-m", "dffx", "eval", *args, "--no-progress"], capture_output=True,

@@ -324,6 +324,9 @@ def test_evaluation_table_with_perfect_descriptors(synthesizer, source, face_mod
         for method in ("dff", "dff-top", "sift", "dff-dense"):
             c = row[method]
             assert 0 <= c["correct"] <= c["matches"] and c["matched_visible"] <= c["visible"] <= c["points"]
+            assert c["matching_score"] == c["correct"] / c["visible"]
+        # near-perfect descriptors find a correct match for most points whose truth is visible
+        assert row["dff"]["matching_score"] > 0.7
     assert groups["large"]["dff-dense"]["hidden"] > groups["small"]["dff-dense"]["hidden"]
     text = format_table(table)
     assert text.count("\n") == 1 + 4 * 4 and "DFF dense (< 12 deg)" in text and "SIFT sparse" in text

@@ -200,6 +200,7 @@ def test_init_from_fine_tunes_a_finished_run(trained, data_dir, tmp_path, capsys
     cfg = tiny_config(data_dir, tmp_path / "ft.pt", steps=4, val_every=0, init_from=ckpt, lr=1e-9, warmup_steps=0)
     tuned = train_dff(cfg, dataset_factory=FakeSynthDataset)
     assert tuned.step == 4 and "initialised from" in capsys.readouterr().out
+    assert load_weights(tuned.out)[1]["init_from"] == str(ckpt)  # provenance in the weights file
     # at a vanishing learning rate the held-out accuracy is the source run's, not chance (1/24)
     assert tuned.val["accuracy"] == pytest.approx(result.val["accuracy"], abs=0.02)
     assert tuned.val["accuracy"] > 3 / 24

@@ -54,7 +54,7 @@ def _cmd_eval(args) -> int:
 
     opts = EvalOptions(dataset=args.dataset, root=Path(args.root), method=args.method, limit=args.limit,
                        yaw_csv=Path(args.yaw_csv) if args.yaw_csv else None, detector=args.detector,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, cascade=Path(args.cascade) if args.cascade else None)
     summary, rows = evaluate(opts, load_face_model(args.model))
     if args.per_image:
         write_per_image_csv(rows, Path(args.per_image))
@@ -214,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="first N faces in the dataset's order")
     p.add_argument("--yaw-csv", default=None, help="AFLW2000-3D: name,yaw_deg lines that decide the yaw bins")
     p.add_argument("--detector", action="store_true", help="start from detected boxes instead of ground truth")
+    p.add_argument("--cascade", default=None,
+                   help="dff/sift: a cascade file from 'dffx train cascade' instead of the shipped one")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--per-image", metavar="CSV", default=None, help="write per-face errors to CSV")
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")

@@ -16,6 +16,7 @@ runs the same loop on synthesized samples with one generic shape shared by all i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -161,8 +162,9 @@ class Cascade:
     def step(self, model, k: int, state: CascadeState, F: np.ndarray) -> CascadeState:
         """Iteration k: eq. 4-5 updates, the eq. 6-8 shape fit per face, re-projection."""
         Z = _design(np.asarray(F, np.float32))
-        X_hat = state.X.reshape(len(Z), -1) + Z @ self.R_X[k]
-        camera = state.camera + (Z @ self.R_w[k]).astype(np.float64)
+        with _single_threaded_blas():
+            X_hat = state.X.reshape(len(Z), -1) + Z @ self.R_X[k]
+            camera = state.camera + (Z @ self.R_w[k]).astype(np.float64)
         camera[:, 0] = np.maximum(camera[:, 0], 1e-3)
         weights = np.repeat((1.0 / camera[:, 0] ** 2)[:, None], 68, axis=1)  # landmark term in cm^2
         params = fit_shape(model, X_hat.reshape(-1, 68, 2), camera, landmark_weights=weights, w_reg=self.w_reg)
@@ -176,6 +178,23 @@ class Cascade:
             F = extractor_features.sample(prepared, state.U, state.V)
             state = self.step(model, k, state, F)
         return state
+
+
+def _single_threaded_blas():
+    """Context that runs NumPy's BLAS on one thread (threadpoolctl).
+
+    The descent-direction products of one face are tiny (1 x 5121 by 5121 x 136), so BLAS
+    threads gain nothing there; but OpenBLAS's workers keep spinning after each call and took
+    the CPU from the next network forward pass, which ran 2-5x slower on a 2-core machine
+    (docs/alignment.md, "Latency")."""
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
+@lru_cache(maxsize=1)
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 # ---------------------------------------------------------------------- training (eq. 9-11)

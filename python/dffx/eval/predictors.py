@@ -55,23 +55,36 @@ class MeanShapePredictor:
 
 
 def _cascade(features: str):
-    def build(model):
+    def build(model, cascade=None):
         from ..align import CascadePredictor
         from ..align.predictor import default_cascade_path
 
-        return CascadePredictor(model, default_cascade_path(features))
+        return CascadePredictor(model, cascade if cascade is not None else default_cascade_path(features))
     return build
 
 
 METHODS = {"mean-shape": MeanShapePredictor, "sift": _cascade("sift"), "dff": _cascade("dff")}
 
 
-def make_predictor(method: str, model):
+def make_predictor(method: str, model, cascade=None):
     """Build the predictor named ``method``; ValueError lists the available ones.
 
     ``dff`` and ``sift`` are the cascade of Sec. III-C with the shipped descent directions
-    (``dffx/weights/cascade_{dff,sift}.npz``); FileNotFoundError when they are not shipped.
+    (``dffx/weights/cascade_{dff,sift}.npz``), or with ``cascade``, a file written by ``dffx
+    train cascade`` for the same features (a DFF cascade brings the network it records).
+
+    Raises:
+        ValueError: unknown method, ``cascade`` given to mean-shape, or a cascade trained with
+            other features; FileNotFoundError: missing cascade or network file.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method '{method}'; available: {', '.join(METHODS)}")
-    return METHODS[method](model)
+    if cascade is None:
+        return METHODS[method](model)
+    if method == "mean-shape":
+        raise ValueError("a cascade file applies to the dff and sift methods, not mean-shape")
+    predictor = METHODS[method](model, cascade)
+    if predictor.cascade.features != method:
+        raise ValueError(f"cascade file {cascade} was trained with {predictor.cascade.features!r} features, "
+                         f"not {method!r}")
+    return predictor

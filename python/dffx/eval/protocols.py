@@ -43,6 +43,7 @@ class EvalOptions:
     yaw_csv: Path | None = None
     detector: bool = False
     progress: bool = True
+    cascade: Path | None = None  # dff/sift: descent directions other than the shipped ones
 
 
 def _load(opts: EvalOptions):
@@ -103,7 +104,7 @@ def evaluate(opts: EvalOptions, model=None) -> tuple[dict, list[dict]]:
     from .visibility import ground_truth_visibility
 
     model = model if model is not None else load_face_model()
-    predictor = make_predictor(opts.method, model)
+    predictor = make_predictor(opts.method, model, opts.cascade)
     samples, report = _load(opts)
     if not samples:
         raise ValueError(f"no usable samples under '{opts.root}' ({len(report.skipped)} skipped)")
@@ -144,6 +145,8 @@ def _summarize(opts, rows, report, samples, stats) -> dict:
                "skipped": [{"name": n, "reason": r} for n, r in report.skipped]}
     if opts.detector:
         summary["detector_missed"] = stats["detector_missed"]
+    if opts.cascade is not None:
+        summary["cascade"] = str(opts.cascade)
     if opts.dataset in ("aflw2000-3d", "aflw"):
         yaws = np.array([r["yaw"] for r in rows], np.float64)
         summary.update(summarize_bins(np.array([r["nme"] for r in rows]), yaws))
@@ -183,6 +186,8 @@ def format_table(summary: dict) -> str:
         return "   -  " if v is None else f"{v:6.2f}"
 
     lines = [f"{summary['dataset']}: {summary['n']} faces, method {summary['method']}; boxes: {summary['face_boxes']}"]
+    if "cascade" in summary:
+        lines.append(f"cascade: {summary['cascade']}")
     if "bins" in summary:
         lines.append(f"yaw bins from {summary['yaw_source']}; NME normalised by {summary['normalisation']}")
         header = f"{'Method':<24}{'[0,30]':>8}{'[30,60]':>9}{'[60,90]':>9}{'Mean':>8}{'Std':>8}"

@@ -375,8 +375,10 @@ def evaluate_pairs(pairs: list[SynthPair], extractor, model, synth_or_mesh, *, d
     Returns:
         dict with ``"groups"``: group name ("small", "medium", "large", "all") -> {"pairs": n,
         method -> counts summed over the group's pairs plus the rates ``correct_rate``
-        (correct / matches), ``valid_rate`` (matched_visible / visible), ``hidden_matched_rate``
-        (matched_hidden / hidden); a rate is None when its denominator is 0}; and
+        (correct / matches: precision), ``matching_score`` (correct / visible: the share of source
+        points whose truth is visible that get a correct match, i.e. recall), ``valid_rate``
+        (matched_visible / visible), ``hidden_matched_rate`` (matched_hidden / hidden); a rate is
+        None when its denominator is 0}; and
         ``"settings"``: thresholds and the correctness radius. Format with :func:`format_table`.
     """
     from tqdm import tqdm
@@ -402,6 +404,7 @@ def evaluate_pairs(pairs: list[SynthPair], extractor, model, synth_or_mesh, *, d
             if method in row:
                 c = row[method]
                 c["correct_rate"] = c["correct"] / c["matches"] if c["matches"] else None
+                c["matching_score"] = c["correct"] / c["visible"] if c["visible"] else None
                 c["valid_rate"] = c["matched_visible"] / c["visible"] if c["visible"] else None
                 c["hidden_matched_rate"] = c["matched_hidden"] / c["hidden"] if c["hidden"] else None
     return {"groups": table, "settings": {"correct_px": CORRECT_PX, "sparse_angle_deg": sparse_angle_deg,
@@ -421,8 +424,9 @@ def format_table(table: dict) -> str:
         return "-" if v is None else f"{100 * v:.1f}%"
 
     lines = [f"| yaw difference | pairs | method | source points | with visible truth | matches | "
-             f"correct (<= {s['correct_px']:g} px) | valid (matched / visible) | hidden matched |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"correct (<= {s['correct_px']:g} px, of matches) | correct, of points with visible truth | "
+             f"valid (matched / visible) | hidden matched |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in table["groups"].items():
         if not row["pairs"]:
             continue
@@ -431,7 +435,8 @@ def format_table(table: dict) -> str:
                 continue
             c = row[method]
             lines.append(f"| {groups.get(name, name)} | {row['pairs']} | {label[method]} | {c['points']} | "
-                         f"{c['visible']} | {c['matches']} | {pct(c['correct_rate'])} | {pct(c['valid_rate'])} | "
+                         f"{c['visible']} | {c['matches']} | {pct(c['correct_rate'])} | {pct(c['matching_score'])} | "
+                         f"{pct(c['valid_rate'])} | "
                          f"{pct(c['hidden_matched_rate'])} |")
     return "\n".join(lines)
 

@@ -502,6 +502,7 @@ def _train(cfg, factory, segs, loss_cls, device, rank, world, is_main) -> TrainR
                                   "n_patches": int(segs.n_patches), "mesh_hash": segs.mesh_hash},
                 "held_out": last_val, "final_train": {"loss": ema_loss, "accuracy": ema_acc},
                 "parameters": count_parameters(module.net), "seed": cfg.seed,
+                "init_from": str(cfg.init_from) if cfg.init_from else None,
                 "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
                 "hardware": _hardware(device, world), "wall_s_this_run": round(time.perf_counter() - t_start, 1),
                 "data": str(cfg.data), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
