@@ -7,10 +7,13 @@ Stages of the alignment pipeline (paper Sec. III-C) that exist today:
 * ``latency-iteration-geometry``: the geometry of one cascade iteration at 224x224 -- shape
   S(p) (eq. 3), projection (eq. 2), depth buffer + visibility of the 160 landmarks, shape fit
   to 68 targets (eq. 6-8) -- with the native kernels vs the NumPy twins;
-* ``latency-mean-shape``: the ``mean-shape`` predictor of ``dffx eval`` on one face.
+* ``latency-mean-shape``: the ``mean-shape`` predictor of ``dffx eval`` on one face;
+* ``latency-align``: ``FaceAligner.align`` with a given box (crop, DFF extraction, three cascade
+  iterations, mesh and pose out) vs the same with NumPy's BLAS free to use every core inside the
+  cascade, which its spinning worker threads made 2x slower on a 2-core CPU
+  (docs/alignment.md, "Latency").
 
-DFF extraction, the descent-direction update and full DFF alignment join these groups when the
-network (issue 5) and the cascade (issue 6) land.
+DFF extraction alone is in ``test_bench_dff.py``.
 """
 
 from __future__ import annotations
@@ -94,3 +97,26 @@ def test_mean_shape_predictor(benchmark, face_model, photo):
     predictor = MeanShapePredictor(face_model)
     pred = benchmark(predictor.predict, photo, BOX)
     assert pred.landmarks.shape == (68, 2)
+
+
+@pytest.fixture(scope="module")
+def aligner(face_model):
+    pytest.importorskip("torch")
+    return dffx.FaceAligner("dff", model=face_model, device="cpu")
+
+
+@pytest.mark.benchmark(group="latency-align")
+def test_align_dff(benchmark, aligner, photo):
+    faces = benchmark(aligner.align, photo, BOX[None])
+    assert len(faces) == 1 and faces[0].landmarks.shape == (68, 2)
+
+
+@pytest.mark.benchmark(group="latency-align")
+def test_align_dff_multithreaded_blas(benchmark, aligner, photo, monkeypatch):
+    import contextlib
+
+    from dffx.align import cascade
+
+    monkeypatch.setattr(cascade, "_single_threaded_blas", contextlib.nullcontext)
+    faces = benchmark(aligner.align, photo, BOX[None])
+    assert len(faces) == 1 and faces[0].landmarks.shape == (68, 2)
