@@ -11,7 +11,6 @@
 load on first use (PEP 562), so ``import dffx`` does not import PyTorch or OpenCV.
 """
 
-from importlib import import_module as _import_module
 from importlib.metadata import PackageNotFoundError, version as _pkg_version
 
 try:
@@ -19,6 +18,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
     __version__ = "0+unknown"
 
+from ._lazy import lazy_attributes as _lazy_attributes
 from .errors import ModelNotFoundError
 from .geometry import euler_from_rotation, fit_camera, project, rotation_matrix
 from .model import FaceModel, load_face_model
@@ -50,13 +50,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(_import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy_attributes(__name__, _LAZY, globals())

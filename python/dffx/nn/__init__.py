@@ -10,7 +10,7 @@ The names load on first use (PEP 562), so ``import dffx.nn`` and the settings in
 :mod:`dffx.nn.config` do not import PyTorch; touching a network name does.
 """
 
-from importlib import import_module
+from .._lazy import lazy_attributes as _lazy_attributes
 
 _EXPORTS = {
     "AngularSoftmaxLoss": "loss", "angular_softmax_nll": "loss", "angular_softmax_nll_reference": "loss",
@@ -24,13 +24,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = _lazy_attributes(__name__, _EXPORTS, globals())
