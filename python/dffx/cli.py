@@ -133,9 +133,13 @@ def _cmd_train_cascade(args) -> int:
     start = time.perf_counter()
     train = synth_split(args.data, "train", limit=args.train_images, seed=args.seed)
     val = synth_split(args.data, "val", limit=args.val_images, seed=args.seed)
-    cascade = train_cascade(model, features, train, val, stages=args.stages, boxes=args.boxes,
-                            box_shift=args.box_shift, box_scale=args.box_scale, seed=args.seed,
-                            progress=not args.no_progress)
+    perturbation = {}  # unset flags keep train_cascade's defaults
+    if args.box_shift is not None:
+        perturbation["box_shift"] = args.box_shift
+    if args.box_scale is not None:
+        perturbation["box_scale"] = args.box_scale
+    cascade = train_cascade(model, features, train, val, stages=args.stages, boxes=args.boxes, seed=args.seed,
+                            progress=not args.no_progress, **perturbation)
     cascade.info.update(data=str(args.data), seconds=round(time.perf_counter() - start, 1))
     if args.features == "dff":  # bind the directions to their network (dffx.align.predictor.cascade_features)
         from .align.predictor import file_sha256
@@ -286,9 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-images", type=int, default=None, help="random training samples (default: all)")
     p.add_argument("--val-images", type=int, default=500, help="held-out samples that choose the regularisers")
     p.add_argument("--boxes", type=int, default=5, help="perturbed initial boxes per training image (paper: 5)")
-    p.add_argument("--box-shift", type=float, default=0.05,
+    p.add_argument("--box-shift", type=float, default=None,
                    help="box perturbation: shift up to this fraction of the crop side (default 0.05)")
-    p.add_argument("--box-scale", type=float, default=0.1,
+    p.add_argument("--box-scale", type=float, default=None,
                    help="box perturbation: scale by up to 1 +- this (default 0.1)")
     p.add_argument("--stages", type=int, default=3, help="cascade iterations K (paper: 3)")
     p.add_argument("--seed", type=int, default=0)

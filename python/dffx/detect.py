@@ -168,13 +168,13 @@ def _overlap_groups(corners: np.ndarray, scores: np.ndarray, threshold: float) -
     """Greedy non-maximum suppression over (K, 4) x0 y0 x1 y1 boxes that also reports what each
     kept box suppressed: one index list per kept box, best score first, the kept box first
     (scores may be negative)."""
+    order = np.argsort(-scores, kind="stable")
     groups: list[list[int]] = []
     free = np.ones(len(scores), bool)
-    for i in np.argsort(-scores, kind="stable"):
+    for i in order:
         if not free[i]:
             continue
-        members = [int(j) for j in np.argsort(-scores, kind="stable")
-                   if free[j] and (j == i or box_iou(corners[j], corners[i])[0] > threshold)]
+        members = [int(j) for j in order if free[j] and (j == i or box_iou(corners[j], corners[i])[0] > threshold)]
         free[members] = False
         groups.append(members)
     return groups

@@ -29,6 +29,8 @@ from ..ops.shape_fit import fit_shape, fit_shared_shape
 CROP_SIZE = 224
 DEFAULT_STAGES = 3
 DEFAULT_W_REG = 0.5          # eq. 6 prior weight against the landmark term in cm^2 (as the photo fit)
+DEFAULT_BOX_SHIFT = 0.05     # training boxes: shift up to this fraction of the crop side
+DEFAULT_BOX_SCALE = 0.1      # training boxes: scale by up to 1 +- this
 # The first shipped cascades (grid 1..1000) both picked the smallest value, so the grid reaches lower.
 LAMBDA_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 100.0, 1000.0)
 GEOMETRY_CHUNK = 128
@@ -221,8 +223,8 @@ def _index_for(prepared, rows: np.ndarray):
     return torch.as_tensor(rows, device=prepared.device)
 
 
-def perturbed_cameras(mean_camera: np.ndarray, count: int, rng: np.random.Generator, box_shift: float = 0.05,
-                      box_scale: float = 0.1) -> np.ndarray:
+def perturbed_cameras(mean_camera: np.ndarray, count: int, rng: np.random.Generator,
+                      box_shift: float = DEFAULT_BOX_SHIFT, box_scale: float = DEFAULT_BOX_SCALE) -> np.ndarray:
     """Initial cameras of perturbed face boxes: scale x U(1 - box_scale, 1 + box_scale), shift
     U(-box_shift, box_shift) of the crop side in x and y (the crop is ``CROP_SCALE`` x the box)."""
     cams = np.tile(mean_camera, (count, 1))
@@ -232,8 +234,8 @@ def perturbed_cameras(mean_camera: np.ndarray, count: int, rng: np.random.Genera
 
 
 def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAULT_STAGES, boxes: int = 5,
-                  box_shift: float = 0.05, box_scale: float = 0.1, w_reg: float = DEFAULT_W_REG, seed: int = 0,
-                  progress: bool = True) -> Cascade:
+                  box_shift: float = DEFAULT_BOX_SHIFT, box_scale: float = DEFAULT_BOX_SCALE,
+                  w_reg: float = DEFAULT_W_REG, seed: int = 0, progress: bool = True) -> Cascade:
     """Learn the descent directions (eq. 9-10) with the generic face of eq. 11.
 
     Args:

@@ -56,10 +56,14 @@ class MeanShapePredictor:
 
 def _cascade(features: str):
     def build(model, cascade=None):
-        from ..align import CascadePredictor
+        from ..align import Cascade, CascadePredictor
         from ..align.predictor import default_cascade_path
 
-        return CascadePredictor(model, cascade if cascade is not None else default_cascade_path(features))
+        directions = Cascade.load(cascade if cascade is not None else default_cascade_path(features))
+        if directions.features != features:  # checked before the features (a network) are loaded
+            raise ValueError(f"cascade file {cascade} was trained with {directions.features!r} features, "
+                             f"not {features!r}")
+        return CascadePredictor(model, directions)
     return build
 
 
@@ -83,8 +87,4 @@ def make_predictor(method: str, model, cascade=None):
         return METHODS[method](model)
     if method == "mean-shape":
         raise ValueError("a cascade file applies to the dff and sift methods, not mean-shape")
-    predictor = METHODS[method](model, cascade)
-    if predictor.cascade.features != method:
-        raise ValueError(f"cascade file {cascade} was trained with {predictor.cascade.features!r} features, "
-                         f"not {method!r}")
-    return predictor
+    return METHODS[method](model, cascade)
