@@ -11,7 +11,9 @@ Stages of the alignment pipeline (paper Sec. III-C) that exist today:
 * ``latency-align``: ``FaceAligner.align`` with a given box (crop, DFF extraction, three cascade
   iterations, mesh and pose out) vs the same with NumPy's BLAS free to use every core inside the
   cascade, which its spinning worker threads made 2x slower on a 2-core CPU
-  (docs/alignment.md, "Latency").
+  (docs/alignment.md, "Latency"); both single-pass (``refine=0``), the paper's pipeline;
+* ``latency-refine``: ``FaceAligner.align`` with its default re-crop pass (``refine=1``, the
+  cascade twice and the alignment score) vs the single pass.
 
 DFF extraction alone is in ``test_bench_dff.py``.
 """
@@ -102,7 +104,13 @@ def test_mean_shape_predictor(benchmark, face_model, photo):
 @pytest.fixture(scope="module")
 def aligner(face_model):
     pytest.importorskip("torch")
-    return dffx.FaceAligner("dff", model=face_model, device="cpu")
+    return dffx.FaceAligner("dff", model=face_model, device="cpu", refine=0)
+
+
+@pytest.fixture(scope="module")
+def refining_aligner(face_model):
+    pytest.importorskip("torch")
+    return dffx.FaceAligner("dff", model=face_model, device="cpu", refine=1)
 
 
 @pytest.mark.benchmark(group="latency-align")
@@ -120,3 +128,15 @@ def test_align_dff_multithreaded_blas(benchmark, aligner, photo, monkeypatch):
     monkeypatch.setattr(cascade, "_single_threaded_blas", contextlib.nullcontext)
     faces = benchmark(aligner.align, photo, BOX[None])
     assert len(faces) == 1 and faces[0].landmarks.shape == (68, 2)
+
+
+@pytest.mark.benchmark(group="latency-refine")
+def test_align_dff_refine(benchmark, refining_aligner, photo):
+    faces = benchmark(refining_aligner.align, photo, BOX[None])
+    assert len(faces) == 1 and faces[0].score is not None
+
+
+@pytest.mark.benchmark(group="latency-refine")
+def test_align_dff_single_pass(benchmark, aligner, photo):
+    faces = benchmark(aligner.align, photo, BOX[None])
+    assert len(faces) == 1 and faces[0].score is not None

@@ -191,6 +191,7 @@ def test_cli_align_writes_json_and_overlay_and_survives_bad_files(tmp_path):
     pts = np.array(face["landmarks"])
     assert np.all((pts[:, 0] > x0 - 0.3 * (x1 - x0)) & (pts[:, 0] < x1 + 0.3 * (x1 - x0)))
     assert face["pose"]["yaw"] != 0.0
+    assert 0.5 < face["score"] <= 1.0  # the SIFT cascade's template agrees with a face
     assert cv2.imread(str(tmp_path / "out" / "face_generated_overlay.png")).shape == cv2.imread(str(photo)).shape
 
 
@@ -218,3 +219,109 @@ def test_shipped_cascades_on_aflw2000_sample(face_model, aflw2000_dir):
     mean_shape, sift, dff = mean_nme("mean-shape"), mean_nme("sift"), mean_nme("dff")
     assert sift < 0.5 * mean_shape
     assert dff < sift
+
+
+def _aflw2000_faces(aflw2000_dir, names):
+    """(image, ground-truth landmarks, ground-truth box) in image pixels for some sample images."""
+    import cv2
+
+    from dffx.data import load_aflw2000_3d
+
+    samples, _ = load_aflw2000_3d(aflw2000_dir)
+    out = []
+    for sample in samples:
+        if sample.name in names:
+            image = cv2.imread(str(sample.image_path))
+            size = image.shape[:2]
+            gt = sample.ground_truth_to_image(sample.landmarks, size)
+            box = sample.ground_truth_to_image(sample.face_box.reshape(2, 2), size).reshape(4)
+            out.append((image, gt, box))
+    return out
+
+
+def _nme(pred, gt):
+    w, h = gt.max(0) - gt.min(0)
+    return float(np.mean(np.linalg.norm(pred - gt, axis=1)) / np.sqrt(w * h))
+
+
+@pytest.fixture(scope="module")
+def dff_aligner(face_model):
+    from dffx.align import FaceAligner
+
+    return FaceAligner("dff", device="cpu", model=face_model, refine=0)
+
+
+def test_refine_passes_recover_from_displaced_boxes(dff_aligner, face_model, aflw2000_dir):
+    """Boxes a tenth of the face off, each in another direction, and 15% too large (a detector of
+    another convention): re-crop passes from the landmark box bring the mean error down to about
+    that of the true boxes."""
+    from dffx.align.predictor import align_in_image
+
+    names = {"image00050", "image00430", "image02420", "image04331", "image02616", "image03324"}
+    directions = np.array([[1, 1], [-1, 1], [1, -1], [-1, -1], [1, 0], [0, 1]], float)
+    errors = {0: [], 2: [], "truth": []}
+    for (image, gt, box), direction in zip(_aflw2000_faces(aflw2000_dir, names), directions):
+        side = box[2:] - box[:2]
+        centre = (box[2:] + box[:2]) / 2 + 0.1 * direction * side
+        displaced = np.r_[centre - 0.575 * side, centre + 0.575 * side]
+        for refine in (0, 2):
+            result = align_in_image(face_model, dff_aligner.cascade, dff_aligner.features, image, displaced[None],
+                                    refine)
+            errors[refine].append(_nme(result.landmarks[0], gt))
+        result = align_in_image(face_model, dff_aligner.cascade, dff_aligner.features, image, box[None], 0)
+        errors["truth"].append(_nme(result.landmarks[0], gt))
+    mean = {k: np.mean(v) for k, v in errors.items()}
+    assert mean[2] < 0.95 * mean[0]
+    assert mean[2] < mean["truth"] + 0.005
+
+
+def test_score_separates_aligned_faces_from_non_faces(dff_aligner, aflw2000_dir):
+    """The shipped DFF cascade's confidence: high on faces from their true boxes, below the
+    default drop threshold on the Haar cascade's false hits on dlib's dogs.jpg (no human face),
+    a flat grey image and noise."""
+    import cv2
+
+    from dffx.align.aligner import DEFAULT_MIN_SCORE
+
+    from conftest import SHARED
+
+    faces = _aflw2000_faces(aflw2000_dir, {"image00050", "image00430", "image02420", "image04331"})
+    on_faces = [dff_aligner.align(image, box[None])[0].score for image, _, box in faces]
+    dogs = cv2.imread(str(SHARED / "data" / "dev" / "dlib-examples" / "dogs.jpg"))
+    false_hits = np.array([[177.8, 808.7, 265.3, 895.2], [816.7, 302.2, 863.4, 348.4]])  # detect_faces' hits
+    off_faces = [face.score for face in dff_aligner.align(dogs, false_hits)]
+    grey = np.full((200, 200, 3), 128, np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3)).astype(np.uint8)
+    off_faces += [dff_aligner.align(image, [[50, 50, 150, 150]])[0].score for image in (grey, noise)]
+    assert min(on_faces) > DEFAULT_MIN_SCORE + 0.1
+    assert max(off_faces) < DEFAULT_MIN_SCORE - 0.1
+
+
+def test_detections_below_min_score_are_dropped_but_given_boxes_are_kept(face_model, aflw2000_dir, monkeypatch):
+    import dffx.detect
+    from dffx.align import FaceAligner
+
+    (image, _, box), = _aflw2000_faces(aflw2000_dir, {"image00050"})
+    background = np.array([0.0, 0.0, 90.0, 90.0])
+    monkeypatch.setattr(dffx.detect, "detect_faces", lambda img: np.array([[*box, 9.0], [*background, 8.0]]))
+    aligner = FaceAligner("dff", device="cpu", model=face_model, refine=0)
+    found = aligner.align(image)
+    assert len(found) == 1 and np.allclose(found[0].box, box)
+    assert len(aligner.align(image, np.stack([box, background]))) == 2
+    aligner.min_score = None
+    assert len(aligner.align(image)) == 2
+
+
+def test_aligner_and_refine_reject_bad_arguments(face_model, dff_aligner):
+    from dffx.align import FaceAligner
+    from dffx.align.predictor import align_in_image
+
+    with pytest.raises(ValueError, match="refine"):
+        FaceAligner("sift", model=face_model, refine=-1)
+    with pytest.raises(ValueError, match="min_score"):
+        FaceAligner("sift", model=face_model, min_score=float("nan"))
+    image = np.zeros((100, 100, 3), np.uint8)
+    with pytest.raises(ValueError, match="refine"):
+        align_in_image(face_model, dff_aligner.cascade, dff_aligner.features, image, [[10, 10, 60, 60]], -1)
+    with pytest.raises(ValueError, match="no face boxes"):
+        align_in_image(face_model, dff_aligner.cascade, dff_aligner.features, image, np.zeros((0, 4)))

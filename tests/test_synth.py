@@ -308,3 +308,14 @@ def test_cli_train_cascade_binds_the_dff_network(synth_set, tmp_path, ict_dir, f
         warnings.simplefilter("error")
         aligner = FaceAligner("dff", cascade=path, device="cpu", model=face_model)
     assert aligner.features.extractor.weights_path == shipped_weights_path("base8")
+    # the confidence template: one unit mean descriptor per landmark seen in the training faces
+    assert cascade.template.shape == (160, 32) and cascade.info["template_images"] == 12
+    norms = np.linalg.norm(cascade.template, axis=1)
+    assert (norms > 0).sum() > 100 and np.allclose(norms[norms > 0], 1.0, atol=1e-5)
+    # `dffx train template` rebuilds it for a cascade file that has none (same 12 faces)
+    bare = Cascade.load(path)
+    bare.template = None
+    bare.save(tmp_path / "bare.npz")
+    assert main(["train", "template", "--cascade", str(tmp_path / "bare.npz"), "--data", str(out),
+                 "--images", "12", "--out", str(tmp_path / "with_template.npz")]) == 0
+    np.testing.assert_allclose(Cascade.load(tmp_path / "with_template.npz").template, cascade.template, atol=1e-5)

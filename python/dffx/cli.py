@@ -54,7 +54,8 @@ def _cmd_eval(args) -> int:
 
     opts = EvalOptions(dataset=args.dataset, root=Path(args.root), method=args.method, limit=args.limit,
                        yaw_csv=Path(args.yaw_csv) if args.yaw_csv else None, detector=args.detector,
-                       progress=not args.no_progress, cascade=Path(args.cascade) if args.cascade else None)
+                       progress=not args.no_progress, cascade=Path(args.cascade) if args.cascade else None,
+                       refine=args.refine)
     summary, rows = evaluate(opts, load_face_model(args.model))
     if args.per_image:
         write_per_image_csv(rows, Path(args.per_image))
@@ -155,6 +156,21 @@ def _cmd_train_cascade(args) -> int:
     return 0
 
 
+def _cmd_train_template(args) -> int:
+    from .align import Cascade, synth_split
+    from .align.cascade import training_template
+    from .align.predictor import cascade_features
+
+    cascade = Cascade.load(args.cascade)
+    features = cascade_features(cascade)  # the features the directions were learned on
+    data = synth_split(args.data, "train", limit=args.images, seed=args.seed)
+    cascade.template, used = training_template(features, data, np.random.default_rng(args.seed), count=args.images)
+    cascade.info.update(template_images=used, template_data=str(args.data))
+    path = cascade.save(args.out if args.out else args.cascade)
+    print(f"template of {used} training faces -> {path}")
+    return 0
+
+
 def _cmd_align(args) -> int:
     import cv2
 
@@ -166,7 +182,12 @@ def _cmd_align(args) -> int:
         box = np.array([[float(v) for v in args.box.split(",")]])
         if box.shape != (1, 4):
             raise ValueError(f"--box must be X0,Y0,X1,Y1, got {args.box!r}")
-    aligner = FaceAligner(features=args.features, device=args.device, model=load_face_model(args.model))
+    options = {}  # unset flags keep FaceAligner's defaults
+    if args.refine is not None:
+        options["refine"] = args.refine
+    if args.min_score is not None:
+        options["min_score"] = None if args.min_score < 0 else args.min_score
+    aligner = FaceAligner(features=args.features, device=args.device, model=load_face_model(args.model), **options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
@@ -220,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", action="store_true", help="start from detected boxes instead of ground truth")
     p.add_argument("--cascade", default=None,
                    help="dff/sift: a cascade file from 'dffx train cascade' instead of the shipped one")
+    p.add_argument("--refine", type=int, default=0,
+                   help="dff/sift: re-crop passes from the previous landmarks' box (default 0, the paper's protocol)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--per-image", metavar="CSV", default=None, help="write per-face errors to CSV")
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
@@ -269,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box", default=None, help="face box X0,Y0,X1,Y1 (default: detect faces)")
     p.add_argument("--features", default="dff", choices=["dff", "sift"], help="landmark descriptors of the cascade")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--refine", type=int, default=None,
+                   help="re-crop passes from the previous landmarks' box (default: FaceAligner's, 1)")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="drop detected faces whose alignment score is below this (default: FaceAligner's, 0.6; "
+                        "negative: keep all)")
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
     p.set_defaults(run=_cmd_align)
 
@@ -299,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_train_cascade)
+    p = train_sub.add_parser("template", help="add the alignment-confidence template to a cascade file")
+    p.add_argument("--cascade", required=True, help="cascade .npz to read")
+    p.add_argument("--data", required=True, help="a dffx synth output folder (its train split is used)")
+    p.add_argument("--out", default=None, help="output .npz (default: overwrite --cascade)")
+    p.add_argument("--images", type=int, default=1000, help="random training faces to average")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_cmd_train_template)
     return parser
 
 

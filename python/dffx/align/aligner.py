@@ -7,9 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..geometry.camera import project
-from ..preprocess import crop_face, crop_to_image
 from .cascade import Cascade
-from .predictor import cascade_features, default_cascade_path
+from .predictor import align_in_image, cascade_features, default_cascade_path
 
 
 @dataclass
@@ -24,6 +23,9 @@ class FaceAlignment:
         camera: float64 (6,) weak-perspective w = (s, pitch, yaw, roll, tx, ty) in image pixels.
         identity: float32 (m1,) p_id; expression: float32 (m2,) blendshape weights.
         vertices: float32 (n, 3) the dense face mesh in image pixels (x, y, depth).
+        score: alignment confidence in [-1, 1] (:mod:`dffx.align.confidence`): about 0.93 for a
+            typical well-aligned face, lower for a poor fit or a box without a face; None when
+            the cascade file has no template.
     """
 
     box: np.ndarray
@@ -34,13 +36,23 @@ class FaceAlignment:
     identity: np.ndarray
     expression: np.ndarray
     vertices: np.ndarray
+    score: float | None = None
 
     def to_json(self) -> dict:
         """The JSON record ``dffx align`` writes for this face."""
-        return {"box": [round(float(v), 2) for v in self.box],
-                "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
-                "visible": [bool(v) for v in self.visible],
-                "pose": {k: round(float(v), 2) for k, v in self.pose.items()}}
+        record = {"box": [round(float(v), 2) for v in self.box],
+                  "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
+                  "visible": [bool(v) for v in self.visible],
+                  "pose": {k: round(float(v), 2) for k, v in self.pose.items()}}
+        if self.score is not None:
+            record["score"] = round(self.score, 4)
+        return record
+
+
+# Re-crop passes after the first run and the score under which a detected face is dropped;
+# measured in docs/alignment.md ("Refinement and confidence").
+DEFAULT_REFINE = 1
+DEFAULT_MIN_SCORE = 0.6
 
 
 class FaceAligner:
@@ -53,14 +65,27 @@ class FaceAligner:
             :func:`dffx.align.predictor.cascade_features`).
         device: torch device for the DFF network (default: CUDA if available, else CPU).
         model: a :class:`dffx.FaceModel` (default: ``load_face_model()``, i.e. $DFFX_FACE_MODEL).
+        refine: re-crop passes after the first run (:func:`dffx.align.predictor.align_in_image`):
+            each starts from the box of the previous landmarks, and each face keeps its
+            best-scoring pass. Default ``DEFAULT_REFINE``.
+        min_score: detected faces whose alignment score is below this are dropped as false
+            detections (None: keep all). Faces from boxes the caller gives are always kept.
+            Default ``DEFAULT_MIN_SCORE``; ignored for a cascade file without a template.
 
     Raises:
-        FileNotFoundError: missing cascade/weights/model files; ValueError: unknown features.
+        FileNotFoundError: missing cascade/weights/model files; ValueError: unknown features,
+        negative ``refine`` or a non-finite ``min_score``.
     """
 
-    def __init__(self, features: str = "dff", cascade=None, weights=None, device=None, model=None):
+    def __init__(self, features: str = "dff", cascade=None, weights=None, device=None, model=None,
+                 refine: int = DEFAULT_REFINE, min_score: float | None = DEFAULT_MIN_SCORE):
         from ..model import load_face_model
 
+        if refine < 0:
+            raise ValueError(f"refine must be >= 0, got {refine}")
+        if min_score is not None and not np.isfinite(min_score):
+            raise ValueError(f"min_score must be a finite number or None, got {min_score!r}")
+        self.refine, self.min_score = int(refine), min_score
         self.model = model if model is not None else load_face_model()
         self.cascade = Cascade.load(cascade if cascade is not None else default_cascade_path(features))
         if self.cascade.features != features:
@@ -73,10 +98,12 @@ class FaceAligner:
         Args:
             image: uint8 (H, W, 3) BGR (as cv2.imread gives) or (H, W) grey.
             boxes: optional (F, 4) face boxes x0, y0, x1, y1 (landmark-box convention); when None,
-                faces are found with :func:`dffx.detect.detect_faces` (OpenCV Haar cascades).
+                faces are found with :func:`dffx.detect.detect_faces` (OpenCV Haar cascades),
+                and those scoring below ``min_score`` after alignment are dropped.
 
         Returns:
-            one :class:`FaceAlignment` per face (an empty list when no face is found).
+            one :class:`FaceAlignment` per face, in box (or detector score) order; an empty list
+            when no face is found.
 
         Raises:
             ValueError: empty image, wrong dtype or shape, malformed boxes.
@@ -88,28 +115,26 @@ class FaceAligner:
             raise ValueError(f"image must be uint8 (H, W, 3) BGR or (H, W) grey, got {img.dtype} {img.shape}")
         if img.ndim == 2:
             img = np.repeat(img[..., None], 3, axis=2)
-        if boxes is None:
+        detected = boxes is None
+        if detected:
             from ..detect import detect_faces
 
             boxes = detect_faces(img)[:, :4]  # drop the detector score
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         if len(boxes) == 0:
             return []
-        crops, transforms = zip(*(crop_face(img, box) for box in boxes))
-        state = self.cascade.run(self.model, self.features, np.stack(crops))
+        result = align_in_image(self.model, self.cascade, self.features, img, boxes, self.refine)
         m1 = self.model.n_identity
         out = []
-        for i, (box, M) in enumerate(zip(boxes, transforms)):
-            k = M[0, 0]
-            cam = state.camera[i].copy()
-            cam[0] /= k
-            cam[4:6] = crop_to_image(cam[4:6], M)
-            p = state.params[i]
+        for i in range(len(boxes)):
+            cam, p = result.camera[i], result.params[i]
             vertices = project(self.model.shape(p[:m1], p[m1:]), cam)
             pose = dict(zip(("pitch", "yaw", "roll"), np.degrees(cam[1:4])))
-            out.append(FaceAlignment(box=box, landmarks=crop_to_image(state.X[i].astype(np.float64), M),
-                                     visible=state.V[i, :68].copy(), pose=pose, camera=cam, identity=p[:m1].copy(),
-                                     expression=p[m1:].copy(), vertices=vertices))
+            out.append(FaceAlignment(box=result.boxes[i], landmarks=result.landmarks[i], visible=result.visible[i],
+                                     pose=pose, camera=cam, identity=p[:m1], expression=p[m1:], vertices=vertices,
+                                     score=None if result.score is None else float(result.score[i])))
+        if detected and self.min_score is not None:
+            out = [face for face in out if face.score is None or face.score >= self.min_score]
         return out
 
     def align_many(self, images, boxes=None) -> list[list[FaceAlignment]]:

@@ -25,6 +25,7 @@ import scipy.linalg
 from ..geometry.camera import project
 from ..ops.raster import landmark_visibility, rasterize
 from ..ops.shape_fit import fit_shape, fit_shared_shape
+from .confidence import alignment_score, landmark_template
 
 CROP_SIZE = 224
 DEFAULT_STAGES = 3
@@ -34,6 +35,7 @@ DEFAULT_BOX_SCALE = 0.1      # training boxes: scale by up to 1 +- this
 # The first shipped cascades (grid 1..1000) both picked the smallest value, so the grid reaches lower.
 LAMBDA_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 100.0, 1000.0)
 GEOMETRY_CHUNK = 128
+TEMPLATE_IMAGES = 1000       # training faces averaged into the confidence template
 
 
 @dataclass
@@ -41,7 +43,9 @@ class CascadeState:
     """Per-face state of the cascade (B faces, in crop pixels).
 
     camera: float64 (B, 6); params: float32 (B, M) or (M,) shared (training's generic face);
-    X: (B, 68, 2) landmarks; U: (B, 160, 2) dense landmarks; V: bool (B, 160) visibility.
+    X: (B, 68, 2) landmarks; U: (B, 160, 2) dense landmarks; V: bool (B, 160) visibility;
+    score: float64 (B,) alignment confidence after the last iteration
+    (:func:`dffx.align.confidence.alignment_score`; None when the cascade has no template).
     """
 
     camera: np.ndarray
@@ -49,6 +53,7 @@ class CascadeState:
     X: np.ndarray | None = None
     U: np.ndarray | None = None
     V: np.ndarray | None = None
+    score: np.ndarray | None = None
 
 
 def update_geometry(model, state: CascadeState, threads: int = 0) -> CascadeState:
@@ -121,6 +126,8 @@ class Cascade:
         R_w: float32 (K, D + 1, 6) camera directions (last row = b_w).
         w_reg: eq. 6 prior weight used when re-fitting the shape.
         info: training metadata (data, lambdas, held-out errors per stage).
+        template: float32 (L, C) mean unit landmark descriptor of training faces, which scores
+            results (:mod:`dffx.align.confidence`); None in files written before it existed.
     """
 
     features: str
@@ -129,6 +136,7 @@ class Cascade:
     R_w: np.ndarray
     w_reg: float = DEFAULT_W_REG
     info: dict = field(default_factory=dict)
+    template: np.ndarray | None = None
 
     @property
     def stages(self) -> int:
@@ -139,8 +147,9 @@ class Cascade:
         import json
 
         path = Path(path)
+        optional = {} if self.template is None else {"template": np.asarray(self.template, np.float32)}
         np.savez(path, features=self.features, mean_camera=self.mean_camera, R_X=self.R_X, R_w=self.R_w,
-                 w_reg=self.w_reg, info=json.dumps(self.info))
+                 w_reg=self.w_reg, info=json.dumps(self.info), **optional)
         return path
 
     @classmethod
@@ -153,7 +162,8 @@ class Cascade:
             raise FileNotFoundError(f"cascade file {path} not found (train one with `dffx train cascade`)")
         with np.load(path) as z:
             return cls(features=str(z["features"]), mean_camera=z["mean_camera"], R_X=z["R_X"], R_w=z["R_w"],
-                       w_reg=float(z["w_reg"]), info=json.loads(str(z["info"])))
+                       w_reg=float(z["w_reg"]), info=json.loads(str(z["info"])),
+                       template=z["template"] if "template" in z.files else None)
 
     # ------------------------------------------------------------------ inference (eq. 4-8)
     def initial_state(self, model, batch: int, cameras=None) -> CascadeState:
@@ -173,12 +183,16 @@ class Cascade:
         return update_geometry(model, CascadeState(camera, params.reshape(len(Z), -1)))
 
     def run(self, model, extractor_features, crops: np.ndarray, cameras=None) -> CascadeState:
-        """Align faces in canonical crops (B, 224, 224, 3) uint8 BGR; returns the final state."""
+        """Align faces in canonical crops (B, 224, 224, 3) uint8 BGR; returns the final state,
+        scored against the template when the cascade has one (one more feature sampling)."""
         prepared = extractor_features.prepare(crops)
         state = self.initial_state(model, len(crops), cameras)
         for k in range(self.stages):
             F = extractor_features.sample(prepared, state.U, state.V)
             state = self.step(model, k, state, F)
+        if self.template is not None:
+            state.score = alignment_score(extractor_features.sample(prepared, state.U, state.V), state.V,
+                                          self.template)
         return state
 
 
@@ -297,5 +311,23 @@ def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAUL
         bar.set_postfix(val_rmse=f"{before:.2f}->{after:.2f}px")
     info.update(train_images=int(len(train["landmarks"])), boxes=boxes, box_shift=box_shift, box_scale=box_scale,
                 val_images=int(len(val["landmarks"])))
+    template = None
+    if "landmarks160" in train:
+        template, info["template_images"] = training_template(extractor_features, train, rng)
     return Cascade(features=extractor_features.name, mean_camera=mean_camera, R_X=np.stack(R_X), R_w=np.stack(R_w),
-                   w_reg=w_reg, info=info)
+                   w_reg=w_reg, info=info, template=template)
+
+
+def training_template(extractor_features, data: dict, rng: np.random.Generator,
+                      count: int = TEMPLATE_IMAGES) -> tuple[np.ndarray, int]:
+    """The confidence template (:func:`dffx.align.confidence.landmark_template`) of up to ``count``
+    random faces of a :func:`dffx.align.synth_split` dict (it needs ``landmarks160``/``visible160``).
+
+    Returns:
+        (float32 (L, C) template, number of faces used).
+    """
+    n = len(data["landmarks160"])
+    ids = np.sort(rng.choice(n, min(count, n), replace=False))
+    template = landmark_template(extractor_features, lambda i: data["crops"](ids[i]), data["landmarks160"][ids],
+                                 data["visible160"][ids])
+    return template, int(len(ids))

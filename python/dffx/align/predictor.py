@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..preprocess import crop_face, crop_to_image
@@ -13,8 +15,9 @@ def synth_split(root, split: str, limit: int | None = None, seed: int = 0) -> di
     """A split of a ``dffx synth`` set as the cascade trainer wants it.
 
     Returns:
-        dict with ``crops(ids)`` -> uint8 (n, 224, 224, 3) BGR, ``landmarks`` float32 (N, 68, 2)
-        and ``cameras`` float64 (N, 6); ``limit`` samples drawn at random (seeded) when given.
+        dict with ``crops(ids)`` -> uint8 (n, 224, 224, 3) BGR, ``landmarks`` float32 (N, 68, 2),
+        ``cameras`` float64 (N, 6), ``landmarks160`` float32 (N, 160, 2) and ``visible160`` bool
+        (N, 160); ``limit`` samples drawn at random (seeded) when given.
     """
     from ..synth import SynthDataset
 
@@ -27,7 +30,8 @@ def synth_split(root, split: str, limit: int | None = None, seed: int = 0) -> di
         return np.stack([data.shards[sh].meta[key][i] for sh, i in data.entries[order]])
 
     return {"crops": lambda ids: np.stack([data.raw(int(order[i]))["image"] for i in ids]),
-            "landmarks": meta("landmarks68").astype(np.float32), "cameras": meta("camera").astype(np.float64)}
+            "landmarks": meta("landmarks68").astype(np.float32), "cameras": meta("camera").astype(np.float64),
+            "landmarks160": meta("landmarks160").astype(np.float32), "visible160": meta("visible160").astype(bool)}
 
 
 def default_cascade_path(features: str):
@@ -88,6 +92,91 @@ def cascade_features(cascade: Cascade, weights=None, device=None):
     return features
 
 
+@dataclass
+class ImageAlignment:
+    """Cascade results for the F faces of one image, in that image's pixels (x right, y down).
+
+    Attributes:
+        boxes: float64 (F, 4) x0, y0, x1, y1 the kept pass started from.
+        landmarks: float64 (F, 68, 2) iBUG landmarks.
+        visible: bool (F, 68) depth-buffer visibility.
+        camera: float64 (F, 6) weak-perspective w = (s, pitch, yaw, roll, tx, ty) in image pixels.
+        params: float32 (F, M) shape parameters (p_id then p_exp).
+        score: float64 (F,) alignment confidence (:mod:`dffx.align.confidence`), or None when
+            the cascade file has no template.
+        passes: int (F,) the pass each face kept: 0 from the given box, k from the k-th re-crop.
+    """
+
+    boxes: np.ndarray
+    landmarks: np.ndarray
+    visible: np.ndarray
+    camera: np.ndarray
+    params: np.ndarray
+    score: np.ndarray | None
+    passes: np.ndarray
+
+
+def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, refine: int = 0) -> ImageAlignment:
+    """Run the cascade on every face box of one image, with optional re-crop passes.
+
+    Each pass cuts the canonical crop (:func:`dffx.preprocess.crop_face`) from a box and runs
+    the cascade (eq. 4-8). A refine pass starts from the box of the previous pass's 68
+    landmarks, which is the box convention the cascade was trained on, so it corrects a box that
+    another detector (or a Haar cascade) drew elsewhere. With a template, each face keeps its
+    best-scoring pass; without one, its last pass.
+
+    Args:
+        model: :class:`dffx.FaceModel`; cascade: :class:`Cascade`; features: its landmark features.
+        image: uint8 (H, W, 3) BGR.
+        boxes: (F, 4) face boxes x0, y0, x1, y1 in image pixels (landmark-box convention), F >= 1.
+        refine: extra passes (0: the paper's single run from the given box).
+
+    Returns:
+        :class:`ImageAlignment`.
+
+    Raises:
+        ValueError: negative ``refine``, no boxes, or a box of non-positive size.
+    """
+    if refine < 0:
+        raise ValueError(f"refine must be >= 0, got {refine}")
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(boxes) == 0:
+        raise ValueError("no face boxes")
+    best = None
+    for k in range(refine + 1):
+        crops, transforms = zip(*(crop_face(image, box) for box in boxes))
+        state = cascade.run(model, features, np.stack(crops))
+        result = _to_image(state, transforms, boxes, k)
+        if best is None:
+            best = result
+        else:
+            take = np.ones(len(boxes), bool) if result.score is None else result.score > best.score
+            _take_rows(best, result, take)
+        boxes = np.concatenate([result.landmarks.min(1), result.landmarks.max(1)], axis=1)
+    return best
+
+
+def _to_image(state, transforms, boxes: np.ndarray, k: int) -> ImageAlignment:
+    """Crop-pixel cascade state -> image pixels (the crop is a scale and a shift)."""
+    scale = np.array([M[0, 0] for M in transforms])
+    camera = state.camera.copy()
+    camera[:, 0] /= scale
+    landmarks = np.empty((len(boxes), 68, 2))
+    for i, M in enumerate(transforms):
+        camera[i, 4:6] = crop_to_image(camera[i, 4:6], M)
+        landmarks[i] = crop_to_image(state.X[i].astype(np.float64), M)
+    return ImageAlignment(boxes=boxes.copy(), landmarks=landmarks, visible=state.V[:, :68].copy(), camera=camera,
+                          params=np.asarray(state.params).copy(), score=state.score,
+                          passes=np.full(len(boxes), k))
+
+
+def _take_rows(into: ImageAlignment, source: ImageAlignment, rows: np.ndarray) -> None:
+    for name in ("boxes", "landmarks", "visible", "camera", "params", "score", "passes"):
+        target = getattr(into, name)
+        if target is not None:
+            target[rows] = getattr(source, name)[rows]
+
+
 class CascadePredictor:
     """``dffx eval`` predictor: canonical crop from the face box, cascade, landmarks back in the image.
 
@@ -96,22 +185,21 @@ class CascadePredictor:
         cascade: a :class:`Cascade` or a path to one.
         weights: DFF weights (for "dff" cascades; None = the network the cascade was trained
             with, see :func:`cascade_features`).
+        device: torch device for the DFF network.
+        refine: re-crop passes (:func:`align_in_image`).
     """
 
-    def __init__(self, model, cascade, weights=None, device=None):
+    def __init__(self, model, cascade, weights=None, device=None, refine: int = 0):
         self.model = model
         self.cascade = cascade if isinstance(cascade, Cascade) else Cascade.load(cascade)
         self.features = cascade_features(self.cascade, weights, device)
         self.name = self.cascade.features
+        self.refine = refine
 
     def predict(self, image, box):
         """:class:`dffx.eval.predictors.Prediction` for the face in ``box`` of a BGR uint8 image."""
         from ..eval.predictors import Prediction
 
-        crop, transform = crop_face(image if image.ndim == 3 else np.repeat(image[..., None], 3, 2), box)
-        state = self.cascade.run(self.model, self.features, crop[None])
-        k = transform[0, 0]
-        cam = state.camera[0].copy()
-        cam[0] /= k
-        cam[4:6] = crop_to_image(cam[4:6], transform)
-        return Prediction(crop_to_image(state.X[0].astype(np.float64), transform), cam)
+        image = image if image.ndim == 3 else np.repeat(image[..., None], 3, 2)
+        result = align_in_image(self.model, self.cascade, self.features, image, box, self.refine)
+        return Prediction(result.landmarks[0], result.camera[0])

@@ -55,7 +55,7 @@ class MeanShapePredictor:
 
 
 def _cascade(features: str):
-    def build(model, cascade=None):
+    def build(model, cascade=None, refine: int = 0):
         from ..align import Cascade, CascadePredictor
         from ..align.predictor import default_cascade_path
 
@@ -63,28 +63,32 @@ def _cascade(features: str):
         if directions.features != features:  # checked before the features (a network) are loaded
             raise ValueError(f"cascade file {cascade} was trained with {directions.features!r} features, "
                              f"not {features!r}")
-        return CascadePredictor(model, directions)
+        return CascadePredictor(model, directions, refine=refine)
     return build
 
 
 METHODS = {"mean-shape": MeanShapePredictor, "sift": _cascade("sift"), "dff": _cascade("dff")}
 
 
-def make_predictor(method: str, model, cascade=None):
+def make_predictor(method: str, model, cascade=None, refine: int = 0):
     """Build the predictor named ``method``; ValueError lists the available ones.
 
     ``dff`` and ``sift`` are the cascade of Sec. III-C with the shipped descent directions
     (``dffx/weights/cascade_{dff,sift}.npz``), or with ``cascade``, a file written by ``dffx
-    train cascade`` for the same features (a DFF cascade brings the network it records).
+    train cascade`` for the same features (a DFF cascade brings the network it records), run
+    with ``refine`` re-crop passes (:func:`dffx.align.predictor.align_in_image`).
 
     Raises:
-        ValueError: unknown method, ``cascade`` given to mean-shape, or a cascade trained with
-            other features; FileNotFoundError: missing cascade or network file.
+        ValueError: unknown method, ``cascade`` or ``refine`` given to mean-shape, negative
+            ``refine``, or a cascade trained with other features; FileNotFoundError: missing
+            cascade or network file.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method '{method}'; available: {', '.join(METHODS)}")
-    if cascade is None:
-        return METHODS[method](model)
     if method == "mean-shape":
-        raise ValueError("a cascade file applies to the dff and sift methods, not mean-shape")
-    return METHODS[method](model, cascade)
+        if cascade is not None or refine:
+            raise ValueError("cascade files and refine passes apply to the dff and sift methods, not mean-shape")
+        return METHODS[method](model)
+    if refine < 0:
+        raise ValueError(f"refine must be >= 0, got {refine}")
+    return METHODS[method](model, cascade, refine)

@@ -44,6 +44,7 @@ class EvalOptions:
     detector: bool = False
     progress: bool = True
     cascade: Path | None = None  # dff/sift: descent directions other than the shipped ones
+    refine: int = 0  # dff/sift: re-crop passes from the landmark box (dffx.align.predictor.align_in_image)
 
 
 def _load(opts: EvalOptions):
@@ -104,7 +105,7 @@ def evaluate(opts: EvalOptions, model=None) -> tuple[dict, list[dict]]:
     from .visibility import ground_truth_visibility
 
     model = model if model is not None else load_face_model()
-    predictor = make_predictor(opts.method, model, opts.cascade)
+    predictor = make_predictor(opts.method, model, opts.cascade, refine=opts.refine)
     samples, report = _load(opts)
     if not samples:
         raise ValueError(f"no usable samples under '{opts.root}' ({len(report.skipped)} skipped)")

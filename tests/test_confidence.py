@@ -1,0 +1,87 @@
+"""Alignment confidence (dffx.align.confidence): the landmark template and the score."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _unit(v):
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def test_score_is_the_mean_cosine_over_visible_landmarks():
+    from dffx.align.confidence import alignment_score
+
+    rng = np.random.default_rng(0)
+    template = _unit(rng.normal(size=(5, 4)))
+    visible = np.array([[True, True, True, True, True],
+                        [True, False, True, False, False],
+                        [False] * 5])
+    F = np.stack([template, -template, template]).copy()
+    F[1, 2] = template[2]          # face 1: one visible landmark agrees, one is opposite
+    F[1, 1] = template[1]          # a hidden landmark: ignored whatever it holds
+    F *= visible[..., None]        # hidden landmarks are zero rows, as the cascade samples them
+    scores = alignment_score(F.reshape(3, -1), visible, template)
+    np.testing.assert_allclose(scores, [1.0, 0.0, -1.0])  # face 2: nothing visible, the floor
+
+
+def test_score_uses_the_first_landmarks_of_a_wider_visibility():
+    """SIFT cascades score 68 landmarks with the cascade's 160-wide visibility."""
+    from dffx.align.confidence import alignment_score
+
+    template = np.eye(3)
+    F = np.eye(3).reshape(1, -1)
+    visible = np.array([[True, True, False, False, False]])
+    np.testing.assert_allclose(alignment_score(F, visible, template), [1.0])
+
+
+@pytest.mark.parametrize("F_shape, vis_shape", [((2, 11), (2, 3)), ((2, 12), (3, 3)), ((2, 12), (2, 2)), ((12,), (2, 3))])
+def test_score_rejects_mismatched_shapes(F_shape, vis_shape):
+    from dffx.align.confidence import alignment_score
+
+    with pytest.raises(ValueError, match="expected"):
+        alignment_score(np.zeros(F_shape), np.ones(vis_shape, bool), np.zeros((3, 4)))
+
+
+class TableFeatures:
+    """Features looked up from a table: crop i's descriptor at landmark l is table[i, l]."""
+
+    n_landmarks = 3
+    dim = 6
+
+    def __init__(self, table):
+        self.table = table
+
+    def prepare(self, ids):
+        return np.asarray(ids)
+
+    def sample(self, prepared, points, visible):
+        return (self.table[prepared] * visible[..., None]).reshape(len(prepared), -1).astype(np.float32)
+
+
+def test_template_is_the_normalised_mean_of_visible_descriptors():
+    from dffx.align.confidence import landmark_template
+
+    rng = np.random.default_rng(1)
+    table = _unit(rng.normal(size=(7, 3, 2)))
+    visible = rng.random((7, 3)) < 0.7
+    visible[:, 2] = False                      # landmark 2 never visible: zero row
+    template = landmark_template(TableFeatures(table), lambda ids: ids, np.zeros((7, 3, 2)), visible, chunk=3)
+    expected = _unit((table * visible[..., None]).sum(0)[:2])
+    np.testing.assert_allclose(template[:2], expected, atol=1e-6)
+    np.testing.assert_array_equal(template[2], 0.0)
+    with pytest.raises(ValueError, match="need points"):
+        landmark_template(TableFeatures(table), lambda ids: ids, np.zeros((0, 3, 2)), np.zeros((0, 3), bool))
+
+
+def test_cascade_keeps_its_template_and_reads_files_without_one(tmp_path):
+    from dffx.align import Cascade
+
+    rng = np.random.default_rng(2)
+    args = ("sift", np.arange(6.0), rng.normal(size=(1, 5, 136)).astype(np.float32),
+            rng.normal(size=(1, 5, 6)).astype(np.float32), 0.3, {})
+    template = _unit(rng.normal(size=(68, 128))).astype(np.float32)
+    loaded = Cascade.load(Cascade(*args, template=template).save(tmp_path / "with.npz"))
+    np.testing.assert_array_equal(loaded.template, template)
+    assert Cascade.load(Cascade(*args).save(tmp_path / "without.npz")).template is None
