@@ -148,6 +148,22 @@ def test_a_cascade_file_replaces_the_shipped_one(face_model, tmp_path):
         make_predictor("mean-shape", face_model, cascade=copy)
 
 
+def test_refine_passes_change_the_cascade_run_and_are_reported(face_model):
+    from dffx.eval import make_predictor
+
+    root = DEV / "aflw2000-3d-sample"
+    single, _ = evaluate(EvalOptions("aflw2000-3d", root, method="sift", limit=3, progress=False), face_model)
+    refined, _ = evaluate(EvalOptions("aflw2000-3d", root, method="sift", limit=3, progress=False, refine=1),
+                          face_model)
+    assert refined["refine"] == 1 and "refine" not in single
+    assert refined["bins"] != single["bins"] and abs(refined["mean"] - single["mean"]) < 0.5 * single["mean"]
+    assert "re-crop passes: 1" in format_table(refined)
+    with pytest.raises(ValueError, match="not mean-shape"):
+        make_predictor("mean-shape", face_model, refine=1)
+    with pytest.raises(ValueError, match="refine must be >= 0"):
+        make_predictor("sift", face_model, refine=-1)
+
+
 def run_cli(*args):
     env = dict(os.environ, DFFX_FACE_MODEL=str(SHARED / "data" / "ict-facekit"))
     return subprocess.run([sys.executable, "-m", "dffx", "eval", *args, "--no-progress"], capture_output=True,

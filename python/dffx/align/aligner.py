@@ -16,7 +16,8 @@ class FaceAlignment:
     """One aligned face, in the input image's pixels (0-based, x right, y down).
 
     Attributes:
-        box: float64 (4,) face box x0, y0, x1, y1 the cascade started from.
+        box: float64 (4,) face box x0, y0, x1, y1 the kept pass started from: the given or
+            detected box, or the previous landmarks' box when a refine pass was kept.
         landmarks: float64 (68, 2) iBUG landmarks.
         visible: bool (68,) depth-buffer visibility of each landmark.
         pose: dict pitch, yaw, roll in degrees (camera convention of ``docs/design.md``).

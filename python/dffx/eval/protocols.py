@@ -148,6 +148,8 @@ def _summarize(opts, rows, report, samples, stats) -> dict:
         summary["detector_missed"] = stats["detector_missed"]
     if opts.cascade is not None:
         summary["cascade"] = str(opts.cascade)
+    if opts.refine:
+        summary["refine"] = opts.refine
     if opts.dataset in ("aflw2000-3d", "aflw"):
         yaws = np.array([r["yaw"] for r in rows], np.float64)
         summary.update(summarize_bins(np.array([r["nme"] for r in rows]), yaws))
@@ -189,6 +191,8 @@ def format_table(summary: dict) -> str:
     lines = [f"{summary['dataset']}: {summary['n']} faces, method {summary['method']}; boxes: {summary['face_boxes']}"]
     if "cascade" in summary:
         lines.append(f"cascade: {summary['cascade']}")
+    if "refine" in summary:
+        lines.append(f"re-crop passes: {summary['refine']}")
     if "bins" in summary:
         lines.append(f"yaw bins from {summary['yaw_source']}; NME normalised by {summary['normalisation']}")
         header = f"{'Method':<24}{'[0,30]':>8}{'[30,60]':>9}{'[60,90]':>9}{'Mean':>8}{'Std':>8}"
