@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dffx.eval.metrics import nme_box
+
 from conftest import SHARED
 
 
@@ -239,11 +241,6 @@ def _aflw2000_faces(aflw2000_dir, names):
     return out
 
 
-def _nme(pred, gt):
-    w, h = gt.max(0) - gt.min(0)
-    return float(np.mean(np.linalg.norm(pred - gt, axis=1)) / np.sqrt(w * h))
-
-
 @pytest.fixture(scope="module")
 def dff_aligner(face_model):
     from dffx.align import FaceAligner
@@ -267,9 +264,9 @@ def test_refine_passes_recover_from_displaced_boxes(dff_aligner, face_model, afl
         for refine in (0, 2):
             result = align_in_image(face_model, dff_aligner.cascade, dff_aligner.features, image, displaced[None],
                                     refine)
-            errors[refine].append(_nme(result.landmarks[0], gt))
+            errors[refine].append(nme_box(result.landmarks[0], gt))
         result = align_in_image(face_model, dff_aligner.cascade, dff_aligner.features, image, box[None], 0)
-        errors["truth"].append(_nme(result.landmarks[0], gt))
+        errors["truth"].append(nme_box(result.landmarks[0], gt))
     mean = {k: np.mean(v) for k, v in errors.items()}
     assert mean[2] < 0.95 * mean[0]
     assert mean[2] < mean["truth"] + 0.005

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -104,7 +104,6 @@ class ImageAlignment:
         params: float32 (F, M) shape parameters (p_id then p_exp).
         score: float64 (F,) alignment confidence (:mod:`dffx.align.confidence`), or None when
             the cascade file has no template.
-        passes: int (F,) the pass each face kept: 0 from the given box, k from the k-th re-crop.
     """
 
     boxes: np.ndarray
@@ -113,7 +112,6 @@ class ImageAlignment:
     camera: np.ndarray
     params: np.ndarray
     score: np.ndarray | None
-    passes: np.ndarray
 
 
 def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, refine: int = 0) -> ImageAlignment:
@@ -143,10 +141,10 @@ def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, 
     if len(boxes) == 0:
         raise ValueError("no face boxes")
     best = None
-    for k in range(refine + 1):
+    for _ in range(refine + 1):
         crops, transforms = zip(*(crop_face(image, box) for box in boxes))
         state = cascade.run(model, features, np.stack(crops))
-        result = _to_image(state, transforms, boxes, k)
+        result = _to_image(state, transforms, boxes)
         if best is None:
             best = result
         else:
@@ -156,25 +154,24 @@ def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, 
     return best
 
 
-def _to_image(state, transforms, boxes: np.ndarray, k: int) -> ImageAlignment:
+def _to_image(state, transforms, boxes: np.ndarray) -> ImageAlignment:
     """Crop-pixel cascade state -> image pixels (the crop is a scale and a shift)."""
-    scale = np.array([M[0, 0] for M in transforms])
     camera = state.camera.copy()
-    camera[:, 0] /= scale
     landmarks = np.empty((len(boxes), 68, 2))
     for i, M in enumerate(transforms):
+        camera[i, 0] /= M[0, 0]
         camera[i, 4:6] = crop_to_image(camera[i, 4:6], M)
         landmarks[i] = crop_to_image(state.X[i].astype(np.float64), M)
     return ImageAlignment(boxes=boxes.copy(), landmarks=landmarks, visible=state.V[:, :68].copy(), camera=camera,
-                          params=np.asarray(state.params).copy(), score=state.score,
-                          passes=np.full(len(boxes), k))
+                          params=np.asarray(state.params).copy(), score=state.score)
 
 
 def _take_rows(into: ImageAlignment, source: ImageAlignment, rows: np.ndarray) -> None:
-    for name in ("boxes", "landmarks", "visible", "camera", "params", "score", "passes"):
-        target = getattr(into, name)
+    """Overwrite ``rows`` (bool (F,)) of every per-face array of ``into`` with ``source``'s."""
+    for item in fields(into):
+        target = getattr(into, item.name)
         if target is not None:
-            target[rows] = getattr(source, name)[rows]
+            target[rows] = getattr(source, item.name)[rows]
 
 
 class CascadePredictor:
