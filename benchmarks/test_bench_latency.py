@@ -13,7 +13,9 @@ Stages of the alignment pipeline (paper Sec. III-C) that exist today:
   cascade, which its spinning worker threads made 2x slower on a 2-core CPU
   (docs/alignment.md, "Latency"); both single-pass (``refine=0``), the paper's pipeline;
 * ``latency-refine``: ``FaceAligner.align`` with its default re-crop pass (``refine=1``, the
-  cascade twice and the alignment score) vs the single pass.
+  cascade twice and the alignment score) vs the single pass;
+* ``latency-detect``: face detection on two photos (a 450x450 AFLW2000-3D face, a 500x332 dlib
+  group photo), the default MTCNN vs the Haar cascades; both must find the same faces.
 
 DFF extraction alone is in ``test_bench_dff.py``.
 """
@@ -25,6 +27,7 @@ import numpy as np
 import pytest
 
 import dffx
+from dffx.detect import box_iou
 from dffx.eval import MeanShapePredictor
 from dffx.ops import _reference
 from dffx.preprocess import crop_face, crop_face_reference
@@ -140,3 +143,27 @@ def test_align_dff_refine(benchmark, refining_aligner, photo):
 def test_align_dff_single_pass(benchmark, aligner, photo):
     faces = benchmark(aligner.align, photo, BOX[None])
     assert len(faces) == 1 and faces[0].score is not None
+
+
+GROUP_PHOTO = REPO_ROOT.parent / "shared" / "data" / "dev" / "dlib-examples" / "2008_002470.jpg"
+
+
+@pytest.fixture(scope="module")
+def detection_photos(photo):
+    group = cv2.imread(str(GROUP_PHOTO))
+    if group is None:
+        pytest.skip(f"sample photo not found: {GROUP_PHOTO}")
+    return photo, group
+
+
+def _detect_both(photos, detector):
+    return [dffx.detect_faces(image, detector=detector) for image in photos]
+
+
+@pytest.mark.benchmark(group="latency-detect")
+@pytest.mark.parametrize("detector", ["mtcnn", "haar"])
+def test_detect(benchmark, detection_photos, detector):
+    face, group = benchmark(_detect_both, detection_photos, detector)
+    # One face in the portrait; the group photo's six faces (Haar's threshold drops one).
+    assert len(face) == 1 and box_iou(face, BOX)[0] > 0.5
+    assert len(group) >= 5

@@ -58,3 +58,37 @@ def gpu_available() -> bool:
 
 
 requires_gpu = pytest.mark.skipif(not gpu_available(), reason="needs dffx CUDA kernels and a visible CUDA GPU")
+
+
+DLIB_EXAMPLES = SHARED / "data" / "dev" / "dlib-examples"
+
+
+def dlib_faces() -> dict[str, list[tuple[int, int, int, int]]]:
+    """The 43 faces dlib's ``{training,testing}.xml`` box in its 9 example photos: file name ->
+    list of (left, top, width, height)."""
+    import xml.etree.ElementTree as ET
+
+    faces = {}
+    for name in ("training.xml", "testing.xml"):
+        for image in ET.parse(DLIB_EXAMPLES / name).getroot().iter("image"):
+            faces[image.get("file")] = [(int(b.get("left")), int(b.get("top")), int(b.get("width")),
+                                         int(b.get("height"))) for b in image.iter("box")]
+    assert sum(map(len, faces.values())) == 43
+    return faces
+
+
+def match_dlib_faces(detections: np.ndarray, truth: list) -> tuple[int, int]:
+    """(true hits, false hits) of (K, 5+) x0 y0 x1 y1 detections against dlib boxes: greedy,
+    best first, each annotated face used once. A hit has its centre inside an annotated box of
+    similar size (dlib's boxes and dffx's landmark boxes follow different conventions, so IoU
+    would be unfair)."""
+    used, false = set(), 0
+    for x0, y0, x1, y1 in np.asarray(detections)[:, :4]:
+        cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0
+        hit = next((j for j, (l, t, w, h) in enumerate(truth)
+                    if j not in used and l <= cx <= l + w and t <= cy <= t + h and 0.5 < side / w < 2), None)
+        if hit is None:
+            false += 1
+        else:
+            used.add(hit)
+    return len(used), false

@@ -119,9 +119,24 @@ def test_300w_subsets_and_normalisations(face_model, tmp_path):
 def test_detector_boxes_are_used_and_misses_counted(face_model):
     root = DEV / "aflw2000-3d-sample"
     gt_boxes, _ = evaluate(EvalOptions("aflw2000-3d", root, limit=4, progress=False), face_model)
-    detected, _ = evaluate(EvalOptions("aflw2000-3d", root, limit=4, detector=True, progress=False), face_model)
-    assert detected["face_boxes"].startswith("detector") and 0 <= detected["detector_missed"] <= 4
-    assert detected["bins"] != gt_boxes["bins"]  # different starting boxes, different errors
+    for detector in ("mtcnn", "haar"):
+        detected, _ = evaluate(EvalOptions("aflw2000-3d", root, limit=4, detector=detector, progress=False),
+                               face_model)
+        assert detected["face_boxes"] == f"detector (dffx.detect, {detector})"
+        assert 0 <= detected["detector_missed"] <= 4
+        assert detected["bins"] != gt_boxes["bins"]  # different starting boxes, different errors
+
+
+def test_eval_detector_flag_defaults_to_mtcnn():
+    from dffx.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["eval", "aflw2000-3d", "x"]).detector is None
+    assert parse(["eval", "aflw2000-3d", "x", "--detector"]).detector == "mtcnn"
+    assert parse(["eval", "aflw2000-3d", "x", "--detector", "haar"]).detector == "haar"
+    assert parse(["align", "a.jpg", "--out", "o"]).detector == "mtcnn"
+    with pytest.raises(SystemExit):
+        parse(["align", "a.jpg", "--out", "o", "--detector", "dlib"])
 
 
 def test_a_cascade_file_replaces_the_shipped_one(face_model, tmp_path):

@@ -8,14 +8,23 @@ Two calibration sets, both from a ``dffx synth`` folder:
 * ``renders``: random training-split renders (every yaw up to 90 deg), padded by 64 grey
   pixels so that the face does not touch the border; the truth is the box of their 68 landmarks.
 
-For each set it prints, per cascade and per |yaw| bin and side, the medians that
-``dffx.detect.BOX_CALIBRATION`` holds (centre shift relative to the cascade box's w and h, with
-mirrored profile hits mirrored back; size ratios), then how good the final boxes of
-:func:`dffx.detect.faces_from_hits` are for several ``profile_margin`` values: the share of found
-faces whose box is within 10% of the truth in centre (relative to sqrt(w h)) and in size.
+``--detector haar`` (one set at a time) prints, per cascade and per |yaw| bin and side, the
+medians that ``dffx.detect.haar.BOX_CALIBRATION`` holds (centre shift relative to the cascade
+box's w and h, with mirrored profile hits mirrored back; size ratios), then how good the final
+boxes of :func:`dffx.detect.haar.faces_from_hits` are for several ``profile_margin`` values: the
+share of found faces whose box is within 10% of the truth in centre (relative to sqrt(w h)) and
+in size.
 
-    python tools/calibrate_detector.py --synth DATA --set photos --every 4
-    python tools/calibrate_detector.py --synth DATA --set renders --count 2000
+``--detector mtcnn`` pools both sets, prints the share of faces each detector finds per |yaw|
+bin, fits the linear map from MTCNN's box and five points to the face box
+(:func:`dffx.detect.mtcnn.box_features` -> :func:`dffx.detect.mtcnn.box_targets`, ridge
+regression) on a random half and reports the other half against a constant (median) map, then
+fits on everything and, with ``--write``, stores it as ``dffx/weights/mtcnn_box_calibration.json``.
+
+    python tools/calibrate_detector.py --synth DATA --detector haar --set photos --every 4
+    python tools/calibrate_detector.py --synth DATA --detector haar --set renders --count 2000
+    python tools/calibrate_detector.py --synth DATA --detector mtcnn --every 2 --count 2500 \
+        --write python/dffx/weights/mtcnn_box_calibration.json
 
 Uses $DFFX_FACE_MODEL (or --model) for the 3DMM.
 """
@@ -23,13 +32,16 @@ Uses $DFFX_FACE_MODEL (or --model) for the 3DMM.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from dffx.detect import PROFILE_PREFERENCE_MARGIN, box_iou, cascade_hits, faces_from_hits
+from dffx.detect.boxes import box_iou
+from dffx.detect.haar import PROFILE_PREFERENCE_MARGIN, cascade_hits, faces_from_hits, haar_detect
+from dffx.detect.mtcnn import apply_box_targets, box_features, box_targets, mtcnn_detect
 from dffx.geometry.camera import project
 from dffx.model import load_face_model
 from dffx.synth.dataset import SynthDataset
@@ -37,17 +49,19 @@ from dffx.synth.store import read_manifest
 
 RENDER_PAD = 64
 MARGINS = (0.0, 1.0, 2.0, PROFILE_PREFERENCE_MARGIN, 4.0, np.inf)
+YAW_BINS = ((0, 15), (15, 30), (30, 60), (60, 91))
+RIDGE = 0.1  # MTCNN calibration: ridge weight (0.001-1 gave the same held-out accuracy)
 
 
 def photo_faces(root: Path, every: int, model):
-    """(grey image, truth box, yaw in degrees) for every ``every``-th photo of the set."""
+    """(BGR image, truth box, yaw in degrees) for every ``every``-th photo of the set."""
     manifest = read_manifest(root)
     with np.load(root / "fits.npz") as z:
         fits = {k: z[k] for k in z.files}
     photos = Path(manifest["settings"]["photos"])
     for k in range(0, len(manifest["photos"]), every):
         path = photos / manifest["photos"][k]
-        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise OSError(f"could not read {path}")
         vertices = project(model.shape(fits["p_id"][k], fits["p_exp"][k]), fits["camera"][k])
@@ -56,40 +70,34 @@ def photo_faces(root: Path, every: int, model):
 
 
 def render_faces(root: Path, count: int, seed: int):
-    """(grey padded render, truth box, yaw in degrees) for ``count`` random training renders."""
+    """(BGR padded render, truth box, yaw in degrees) for ``count`` random training renders."""
     data = SynthDataset(root, "train")
     for k in np.random.default_rng(seed).choice(len(data), count, replace=False):
         sample = data.raw(int(k))
-        image = cv2.copyMakeBorder(cv2.cvtColor(sample["image"], cv2.COLOR_BGR2GRAY), *[RENDER_PAD] * 4,
-                                   cv2.BORDER_CONSTANT, value=128)
+        image = cv2.copyMakeBorder(sample["image"], *[RENDER_PAD] * 4, cv2.BORDER_CONSTANT, value=(128, 128, 128))
         points = sample["landmarks68"] + RENDER_PAD
         yield image, np.r_[points.min(0), points.max(0)], float(np.degrees(sample["camera"][2]))
 
 
-def box_error(box: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    """(centre distance / sqrt(w h) of the truth, |log| of the side ratio)."""
-    side = np.sqrt((truth[2] - truth[0]) * (truth[3] - truth[1]))
-    centre = np.hypot(*((box[:2] + box[2:4]) - (truth[:2] + truth[2:])) / 2) / side
-    return centre, abs(np.log(np.sqrt((box[2] - box[0]) * (box[3] - box[1])) / side))
+def box_error(box: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (K, 4+) against truths (K, 4): (centre distance / sqrt(w h) of the truth, |log| of
+    the side ratio), each (K,)."""
+    box, truth = np.atleast_2d(box), np.atleast_2d(truth)
+    side = np.sqrt((truth[:, 2] - truth[:, 0]) * (truth[:, 3] - truth[:, 1]))
+    centre = np.hypot(*((box[:, :2] + box[:, 2:4]) - (truth[:, :2] + truth[:, 2:4])).T / 2) / side
+    return centre, np.abs(np.log(np.sqrt((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])) / side))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--synth", required=True, help="dffx synth folder (manifest.json, fits.npz, shards)")
-    ap.add_argument("--set", choices=["photos", "renders"], default="photos")
-    ap.add_argument("--every", type=int, default=4, help="photos: use every N-th photo")
-    ap.add_argument("--count", type=int, default=2000, help="renders: how many")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--model", default=None, help="ICT-FaceKit folder (default: $DFFX_FACE_MODEL)")
-    args = ap.parse_args()
-    root = Path(args.synth)
-    faces = (photo_faces(root, args.every, load_face_model(args.model)) if args.set == "photos"
-             else render_faces(root, args.count, args.seed))
+def in_bin(yaw: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return (np.abs(yaw) >= lo) & (np.abs(yaw) < hi)
 
+
+def calibrate_haar(faces) -> None:
+    """Print the Haar cascades' calibration medians and the final boxes' accuracy per margin."""
     calibration = []  # kind, yaw folded to the cascade's side, shift x, shift y, size ratio x, y
     boxes = {m: [] for m in MARGINS}  # per margin: (|yaw|, centre error, size error) of found faces
-    for grey, truth, yaw in tqdm(faces, unit="face"):
-        hits = cascade_hits(cv2.equalizeHist(grey))
+    for image, truth, yaw in tqdm(faces, unit="face"):
+        hits = cascade_hits(cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)))
         best = {}
         for hit in hits:
             x, y, w, h = hit[0]
@@ -105,15 +113,14 @@ def main() -> None:
             found = [b for b in faces_from_hits(hits, profile_margin=margin) if box_iou(b[None], truth)[0] >= 0.1]
             if found:
                 box = max(found, key=lambda b: box_iou(b[None], truth)[0])
-                boxes[margin].append((abs(yaw), *box_error(box, truth)))
+                boxes[margin].append((abs(yaw), *(e[0] for e in box_error(box, truth))))
 
-    bins = ((0, 15), (15, 30), (30, 60), (60, 91))
     print("calibration medians: centre shift (x, y), size ratio (x, y); yaw > 0 = the cascade's own side")
     for kind in sorted({c[0] for c in calibration}):
         rows = np.array([c[1:] for c in calibration if c[0] == kind])
-        for lo, hi in bins:
+        for lo, hi in YAW_BINS:
             for sign in (1, -1):
-                sel = (np.abs(rows[:, 0]) >= lo) & (np.abs(rows[:, 0]) < hi) & (np.sign(rows[:, 0]) == sign)
+                sel = in_bin(rows[:, 0], lo, hi) & (np.sign(rows[:, 0]) == sign)
                 if sel.sum() >= 3:
                     m = np.median(rows[sel, 1:], axis=0)
                     print(f"  {kind:8s} |yaw| [{lo:2d},{hi:2d}) side {sign:+d}: {sel.sum():4d} hits  "
@@ -125,13 +132,109 @@ def main() -> None:
     print("final boxes within 10% of the truth in centre and size, share of found faces:")
     for margin, rows in boxes.items():
         rows = np.array(rows).reshape(-1, 3)
-        cells = []
-        for lo, hi in bins:
-            sel = (rows[:, 0] >= lo) & (rows[:, 0] < hi)
-            if sel.any():
-                good = np.mean((rows[sel, 1] < 0.1) & (rows[sel, 2] < 0.1))
-                cells.append(f"[{lo},{hi}) {good:.2f} of {sel.sum()}")
+        cells = [f"[{lo},{hi}) {np.mean((rows[sel, 1] < 0.1) & (rows[sel, 2] < 0.1)):.2f} of {sel.sum()}"
+                 for lo, hi in YAW_BINS if (sel := in_bin(rows[:, 0], lo, hi)).any()]
         print(f"  profile_margin {margin:4}: " + " | ".join(cells))
+
+
+def best_detection(boxes: np.ndarray, truth: np.ndarray) -> int | None:
+    """Index of the detection overlapping the truth most (IoU > 0.1), or None."""
+    if not len(boxes):
+        return None
+    iou = box_iou(boxes, truth)
+    return int(np.argmax(iou)) if iou.max() > 0.1 else None
+
+
+def calibrate_mtcnn(sets: dict, seed: int) -> dict:
+    """Fit MTCNN's box calibration on the pooled sets; print recall and held-out accuracy.
+
+    Args:
+        sets: set name -> iterable of (BGR image, truth box, yaw).
+
+    Returns:
+        the calibration file's content (coefficients fitted on every found face).
+    """
+    rows = []  # set, yaw, truth (4), MTCNN box (4), points (10), Haar found
+    for name, faces in sets.items():
+        for image, truth, yaw in tqdm(faces, unit="face", desc=name):
+            boxes, points = mtcnn_detect(image)
+            k = best_detection(boxes, truth)
+            haar_found = best_detection(haar_detect(image), truth) is not None
+            detection = np.r_[boxes[k, :4], points[k].ravel()] if k is not None else np.full(14, np.nan)
+            rows.append((name, yaw, truth, detection, haar_found))
+    names = np.array([r[0] for r in rows])
+    yaw = np.array([r[1] for r in rows])
+    truth = np.array([r[2] for r in rows])
+    detection = np.array([r[3] for r in rows])
+    haar_found = np.array([r[4] for r in rows])
+    found = ~np.isnan(detection[:, 0])
+
+    print("share of faces found (best detection IoU > 0.1): MTCNN / Haar")
+    for name in sets:
+        cells = [f"[{lo},{hi}) {found[sel].mean():.2f} / {haar_found[sel].mean():.2f} of {sel.sum()}"
+                 for lo, hi in YAW_BINS if (sel := (names == name) & in_bin(yaw, lo, hi)).any()]
+        print(f"  {name:8s}: " + " | ".join(cells))
+
+    boxes, points = detection[found, :4], detection[found, 4:].reshape(-1, 5, 2)
+    features, targets = box_features(boxes, points), box_targets(boxes, truth[found])
+    fit_half = np.random.default_rng(seed).random(len(boxes)) < 0.5
+
+    def fit(sel):
+        x, y = features[sel], targets[sel]
+        return np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ y)
+
+    coefficients = fit(fit_half)
+    median = np.median(targets[fit_half], axis=0)
+    held_out = {}
+    print("held-out half, share within 10% of the truth in centre and size: median map / linear map")
+    for name in sets:
+        sel = ~fit_half & (names[found] == name)
+        cells = []
+        for lo, hi in YAW_BINS:
+            b = sel & in_bin(yaw[found], lo, hi)
+            if b.sum() < 5:
+                continue
+            shares = []
+            for predicted in (np.tile(median, (b.sum(), 1)), features[b] @ coefficients):
+                centre, size = box_error(apply_box_targets(boxes[b], predicted), truth[found][b])
+                shares.append(float(np.mean((centre < 0.1) & (size < 0.1))))
+            held_out[f"{name} |yaw| [{lo},{hi})"] = {"faces": int(b.sum()), "median_map": round(shares[0], 3),
+                                                     "linear_map": round(shares[1], 3)}
+            cells.append(f"[{lo},{hi}) {shares[0]:.2f} / {shares[1]:.2f} of {b.sum()}")
+        print(f"  {name:8s}: " + " | ".join(cells))
+    return {"rows": "box_features: x, y of the left eye, right eye, nose, left and right mouth corner; "
+                    "log aspect; 1", "columns": "box_targets: centre offset x, y; log width, log height",
+            "coefficients": np.round(fit(np.ones(len(boxes), bool)), 5).tolist(),
+            "fitted_on": {name: int(np.sum(names[found] == name)) for name in sets}, "ridge": RIDGE,
+            "held_out_within_10_percent": held_out,
+            "made_by": "tools/calibrate_detector.py --detector mtcnn"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--synth", required=True, help="dffx synth folder (manifest.json, fits.npz, shards)")
+    ap.add_argument("--detector", choices=["haar", "mtcnn"], default="haar")
+    ap.add_argument("--set", choices=["photos", "renders"], default="photos", help="haar: which set")
+    ap.add_argument("--every", type=int, default=4, help="photos: use every N-th photo")
+    ap.add_argument("--count", type=int, default=2000, help="renders: how many")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--write", default=None, help="mtcnn: write the calibration JSON here")
+    ap.add_argument("--model", default=None, help="ICT-FaceKit folder (default: $DFFX_FACE_MODEL)")
+    args = ap.parse_args()
+    root = Path(args.synth)
+    sets = {"photos": lambda: photo_faces(root, args.every, load_face_model(args.model)),
+            "renders": lambda: render_faces(root, args.count, args.seed)}
+    if args.detector == "haar":
+        calibrate_haar(sets[args.set]())
+        return
+    calibration = calibrate_mtcnn({name: make() for name, make in sets.items()}, args.seed)
+    if args.write:
+        # One line per coefficient row, the rest indented as usual.
+        coefficients = calibration.pop("coefficients")
+        rows = ",\n  ".join(json.dumps(row) for row in coefficients)
+        text = json.dumps(calibration, indent=1)[:-2] + f',\n "coefficients": [\n  {rows}\n ]\n}}\n'
+        Path(args.write).write_text(text)
+        print(f"calibration -> {args.write}")
 
 
 if __name__ == "__main__":

@@ -60,3 +60,17 @@ def image_size(size) -> tuple[int, int]:
     if h <= 0 or w <= 0:
         raise ValueError(f"image size must be positive, got {h}x{w}")
     return h, w
+
+
+def as_uint8_image(image, name: str = "image") -> np.ndarray:
+    """Check an 8-bit image as OpenCV reads it: (H, W) grey, (H, W, 3) BGR or (H, W, 4) BGRA.
+
+    Raises:
+        ValueError: empty, not uint8, or another shape.
+    """
+    img = np.asarray(image)
+    if img.size == 0:
+        raise ValueError(f"empty {name} (shape {img.shape})")
+    if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)):
+        raise ValueError(f"{name} must be uint8 (H, W), (H, W, 3) or (H, W, 4), got {img.dtype} {img.shape}")
+    return img

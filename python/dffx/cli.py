@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .detect import DEFAULT_DETECTOR, DETECTORS
+
 
 def _cmd_info(args) -> int:
     from .info import cmake_dir, info
@@ -187,7 +189,8 @@ def _cmd_align(args) -> int:
         options["refine"] = args.refine
     if args.min_score is not None:
         options["min_score"] = None if args.min_score < 0 else args.min_score
-    aligner = FaceAligner(features=args.features, device=args.device, model=load_face_model(args.model), **options)
+    aligner = FaceAligner(features=args.features, device=args.device, model=load_face_model(args.model),
+                          detector=args.detector, **options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
@@ -238,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="mean-shape", help="predictor: mean-shape, sift or dff (the cascade with the shipped directions)")
     p.add_argument("--limit", type=int, default=None, help="first N faces in the dataset's order")
     p.add_argument("--yaw-csv", default=None, help="AFLW2000-3D: name,yaw_deg lines that decide the yaw bins")
-    p.add_argument("--detector", action="store_true", help="start from detected boxes instead of ground truth")
+    p.add_argument("--detector", nargs="?", const=DEFAULT_DETECTOR, default=None, choices=DETECTORS,
+                   help=f"start from detected boxes instead of ground truth (default detector: {DEFAULT_DETECTOR})")
     p.add_argument("--cascade", default=None,
                    help="dff/sift: a cascade file from 'dffx train cascade' instead of the shipped one")
     p.add_argument("--refine", type=int, default=0,
@@ -290,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--out", required=True, help="output folder: NAME.json and NAME_overlay.png per image")
     p.add_argument("--box", default=None, help="face box X0,Y0,X1,Y1 (default: detect faces)")
+    p.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS,
+                   help=f"face detector when no --box is given (default: {DEFAULT_DETECTOR})")
     p.add_argument("--features", default="dff", choices=["dff", "sift"], help="landmark descriptors of the cascade")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--refine", type=int, default=None,

@@ -26,13 +26,25 @@ def gpu_visible() -> bool:
     return _C.cuda_device_count() > 0
 
 
+def _installed_detectors() -> list[str]:
+    from .detect import DETECTORS
+    from .detect.mtcnn import weights_dir
+
+    try:
+        weights_dir()
+    except FileNotFoundError:
+        return [d for d in DETECTORS if d != "mtcnn"]
+    return list(DETECTORS)
+
+
 def info() -> dict:
     """Build and environment facts as a JSON-serialisable dict.
 
     Keys: version, native_version, native_backend ("cpu" or "cpu+cuda"), cuda_compiled,
     cuda_architectures (list of str), cuda_device_count, gpu_visible, torch (version or None),
-    face_model (path or None), face_model_env, weights (None until the DFF weights ship),
-    cmake_dir (folder holding dffxConfig.cmake), include_dir, library (path of libdffx_core).
+    face_model (path or None), face_model_env, weights (the files shipped in ``dffx/weights``),
+    face_detectors (``dffx.detect.DETECTORS`` whose models are installed), cmake_dir (folder
+    holding dffxConfig.cmake), include_dir, library (path of libdffx_core).
     """
     pkg = package_dir()
     try:  # metadata only: importing torch would cost a second
@@ -53,7 +65,8 @@ def info() -> dict:
         "torch": torch_version,
         "face_model": str(model) if model else None,
         "face_model_env": os.environ.get(FACE_MODEL_ENV),
-        "weights": None,
+        "weights": sorted(p.name for p in (pkg / "weights").iterdir() if p.suffix in (".pt", ".npz", ".json")),
+        "face_detectors": _installed_detectors(),
         "cmake_dir": str(cmake_dir()),
         "include_dir": str(pkg / "include"),
         "library": str(libs[0]) if libs else None,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..detect import DEFAULT_DETECTOR, DETECTORS
 from ..geometry.camera import project
 from .cascade import Cascade
 from .predictor import align_in_image, cascade_features, default_cascade_path
@@ -72,21 +73,26 @@ class FaceAligner:
         min_score: detected faces whose alignment score is below this are dropped as false
             detections (None: keep all). Faces from boxes the caller gives are always kept.
             Default ``DEFAULT_MIN_SCORE``; ignored for a cascade file without a template.
+        detector: face detector used when no boxes are given, one of
+            :data:`dffx.detect.DETECTORS` (default ``"mtcnn"``).
 
     Raises:
         FileNotFoundError: missing cascade/weights/model files; ValueError: unknown features,
-        negative ``refine`` or a non-finite ``min_score``.
+        negative ``refine``, a non-finite ``min_score`` or an unknown detector.
     """
 
     def __init__(self, features: str = "dff", cascade=None, weights=None, device=None, model=None,
-                 refine: int = DEFAULT_REFINE, min_score: float | None = DEFAULT_MIN_SCORE):
+                 refine: int = DEFAULT_REFINE, min_score: float | None = DEFAULT_MIN_SCORE,
+                 detector: str = DEFAULT_DETECTOR):
         from ..model import load_face_model
 
         if refine < 0:
             raise ValueError(f"refine must be >= 0, got {refine}")
         if min_score is not None and not np.isfinite(min_score):
             raise ValueError(f"min_score must be a finite number or None, got {min_score!r}")
-        self.refine, self.min_score = int(refine), min_score
+        if detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
+        self.refine, self.min_score, self.detector = int(refine), min_score, detector
         self.model = model if model is not None else load_face_model()
         self.cascade = Cascade.load(cascade if cascade is not None else default_cascade_path(features))
         if self.cascade.features != features:
@@ -99,8 +105,9 @@ class FaceAligner:
         Args:
             image: uint8 (H, W, 3) BGR (as cv2.imread gives) or (H, W) grey.
             boxes: optional (F, 4) face boxes x0, y0, x1, y1 (landmark-box convention); when None,
-                faces are found with :func:`dffx.detect.detect_faces` (OpenCV Haar cascades),
-                and those scoring below ``min_score`` after alignment are dropped.
+                faces are found with :func:`dffx.detect.detect_faces` (the ``detector`` given
+                at construction), and those scoring below ``min_score`` after alignment are
+                dropped.
 
         Returns:
             one :class:`FaceAlignment` per face, in box (or detector score) order; an empty list
@@ -120,7 +127,7 @@ class FaceAligner:
         if detected:
             from ..detect import detect_faces
 
-            boxes = detect_faces(img)[:, :4]  # drop the detector score
+            boxes = detect_faces(img, detector=self.detector)[:, :4]  # drop the detector score
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         if len(boxes) == 0:
             return []

@@ -12,7 +12,7 @@
 
 Face boxes: by default every method starts from the ground-truth face box, i.e. the bounding
 box of the ground-truth landmarks (AFLW: the 68-point box rebuilt from the crop's roi), which is
-how 3DDFA's protocols crop. ``detector=True`` uses :func:`dffx.detect.detect_faces` instead
+how 3DDFA's protocols crop. ``detector="mtcnn"`` (or ``"haar"``) uses :func:`dffx.detect.detect_faces`
 (the detection overlapping the ground-truth box most; a miss falls back to the ground-truth box
 and is counted in ``detector_missed``).
 """
@@ -41,7 +41,7 @@ class EvalOptions:
     method: str = "mean-shape"
     limit: int | None = None
     yaw_csv: Path | None = None
-    detector: bool = False
+    detector: str | None = None  # a dffx.detect.DETECTORS name: start from detected boxes
     progress: bool = True
     cascade: Path | None = None  # dff/sift: descent directions other than the shipped ones
     refine: int = 0  # dff/sift: re-crop passes from the landmark box (dffx.align.predictor.align_in_image)
@@ -68,14 +68,14 @@ def _read_image(path: Path) -> np.ndarray:
     return image
 
 
-def _start_box(sample, image, size, use_detector: bool, stats: dict) -> np.ndarray:
+def _start_box(sample, image, size, detector: str | None, stats: dict) -> np.ndarray:
     """Face box in image pixels: the ground-truth box, or the best-overlapping detection."""
     corners = sample.ground_truth_to_image(sample.face_box.reshape(2, 2), size).reshape(4)
-    if not use_detector:
+    if detector is None:
         return corners
     from ..detect import box_iou, detect_faces
 
-    found = detect_faces(image)
+    found = detect_faces(image, detector=detector)
     if len(found):
         iou = box_iou(found, corners)
         if iou.max() > 0:
@@ -141,7 +141,7 @@ def evaluate(opts: EvalOptions, model=None) -> tuple[dict, list[dict]]:
 
 def _summarize(opts, rows, report, samples, stats) -> dict:
     summary = {"dataset": opts.dataset, "method": opts.method, "n": len(rows),
-               "face_boxes": "detector (dffx.detect, Haar cascades)" if opts.detector
+               "face_boxes": f"detector (dffx.detect, {opts.detector})" if opts.detector
                else "ground truth: bounding box of the ground-truth landmarks",
                "skipped": [{"name": n, "reason": r} for n, r in report.skipped]}
     if opts.detector:

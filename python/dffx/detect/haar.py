@@ -1,5 +1,6 @@
 """Face detection with OpenCV's Haar cascades (frontal + profile), which ship inside the
-opencv-python-headless wheel, so detection works offline with no model download.
+opencv-python-headless wheel, so detection works offline with no model download. The
+``detector="haar"`` choice of :func:`dffx.detect.detect_faces`; MTCNN is the default.
 
 The cascade boxes are mapped to dffx's *face box* convention: the bounding box of the 68
 iBUG landmarks in the 3D convention (the box the evaluation protocols and the alignment cascade
@@ -12,6 +13,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+
+from .._validate import as_uint8_image
+from .boxes import overlap_groups
 
 # Cascade box (x, y, w, h) -> landmark box: centre shift and size ratios relative to w and h,
 # one calibration per cascade, against the box of the 68 landmarks in the 3D convention (that
@@ -56,17 +60,17 @@ def _cascade(name: str):
     return cascade
 
 
-def detect_faces(image: np.ndarray, min_size: int = 40, min_score: float | None = DEFAULT_MIN_SCORE) -> np.ndarray:
-    """Detect faces and return their landmark-convention boxes, best first.
+def haar_detect(image: np.ndarray, min_size: int = 40, min_score: float | None = DEFAULT_MIN_SCORE) -> np.ndarray:
+    """Detect faces with the Haar cascades; landmark-convention boxes, best first.
 
     Runs the frontal cascade and the profile cascade on the image and on its mirror (the
     profile cascade only knows one side), maps each hit to the landmark-box convention with its
     cascade's calibration (``BOX_CALIBRATION``), merges overlapping hits into one face (a turned
     face takes the profile cascade's box, see ``PROFILE_PREFERENCE_MARGIN``), then drops faces
-    scoring below ``min_score``.
+    scoring below ``min_score``. :func:`dffx.detect.detect_faces` with ``detector="haar"``.
 
     Args:
-        image: uint8 (H, W, 3) BGR or (H, W) grey image.
+        image: uint8 (H, W, 3) BGR, (H, W, 4) BGRA or (H, W) grey image.
         min_size: smallest face side in pixels to look for.
         min_score: drop detections whose cascade score is below this (None: keep all).
             The default trades a few faint real faces for far fewer false hits (see
@@ -80,13 +84,9 @@ def detect_faces(image: np.ndarray, min_size: int = 40, min_score: float | None 
     """
     import cv2
 
-    img = np.asarray(image)
-    if img.size == 0:
-        raise ValueError("empty image")
+    img = as_uint8_image(image)
     if min_score is not None and not np.isfinite(min_score):
         raise ValueError(f"min_score must be a finite number or None, got {min_score!r}")
-    if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)):
-        raise ValueError(f"image must be uint8 (H, W) or (H, W, 3), got {img.dtype} {img.shape}")
     grey = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
     return faces_from_hits(cascade_hits(cv2.equalizeHist(grey), min_size), min_score)
 
@@ -113,7 +113,7 @@ def faces_from_hits(hits: list, min_score: float | None = DEFAULT_MIN_SCORE,
     corners = np.asarray([landmark_box(xywh, kind, mirrored) for xywh, _, kind, mirrored in hits])
     scores = np.asarray([score for _, score, _, _ in hits])
     out = []
-    for members in _overlap_groups(corners, scores, 0.3):
+    for members in overlap_groups(corners, scores, 0.3):
         # A face the profile cascade finds about as surely as the frontal one is turned: the
         # frontal box then sits on the visible half of the face (centre off by ~0.18 of its
         # width at 30-60 deg of yaw), the profile box does not. A faint profile hit on a frontal
@@ -162,29 +162,3 @@ def landmark_box(xywh, kind: str, mirrored: bool) -> tuple[float, float, float, 
     cx = x + w / 2 + (-dx if mirrored else dx) * w
     cy = y + h / 2 + dy * h
     return cx - rw * w / 2, cy - rh * h / 2, cx + rw * w / 2, cy + rh * h / 2
-
-
-def _overlap_groups(corners: np.ndarray, scores: np.ndarray, threshold: float) -> list[list[int]]:
-    """Greedy non-maximum suppression over (K, 4) x0 y0 x1 y1 boxes that also reports what each
-    kept box suppressed: one index list per kept box, best score first, the kept box first
-    (scores may be negative)."""
-    order = np.argsort(-scores, kind="stable")
-    groups: list[list[int]] = []
-    free = np.ones(len(scores), bool)
-    for i in order:
-        if not free[i]:
-            continue
-        members = [int(j) for j in order if free[j] and (j == i or box_iou(corners[j], corners[i])[0] > threshold)]
-        free[members] = False
-        groups.append(members)
-    return groups
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of boxes a (K, 4+) and one box b (4,), x0 y0 x1 y1 -> (K,)."""
-    a = np.atleast_2d(a)[:, :4]
-    ix = np.clip(np.minimum(a[:, 2], b[2]) - np.maximum(a[:, 0], b[0]), 0, None)
-    iy = np.clip(np.minimum(a[:, 3], b[3]) - np.maximum(a[:, 1], b[1]), 0, None)
-    inter = ix * iy
-    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / np.maximum(union, 1e-12)

