@@ -51,6 +51,7 @@ RENDER_PAD = 64
 MARGINS = (0.0, 1.0, 2.0, PROFILE_PREFERENCE_MARGIN, 4.0, np.inf)
 YAW_BINS = ((0, 15), (15, 30), (30, 60), (60, 91))
 RIDGE = 0.1  # MTCNN calibration: ridge weight (0.001-1 gave the same held-out accuracy)
+FIT_IOU = 0.4  # MTCNN calibration: fit on detections overlapping the truth at least this much
 
 
 def photo_faces(root: Path, every: int, model):
@@ -145,16 +146,18 @@ def best_detection(boxes: np.ndarray, truth: np.ndarray) -> int | None:
     return int(np.argmax(iou)) if iou.max() > 0.1 else None
 
 
-def calibrate_mtcnn(sets: dict, seed: int) -> dict:
-    """Fit MTCNN's box calibration on the pooled sets; print recall and held-out accuracy.
+def collect_mtcnn(sets: dict) -> dict:
+    """Run MTCNN (and, for comparison, Haar) on every face of the sets.
 
     Args:
         sets: set name -> iterable of (BGR image, truth box, yaw).
 
     Returns:
-        the calibration file's content (coefficients fitted on every found face).
+        arrays, one row per face: ``names`` (set), ``yaw`` (degrees), ``truth`` (4), ``detection``
+        (14: the best MTCNN box's 4 corners and its 5 points; NaN when none overlaps the truth
+        with IoU > 0.1), ``haar_found`` (bool).
     """
-    rows = []  # set, yaw, truth (4), MTCNN box (4), points (10), Haar found
+    rows = []
     for name, faces in sets.items():
         for image, truth, yaw in tqdm(faces, unit="face", desc=name):
             boxes, points = mtcnn_detect(image)
@@ -162,41 +165,60 @@ def calibrate_mtcnn(sets: dict, seed: int) -> dict:
             haar_found = best_detection(haar_detect(image), truth) is not None
             detection = np.r_[boxes[k, :4], points[k].ravel()] if k is not None else np.full(14, np.nan)
             rows.append((name, yaw, truth, detection, haar_found))
-    names = np.array([r[0] for r in rows])
-    yaw = np.array([r[1] for r in rows])
-    truth = np.array([r[2] for r in rows])
-    detection = np.array([r[3] for r in rows])
-    haar_found = np.array([r[4] for r in rows])
+    return {key: np.array([r[i] for r in rows]) for i, key in
+            enumerate(("names", "yaw", "truth", "detection", "haar_found"))}
+
+
+def calibrate_mtcnn(collected: dict, seed: int) -> dict:
+    """Fit MTCNN's box calibration; print recall and held-out accuracy.
+
+    The map is fitted on the found faces whose MTCNN box overlaps the truth with IoU >=
+    ``FIT_IOU``: below it MTCNN has mostly boxed another face (on the renders, the source
+    photo's face left in the background), which would drag a least-squares fit. The held-out
+    accuracy counts every found face.
+
+    Args:
+        collected: :func:`collect_mtcnn` output.
+
+    Returns:
+        the calibration file's content (coefficients fitted on all such faces).
+    """
+    names, yaw, truth = collected["names"], collected["yaw"], collected["truth"]
+    detection, haar_found = collected["detection"], collected["haar_found"]
     found = ~np.isnan(detection[:, 0])
 
     print("share of faces found (best detection IoU > 0.1): MTCNN / Haar")
-    for name in sets:
+    for name in dict.fromkeys(names):
         cells = [f"[{lo},{hi}) {found[sel].mean():.2f} / {haar_found[sel].mean():.2f} of {sel.sum()}"
                  for lo, hi in YAW_BINS if (sel := (names == name) & in_bin(yaw, lo, hi)).any()]
         print(f"  {name:8s}: " + " | ".join(cells))
 
+    names, yaw, truth = names[found], yaw[found], truth[found]
     boxes, points = detection[found, :4], detection[found, 4:].reshape(-1, 5, 2)
-    features, targets = box_features(boxes, points), box_targets(boxes, truth[found])
+    iou = np.array([box_iou(b[None], t)[0] for b, t in zip(boxes, truth)])
+    print("MTCNN box IoU with the truth, 5/10/25/50th percentile:", np.percentile(iou, [5, 10, 25, 50]).round(2),
+          f"; {np.mean(iou < FIT_IOU):.1%} below {FIT_IOU} are left out of the fit")
+    features, targets = box_features(boxes, points), box_targets(boxes, truth)
     fit_half = np.random.default_rng(seed).random(len(boxes)) < 0.5
 
     def fit(sel):
-        x, y = features[sel], targets[sel]
+        x, y = features[sel & (iou >= FIT_IOU)], targets[sel & (iou >= FIT_IOU)]
         return np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ y)
 
     coefficients = fit(fit_half)
-    median = np.median(targets[fit_half], axis=0)
+    median = np.median(targets[fit_half & (iou >= FIT_IOU)], axis=0)
     held_out = {}
     print("held-out half, share within 10% of the truth in centre and size: median map / linear map")
-    for name in sets:
-        sel = ~fit_half & (names[found] == name)
+    for name in dict.fromkeys(names):
+        sel = ~fit_half & (names == name)
         cells = []
         for lo, hi in YAW_BINS:
-            b = sel & in_bin(yaw[found], lo, hi)
+            b = sel & in_bin(yaw, lo, hi)
             if b.sum() < 5:
                 continue
             shares = []
             for predicted in (np.tile(median, (b.sum(), 1)), features[b] @ coefficients):
-                centre, size = box_error(apply_box_targets(boxes[b], predicted), truth[found][b])
+                centre, size = box_error(apply_box_targets(boxes[b], predicted), truth[b])
                 shares.append(float(np.mean((centre < 0.1) & (size < 0.1))))
             held_out[f"{name} |yaw| [{lo},{hi})"] = {"faces": int(b.sum()), "median_map": round(shares[0], 3),
                                                      "linear_map": round(shares[1], 3)}
@@ -205,8 +227,8 @@ def calibrate_mtcnn(sets: dict, seed: int) -> dict:
     return {"rows": "box_features: x, y of the left eye, right eye, nose, left and right mouth corner; "
                     "log aspect; 1", "columns": "box_targets: centre offset x, y; log width, log height",
             "coefficients": np.round(fit(np.ones(len(boxes), bool)), 5).tolist(),
-            "fitted_on": {name: int(np.sum(names[found] == name)) for name in sets}, "ridge": RIDGE,
-            "held_out_within_10_percent": held_out,
+            "fitted_on": {str(name): int(np.sum((names == name) & (iou >= FIT_IOU))) for name in dict.fromkeys(names)},
+            "fit_iou": FIT_IOU, "ridge": RIDGE, "held_out_within_10_percent": held_out,
             "made_by": "tools/calibrate_detector.py --detector mtcnn"}
 
 
@@ -219,6 +241,8 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=2000, help="renders: how many")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--write", default=None, help="mtcnn: write the calibration JSON here")
+    ap.add_argument("--detections", default=None,
+                    help="mtcnn: .npz cache of the detections (read if it exists, else written)")
     ap.add_argument("--model", default=None, help="ICT-FaceKit folder (default: $DFFX_FACE_MODEL)")
     args = ap.parse_args()
     root = Path(args.synth)
@@ -227,7 +251,15 @@ def main() -> None:
     if args.detector == "haar":
         calibrate_haar(sets[args.set]())
         return
-    calibration = calibrate_mtcnn({name: make() for name, make in sets.items()}, args.seed)
+    cache = Path(args.detections) if args.detections else None
+    if cache is not None and cache.is_file():
+        with np.load(cache) as z:
+            collected = {k: z[k] for k in z.files}
+    else:
+        collected = collect_mtcnn({name: make() for name, make in sets.items()})
+        if cache is not None:
+            np.savez_compressed(cache, **collected)
+    calibration = calibrate_mtcnn(collected, args.seed)
     if args.write:
         # One line per coefficient row, the rest indented as usual.
         coefficients = calibration.pop("coefficients")
