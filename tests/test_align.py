@@ -276,7 +276,7 @@ def test_refine_passes_recover_from_displaced_boxes(dff_aligner, face_model, afl
 def test_default_detector_starts_turned_faces_where_the_haar_boxes_failed(dff_aligner, aflw2000_dir):
     """image00251 (yaw -55 deg: Haar's profile box lands on the wrong side of the head) and
     image01038 (Haar finds nothing): MTCNN's face boxes put the DFF cascade close to where the
-    ground-truth box does, and much closer than Haar's boxes (or the image centre)."""
+    ground-truth box does, and much closer than Haar's box does."""
     from dffx.detect import detect_faces
 
     for image, gt, box in _aflw2000_faces(aflw2000_dir, {"image00251", "image01038"}):
