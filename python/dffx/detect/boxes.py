@@ -42,9 +42,20 @@ def overlap_groups(boxes: np.ndarray, scores: np.ndarray, threshold: float,
         one index list per kept box, best kept box first; each list is best score first and
         starts with the kept box.
     """
+    return [[int(j) for j in members] for members in _groups(boxes, scores, threshold, by_min)]
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, by_min: bool = False) -> np.ndarray:
+    """Indices of the boxes greedy non-maximum suppression keeps, best score first (int64 (K',));
+    arguments as :func:`overlap_groups`."""
+    return np.asarray([members[0] for members in _groups(boxes, scores, threshold, by_min)], dtype=np.int64)
+
+
+def _groups(boxes: np.ndarray, scores: np.ndarray, threshold: float, by_min: bool):
+    """Yield each kept box's group as an index array, kept box first (see :func:`overlap_groups`);
+    MTCNN's stages call it on thousands of P-Net candidates, so groups stay NumPy arrays."""
     order = np.argsort(-np.asarray(scores), kind="stable")
     free = np.ones(len(order), bool)
-    groups: list[list[int]] = []
     for i in order:
         if not free[i]:
             continue
@@ -52,11 +63,4 @@ def overlap_groups(boxes: np.ndarray, scores: np.ndarray, threshold: float,
         members = candidates[box_overlap(boxes[candidates], boxes[i], by_min) > threshold]
         members = np.r_[i, members[members != i]]
         free[members] = False
-        groups.append([int(j) for j in members])
-    return groups
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, by_min: bool = False) -> np.ndarray:
-    """Indices of the boxes greedy non-maximum suppression keeps, best score first (int64 (K',));
-    arguments as :func:`overlap_groups`."""
-    return np.asarray([g[0] for g in overlap_groups(boxes, scores, threshold, by_min)], dtype=np.int64)
+        yield members

@@ -211,9 +211,7 @@ def mtcnn_detect(image: np.ndarray, min_size: float = 40) -> tuple[np.ndarray, n
         boxes = _refine(rgb, boxes)
     if not len(boxes):
         return np.zeros((0, 5)), np.zeros((0, 5, 2))
-    boxes, points = _output(rgb, boxes)
-    order = np.argsort(-boxes[:, 4], kind="stable")
-    return boxes[order], points[order]
+    return _output(rgb, boxes)  # its NMS returns the faces best first
 
 
 def box_features(boxes: np.ndarray, points: np.ndarray) -> np.ndarray:
