@@ -109,7 +109,8 @@ def _cmd_synth(args) -> int:
 
     summary = synthesize(SynthConfig(photos=args.photos, out=args.out, views=args.views, size=args.size,
                                      seed=args.seed, workers=args.workers, shard_size=args.shard_size,
-                                     holdout_fraction=args.holdout_fraction, contour=args.contour, model=args.model,
+                                     holdout_fraction=args.holdout_fraction, contour=args.contour,
+                                     background=args.background, model=args.model,
                                      progress=not args.no_progress))
     print(json.dumps(summary, indent=2))
     return 0
@@ -277,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout-fraction", type=float, default=0.05, help="photos held out (the 'val' split)")
     p.add_argument("--contour", default="published", choices=["published", "fixed", "march", "weight"],
                    help="jaw strategy of the photo fits (docs/synthesis.md)")
+    p.add_argument("--background", default="no-face", choices=["no-face", "any"],
+                   help="crop other photos beside their annotated face (default), or anywhere, as sets made "
+                        "before 2026-12-02 did")
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_synth)

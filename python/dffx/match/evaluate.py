@@ -280,7 +280,7 @@ def render_pairs(synth, sources: list, pairs_per_group: int = 2, seed: int = 0, 
     Returns:
         list of :class:`SynthPair`, deterministic for a given seed.
     """
-    from ..synth.render import random_background
+    from ..synth.background import random_background
 
     rng = np.random.default_rng(seed)
     out = []

@@ -2,7 +2,8 @@
 
 * :mod:`.fit` — 3DMM + camera fit to 68 points with contour marching for the jaw;
 * :mod:`.mesh` — the face mesh with eye/mouth caps and its mirror map;
-* :mod:`.render` — projective texturing from the photo, new pose/expression/light/background;
+* :mod:`.render` — projective texturing from the photo, new pose/expression/light;
+* :mod:`.background` — backgrounds: crops of other photos beside their annotated face;
 * :mod:`.store` / :mod:`.dataset` — sharded storage and the PyTorch ``SynthDataset``;
 * :mod:`.pipeline` — ``dffx synth``; :mod:`.preview` — ``dffx synth-preview``.
 """

@@ -22,8 +22,13 @@ import numpy as np
 from ..data import load_300w
 from ..model import load_face_model
 from .fit import CONTOUR_MODES, ContourLines, fit_photo
-from .render import Synthesizer, random_background, sample_view
+from .background import face_free_background, random_background
+from .render import Synthesizer, sample_view
 from .store import FORMAT_TAG, completed_shards, read_manifest, write_manifest, write_shard
+
+
+BACKGROUNDS = ("no-face", "any")
+MAX_BACKGROUND_PHOTOS = 8   # photos tried for a face-free crop before one with the face is accepted
 
 
 @dataclass
@@ -40,6 +45,9 @@ class SynthConfig:
         shard_size: samples per shard.
         holdout_fraction: fraction of photos marked held out (their samples form the "val" split).
         contour: jaw strategy of the photo fits (:class:`dffx.synth.fit.ContourLines`).
+        background: ``"no-face"`` crops another photo beside its annotated face
+            (:func:`dffx.synth.background.face_free_background`); ``"any"`` crops it anywhere,
+            face included, as sets made before 2026-12-02 did.
         model: face model path (None = $DFFX_FACE_MODEL).
         progress: tqdm progress bar.
     """
@@ -53,6 +61,7 @@ class SynthConfig:
     shard_size: int = 500
     holdout_fraction: float = 0.05
     contour: str = "published"
+    background: str = "no-face"
     model: str | None = None
     progress: bool = True
 
@@ -66,6 +75,8 @@ class SynthConfig:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
         if self.contour not in CONTOUR_MODES:
             raise ValueError(f"contour must be one of {CONTOUR_MODES}, got {self.contour!r}")
+        if self.background not in BACKGROUNDS:
+            raise ValueError(f"background must be one of {BACKGROUNDS}, got {self.background!r}")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
 
@@ -98,10 +109,10 @@ def source_of(indices: np.ndarray, views: int, order: np.ndarray) -> np.ndarray:
 _WORKER: dict = {}
 
 
-def _init_worker(config: dict, names: list[str], fits: dict, order: np.ndarray) -> None:
+def _init_worker(config: dict, names: list[str], landmarks: np.ndarray, fits: dict, order: np.ndarray) -> None:
     cv2.setNumThreads(1)
     model = load_face_model(config["model"])
-    _WORKER.update(config=config, names=names, fits=fits, order=order, model=model,
+    _WORKER.update(config=config, names=names, landmarks=landmarks, fits=fits, order=order, model=model,
                    synth=Synthesizer(model, config["size"], threads=1))
 
 
@@ -113,13 +124,27 @@ def _read_photo(k: int) -> np.ndarray:
     return image
 
 
+def _background(src: int, rng: np.random.Generator) -> np.ndarray:
+    """The background of a sample of photo ``src``: a crop of another photo (module docstring)."""
+    cfg, n_photos = _WORKER["config"], len(_WORKER["names"])
+    for _ in range(MAX_BACKGROUND_PHOTOS):
+        other = int(rng.integers(n_photos - 1))
+        other += other >= src
+        photo = _read_photo(other)
+        if cfg["background"] == "any":
+            return random_background(photo, cfg["size"], rng)
+        crop = face_free_background(photo, _WORKER["landmarks"][other], cfg["size"], rng)
+        if crop is not None:
+            return crop
+    return random_background(photo, cfg["size"], rng)  # faces filled all the photos drawn: never seen
+
+
 def _make_shard(k: int) -> int:
     cfg, fits, synth = _WORKER["config"], _WORKER["fits"], _WORKER["synth"]
     lo, hi = k * cfg["shard_size"], min((k + 1) * cfg["shard_size"], cfg["views"])
     indices = np.arange(lo, hi)
     sources = source_of(indices, cfg["views"], _WORKER["order"])
     prepared, samples, quality = {}, [], []
-    n_photos = len(_WORKER["names"])
     for i, src in zip(indices, sources):
         rng = np.random.default_rng([cfg["seed"], int(i)])
         if src not in prepared:
@@ -127,9 +152,7 @@ def _make_shard(k: int) -> int:
             prepared[src] = synth.prepare(_read_photo(src), fits["camera"][src], fits["p_id"][src],
                                           fits["p_exp"][src], int(src))
         view = sample_view(rng, synth.model.n_expression, fits["p_exp"][src])
-        other = int(rng.integers(n_photos - 1))
-        background = random_background(_read_photo(other + (other >= src)), cfg["size"], rng)
-        samples.append(synth.render(prepared[src], view, background, rng))
+        samples.append(synth.render(prepared[src], view, _background(int(src), rng), rng))
         quality.append(int(rng.integers(70, 96)))
     write_shard(Path(cfg["out"]), k, samples, indices, quality)
     return len(indices)
@@ -154,6 +177,7 @@ def synthesize(config: SynthConfig) -> dict:
     settings["photos"] = str(photos.resolve())
     if (out / "manifest.json").exists():
         old = read_manifest(out)
+        old["settings"].setdefault("background", "any")  # sets made before the setting existed
         if old["settings"] != settings or old["photo_hash"] != photo_hash:
             raise ValueError(f"{out} holds a set made with other settings ({old['settings']}); use another --out")
     model = load_face_model(config.model)
@@ -177,7 +201,7 @@ def synthesize(config: SynthConfig) -> dict:
     todo = sorted(set(range(n_shards)) - completed_shards(out))
     workers = config.workers or os.cpu_count() or 1
     worker_cfg = {**asdict(config), "photos": str(photos)}
-    init_args = (worker_cfg, names, fits, fits["order"])
+    init_args = (worker_cfg, names, landmarks, fits, fits["order"])
     start = time.perf_counter()
     done = 0
     with tqdm(total=sum(min(config.shard_size, config.views - k * config.shard_size) for k in todo),

@@ -10,7 +10,7 @@ diffusion over the mesh. This keeps the photo's full resolution; a UV texture of
 would resample twice.
 
 Then: Lambertian relighting by a random directional light on the new view's normals, a real
-background (a random crop of another photo), a feathered face edge and photometric
+background (a crop of another photo, :mod:`.background`), a feathered face edge and photometric
 augmentation (contrast, brightness, gamma, saturation, channel gains, blur, noise). JPEG
 compression is applied when the sample is stored.
 """
@@ -259,12 +259,3 @@ def _photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     x = x * 255.0 + rng.normal(0.0, rng.uniform(0.0, 5.0), size=x.shape)
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
-
-def random_background(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A random square crop (30-70% of the shorter side) of a photo, resized to size x size, maybe flipped."""
-    h, w = photo.shape[:2]
-    side = int(rng.uniform(0.3, 0.7) * min(h, w))
-    side = max(side, 8)
-    y0, x0 = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-    crop = cv2.resize(photo[y0:y0 + side, x0:x0 + side], (size, size), interpolation=cv2.INTER_AREA)
-    return crop[:, ::-1].copy() if rng.random() < 0.5 else crop
