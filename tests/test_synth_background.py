@@ -12,7 +12,7 @@ from conftest import SHARED
 PHOTOS = SHARED / "data" / "300w-train"
 
 
-def _frontal_points(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+def _points_in_box(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
     """68 points spread over the box (x0, y0, x1, y1): only their box matters here."""
     rng = np.random.default_rng(0)
     points = rng.uniform([x0, y0], [x1, y1], size=(68, 2))
@@ -23,7 +23,7 @@ def _frontal_points(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
 def test_head_box_grows_the_landmark_box():
     from dffx.synth.background import head_box
 
-    box = head_box(_frontal_points(100, 200, 200, 300))
+    box = head_box(_points_in_box(100, 200, 200, 300))
     np.testing.assert_allclose(box, [75, 160, 225, 315])
     with pytest.raises(ValueError, match=r"\(68, 2\)"):
         head_box(np.zeros((5, 2)))
@@ -41,7 +41,7 @@ def test_crops_never_show_the_head_region():
         height, width = rng.integers(120, 400, size=2)
         cx, cy = rng.uniform(0.2, 0.8) * width, rng.uniform(0.2, 0.8) * height
         half = rng.uniform(0.1, 0.25) * min(height, width)
-        points = _frontal_points(cx - half, cy - half, cx + half, cy + half)
+        points = _points_in_box(cx - half, cy - half, cx + half, cy + half)
         photo = np.zeros((height, width, 3), np.uint8)
         photo[..., 0] = np.arange(width) % 200           # blue/green texture, never red
         photo[..., 1] = (np.arange(height) % 150)[:, None]
@@ -56,7 +56,7 @@ def test_no_crop_when_the_face_fills_the_photo():
     from dffx.synth.background import face_free_background
 
     photo = np.full((100, 100, 3), 128, np.uint8)
-    assert face_free_background(photo, _frontal_points(10, 20, 90, 85), 64, np.random.default_rng(0)) is None
+    assert face_free_background(photo, _points_in_box(10, 20, 90, 85), 64, np.random.default_rng(0)) is None
 
 
 def test_face_free_crops_of_real_photos_hold_no_detectable_face():

@@ -173,8 +173,8 @@ def calibrate_mtcnn(collected: dict, seed: int) -> dict:
     """Fit MTCNN's box calibration; print recall and held-out accuracy.
 
     The map is fitted on the found faces whose MTCNN box overlaps the truth with IoU >=
-    ``FIT_IOU``: below it MTCNN has mostly boxed another face (on the renders, the source
-    photo's face left in the background), which would drag a least-squares fit. The held-out
+    ``FIT_IOU``: below it MTCNN has mostly boxed another face (on renders made before
+    2026-12-02, a face in the background crop), which would drag a least-squares fit. The held-out
     accuracy counts every found face.
 
     Args:
@@ -200,13 +200,14 @@ def calibrate_mtcnn(collected: dict, seed: int) -> dict:
           f"; {np.mean(iou < FIT_IOU):.1%} below {FIT_IOU} are left out of the fit")
     features, targets = box_features(boxes, points), box_targets(boxes, truth)
     fit_half = np.random.default_rng(seed).random(len(boxes)) < 0.5
+    fittable = iou >= FIT_IOU
 
     def fit(sel):
-        x, y = features[sel & (iou >= FIT_IOU)], targets[sel & (iou >= FIT_IOU)]
+        x, y = features[sel & fittable], targets[sel & fittable]
         return np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ y)
 
     coefficients = fit(fit_half)
-    median = np.median(targets[fit_half & (iou >= FIT_IOU)], axis=0)
+    median = np.median(targets[fit_half & fittable], axis=0)
     held_out = {}
     print("held-out half, share within 10% of the truth in centre and size: median map / linear map")
     for name in dict.fromkeys(names):
@@ -227,7 +228,7 @@ def calibrate_mtcnn(collected: dict, seed: int) -> dict:
     return {"rows": "box_features: x, y of the left eye, right eye, nose, left and right mouth corner; "
                     "log aspect; 1", "columns": "box_targets: centre offset x, y; log width, log height",
             "coefficients": np.round(fit(np.ones(len(boxes), bool)), 5).tolist(),
-            "fitted_on": {str(name): int(np.sum((names == name) & (iou >= FIT_IOU))) for name in dict.fromkeys(names)},
+            "fitted_on": {str(name): int(np.sum((names == name) & fittable)) for name in dict.fromkeys(names)},
             "fit_iou": FIT_IOU, "ridge": RIDGE, "held_out_within_10_percent": held_out,
             "made_by": "tools/calibrate_detector.py --detector mtcnn"}
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..data import landmark_box
+
 # Margins around the 68-point box, in units of its width (left, right) and height (top,
 # bottom), that cover the forehead and hairline above the brows, the ears and the chin.
 HEAD_MARGIN_LEFT = HEAD_MARGIN_RIGHT = 0.25
@@ -38,7 +40,7 @@ def head_box(landmarks68: np.ndarray) -> np.ndarray:
     points = np.asarray(landmarks68, np.float64)
     if points.shape != (68, 2) or not np.isfinite(points).all():
         raise ValueError(f"landmarks68 must be finite with shape (68, 2), got {points.shape}")
-    (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
+    x0, y0, x1, y1 = landmark_box(points)
     width, height = x1 - x0, y1 - y0
     return np.array([x0 - HEAD_MARGIN_LEFT * width, y0 - HEAD_MARGIN_TOP * height,
                      x1 + HEAD_MARGIN_RIGHT * width, y1 + HEAD_MARGIN_BOTTOM * height])

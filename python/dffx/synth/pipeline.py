@@ -124,19 +124,24 @@ def _read_photo(k: int) -> np.ndarray:
     return image
 
 
+def _other_photo(src: int, rng: np.random.Generator) -> int:
+    """A random photo index other than ``src``."""
+    other = int(rng.integers(len(_WORKER["names"]) - 1))
+    return other + (other >= src)
+
+
 def _background(src: int, rng: np.random.Generator) -> np.ndarray:
-    """The background of a sample of photo ``src``: a crop of another photo (module docstring)."""
-    cfg, n_photos = _WORKER["config"], len(_WORKER["names"])
+    """The background of a sample of photo ``src``: a crop of another photo (SynthConfig.background)."""
+    size = _WORKER["config"]["size"]
+    if _WORKER["config"]["background"] == "any":
+        return random_background(_read_photo(_other_photo(src, rng)), size, rng)
     for _ in range(MAX_BACKGROUND_PHOTOS):
-        other = int(rng.integers(n_photos - 1))
-        other += other >= src
+        other = _other_photo(src, rng)
         photo = _read_photo(other)
-        if cfg["background"] == "any":
-            return random_background(photo, cfg["size"], rng)
-        crop = face_free_background(photo, _WORKER["landmarks"][other], cfg["size"], rng)
+        crop = face_free_background(photo, _WORKER["landmarks"][other], size, rng)
         if crop is not None:
             return crop
-    return random_background(photo, cfg["size"], rng)  # faces filled all the photos drawn: never seen
+    return random_background(photo, size, rng)  # faces filled every photo drawn: not seen in practice
 
 
 def _make_shard(k: int) -> int:
