@@ -12,8 +12,10 @@ Stages of the alignment pipeline (paper Sec. III-C) that exist today:
   iterations, mesh and pose out) vs the same with NumPy's BLAS free to use every core inside the
   cascade, which its spinning worker threads made 2x slower on a 2-core CPU
   (docs/alignment.md, "Latency"); both single-pass (``refine=0``), the paper's pipeline;
-* ``latency-refine``: ``FaceAligner.align`` with its default re-crop pass (``refine=1``, the
-  cascade twice and the alignment score) vs the single pass;
+* ``latency-refine``: ``FaceAligner.align`` with one re-crop pass (``refine=1``: the cascade
+  twice and the alignment score) for every face, vs the default that skips it for faces whose
+  box has converged (``converged_iou=0.85``), vs the single pass; on the portrait's given box
+  and on the MTCNN boxes of the dlib group photo (six faces);
 * ``latency-detect``: face detection on two photos (a 450x450 AFLW2000-3D face, a 500x332 dlib
   group photo), the default MTCNN vs the Haar cascades; both must find the same faces.
 
@@ -113,7 +115,13 @@ def aligner(face_model):
 @pytest.fixture(scope="module")
 def refining_aligner(face_model):
     pytest.importorskip("torch")
-    return dffx.FaceAligner("dff", model=face_model, device="cpu", refine=1)
+    return dffx.FaceAligner("dff", model=face_model, device="cpu", refine=1, converged_iou=None)
+
+
+@pytest.fixture(scope="module")
+def default_aligner(face_model):
+    pytest.importorskip("torch")
+    return dffx.FaceAligner("dff", model=face_model, device="cpu")
 
 
 @pytest.mark.benchmark(group="latency-align")
@@ -133,19 +141,27 @@ def test_align_dff_multithreaded_blas(benchmark, aligner, photo, monkeypatch):
     assert len(faces) == 1 and faces[0].landmarks.shape == (68, 2)
 
 
-@pytest.mark.benchmark(group="latency-refine")
-def test_align_dff_refine(benchmark, refining_aligner, photo):
-    faces = benchmark(refining_aligner.align, photo, BOX[None])
-    assert len(faces) == 1 and faces[0].score is not None
-
-
-@pytest.mark.benchmark(group="latency-refine")
-def test_align_dff_single_pass(benchmark, aligner, photo):
-    faces = benchmark(aligner.align, photo, BOX[None])
-    assert len(faces) == 1 and faces[0].score is not None
-
-
 GROUP_PHOTO = REPO_ROOT.parent / "shared" / "data" / "dev" / "dlib-examples" / "2008_002470.jpg"
+
+
+@pytest.fixture(scope="module", params=["portrait", "group"])
+def faces_to_align(request, photo):
+    """(image, boxes): the portrait with its given box, or the group photo with its MTCNN boxes."""
+    if request.param == "portrait":
+        return photo, BOX[None]
+    group = cv2.imread(str(GROUP_PHOTO))
+    if group is None:
+        pytest.skip(f"sample photo not found: {GROUP_PHOTO}")
+    return group, dffx.detect_faces(group)[:, :4]
+
+
+@pytest.mark.benchmark(group="latency-refine")
+@pytest.mark.parametrize("passes", ["every-face", "until-converged", "single"])
+def test_align_dff_refine(benchmark, passes, faces_to_align, refining_aligner, default_aligner, aligner):
+    chosen = {"every-face": refining_aligner, "until-converged": default_aligner, "single": aligner}[passes]
+    image, boxes = faces_to_align
+    faces = benchmark(chosen.align, image, boxes)
+    assert len(faces) == len(boxes) and all(face.score is not None for face in faces)
 
 
 @pytest.fixture(scope="module")

@@ -273,6 +273,48 @@ def test_refine_passes_recover_from_displaced_boxes(dff_aligner, face_model, afl
     assert mean[2] < mean["truth"] + 0.005
 
 
+def test_converged_faces_skip_the_refine_pass_and_the_others_get_it(dff_aligner, face_model, aflw2000_dir):
+    """Two faces in one call, one from its true box and one from a box a fifth of the face off:
+    with ``converged_iou`` the face whose landmark box barely moved keeps its single-pass result,
+    the displaced one gets the refine pass as if every face did; above 1 every face gets it."""
+    from dffx.align.predictor import align_in_image
+    from dffx.detect.boxes import paired_iou
+
+    (image, _, box), = _aflw2000_faces(aflw2000_dir, {"image00050"})
+    side = box[2:] - box[:2]
+    displaced = box + np.r_[0.2 * side, 0.2 * side]
+    boxes = np.stack([box, displaced])
+
+    def run(refine, converged_iou=None):
+        return align_in_image(face_model, dff_aligner.cascade, dff_aligner.features, image, boxes, refine,
+                              converged_iou)
+
+    single, every = run(0), run(1)
+    moved = paired_iou(boxes, np.concatenate([single.landmarks.min(1), single.landmarks.max(1)], axis=1))
+    assert moved[0] > 0.9 and moved[1] < 0.8  # at 0.85 the true box has converged, the displaced one not
+    assert not np.allclose(single.landmarks[1], every.landmarks[1], atol=0.5)  # pass 2 changed it
+    adaptive = run(1, 0.85)
+    np.testing.assert_allclose(adaptive.landmarks[0], single.landmarks[0], atol=1e-3)
+    np.testing.assert_allclose(adaptive.landmarks[1], every.landmarks[1], atol=1e-3)
+    np.testing.assert_allclose(adaptive.boxes, [box, every.boxes[1]])
+    np.testing.assert_allclose(adaptive.score, [single.score[0], every.score[1]], atol=1e-5)
+    np.testing.assert_allclose(run(1, 1.5).landmarks, every.landmarks, atol=1e-3)
+
+
+def test_paired_iou_matches_one_box_at_a_time():
+    from dffx.detect.boxes import box_overlap, paired_iou
+
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0, 50, (6, 4))
+    a[:, 2:] += a[:, :2] + 1
+    b = a + rng.uniform(-10, 10, (6, 4))
+    b[:, 2:] = np.maximum(b[:, 2:], b[:, :2] + 1)
+    np.testing.assert_allclose(paired_iou(a, b), [box_overlap(a[i], b[i])[0] for i in range(6)])
+    np.testing.assert_allclose(paired_iou(a, a), 1.0)
+    with pytest.raises(ValueError, match="as many boxes"):
+        paired_iou(a, b[:3])
+
+
 def test_default_detector_starts_turned_faces_where_the_haar_boxes_failed(dff_aligner, aflw2000_dir):
     """image00251 (yaw -55 deg: Haar's profile box lands on the wrong side of the head) and
     image01038 (Haar finds nothing): MTCNN's face boxes put the DFF cascade close to where the
@@ -335,10 +377,15 @@ def test_aligner_and_refine_reject_bad_arguments(face_model, dff_aligner):
         FaceAligner("sift", model=face_model, refine=-1)
     with pytest.raises(ValueError, match="min_score"):
         FaceAligner("sift", model=face_model, min_score=float("nan"))
+    for bad in (0.0, -0.5, float("nan")):
+        with pytest.raises(ValueError, match="converged_iou"):
+            FaceAligner("sift", model=face_model, converged_iou=bad)
     with pytest.raises(ValueError, match="detector must be one of"):
         FaceAligner("sift", model=face_model, detector="dlib")
     image = np.zeros((100, 100, 3), np.uint8)
     with pytest.raises(ValueError, match="refine"):
         align_in_image(face_model, dff_aligner.cascade, dff_aligner.features, image, [[10, 10, 60, 60]], -1)
+    with pytest.raises(ValueError, match="converged_iou"):
+        align_in_image(face_model, dff_aligner.cascade, dff_aligner.features, image, [[10, 10, 60, 60]], 1, 0.0)
     with pytest.raises(ValueError, match="no face boxes"):
         align_in_image(face_model, dff_aligner.cascade, dff_aligner.features, image, np.zeros((0, 4)))

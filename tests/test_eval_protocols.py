@@ -173,8 +173,18 @@ def test_refine_passes_change_the_cascade_run_and_are_reported(face_model):
     assert refined["refine"] == 1 and "refine" not in single
     assert refined["bins"] != single["bins"] and abs(refined["mean"] - single["mean"]) < 0.5 * single["mean"]
     assert "re-crop passes: 1" in format_table(refined)
+    # A converged IoU no box reaches leaves every pass; one every box reaches leaves the first only.
+    for converged_iou, same_as in ((1.5, refined), (0.01, single)):
+        run, _ = evaluate(EvalOptions("aflw2000-3d", root, method="sift", limit=3, progress=False, refine=1,
+                                      converged_iou=converged_iou), face_model)
+        assert run["bins"] == same_as["bins"] and run["converged_iou"] == converged_iou
+        assert f"box IoU >= {converged_iou}" in format_table(run)
     with pytest.raises(ValueError, match="not mean-shape"):
         make_predictor("mean-shape", face_model, refine=1)
+    with pytest.raises(ValueError, match="not mean-shape"):
+        make_predictor("mean-shape", face_model, converged_iou=0.9)
+    with pytest.raises(ValueError, match="converged_iou"):
+        make_predictor("sift", face_model, refine=1, converged_iou=-1)
     with pytest.raises(ValueError, match="refine must be >= 0"):
         make_predictor("sift", face_model, refine=-1)
 

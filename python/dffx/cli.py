@@ -57,7 +57,7 @@ def _cmd_eval(args) -> int:
     opts = EvalOptions(dataset=args.dataset, root=Path(args.root), method=args.method, limit=args.limit,
                        yaw_csv=Path(args.yaw_csv) if args.yaw_csv else None, detector=args.detector,
                        progress=not args.no_progress, cascade=Path(args.cascade) if args.cascade else None,
-                       refine=args.refine)
+                       refine=args.refine, converged_iou=args.converged_iou)
     summary, rows = evaluate(opts, load_face_model(args.model))
     if args.per_image:
         write_per_image_csv(rows, Path(args.per_image))
@@ -188,6 +188,8 @@ def _cmd_align(args) -> int:
     options = {}  # unset flags keep FaceAligner's defaults
     if args.refine is not None:
         options["refine"] = args.refine
+    if args.converged_iou is not None:
+        options["converged_iou"] = args.converged_iou
     if args.min_score is not None:
         options["min_score"] = None if args.min_score < 0 else args.min_score
     aligner = FaceAligner(features=args.features, device=args.device, model=load_face_model(args.model),
@@ -249,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dff/sift: a cascade file from 'dffx train cascade' instead of the shipped one")
     p.add_argument("--refine", type=int, default=0,
                    help="dff/sift: re-crop passes from the previous landmarks' box (default 0, the paper's protocol)")
+    p.add_argument("--converged-iou", type=float, default=None,
+                   help="dff/sift: a face gets no more re-crop passes once its landmarks' box overlaps its start "
+                        "box by this IoU (default: every face gets all --refine passes)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--per-image", metavar="CSV", default=None, help="write per-face errors to CSV")
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
@@ -305,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--refine", type=int, default=None,
                    help="re-crop passes from the previous landmarks' box (default: FaceAligner's, 1)")
+    p.add_argument("--converged-iou", type=float, default=None,
+                   help="a face gets no more re-crop passes once its landmarks' box overlaps the box its pass "
+                        "started from by this IoU (default: FaceAligner's, 0.85; above 1: every face gets all)")
     p.add_argument("--min-score", type=float, default=None,
                    help="drop detected faces whose alignment score is below this (default: FaceAligner's, 0.6; "
                         "negative: keep all)")

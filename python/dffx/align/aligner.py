@@ -9,7 +9,7 @@ import numpy as np
 from ..detect import DEFAULT_DETECTOR, DETECTORS
 from ..geometry.camera import project
 from .cascade import Cascade
-from .predictor import align_in_image, cascade_features, default_cascade_path
+from .predictor import align_in_image, cascade_features, check_converged_iou, default_cascade_path
 
 
 @dataclass
@@ -51,9 +51,11 @@ class FaceAlignment:
         return record
 
 
-# Re-crop passes after the first run and the score under which a detected face is dropped;
+# Re-crop passes after the first run, the box IoU at which a face needs no more of them, and the
+# score under which a detected face is dropped;
 # measured in docs/alignment.md ("Refinement and confidence").
 DEFAULT_REFINE = 1
+DEFAULT_CONVERGED_IOU = 0.85
 DEFAULT_MIN_SCORE = 0.6
 
 
@@ -70,6 +72,9 @@ class FaceAligner:
         refine: re-crop passes after the first run (:func:`dffx.align.predictor.align_in_image`):
             each starts from the box of the previous landmarks, and each face keeps its
             best-scoring pass. Default ``DEFAULT_REFINE``.
+        converged_iou: a face gets no further pass once its landmarks' box overlaps the box its
+            pass started from by this IoU: the next crop would be nearly the same. None: every
+            face gets all ``refine`` passes. Default ``DEFAULT_CONVERGED_IOU``.
         min_score: detected faces whose alignment score is below this are dropped as false
             detections (None: keep all). Faces from boxes the caller gives are always kept.
             Default ``DEFAULT_MIN_SCORE``; ignored for a cascade file without a template.
@@ -78,21 +83,24 @@ class FaceAligner:
 
     Raises:
         FileNotFoundError: missing cascade/weights/model files; ValueError: unknown features,
-        negative ``refine``, a non-finite ``min_score`` or an unknown detector.
+        negative ``refine``, ``converged_iou`` not a number > 0, a non-finite ``min_score`` or an
+        unknown detector.
     """
 
     def __init__(self, features: str = "dff", cascade=None, weights=None, device=None, model=None,
-                 refine: int = DEFAULT_REFINE, min_score: float | None = DEFAULT_MIN_SCORE,
-                 detector: str = DEFAULT_DETECTOR):
+                 refine: int = DEFAULT_REFINE, converged_iou: float | None = DEFAULT_CONVERGED_IOU,
+                 min_score: float | None = DEFAULT_MIN_SCORE, detector: str = DEFAULT_DETECTOR):
         from ..model import load_face_model
 
         if refine < 0:
             raise ValueError(f"refine must be >= 0, got {refine}")
+        check_converged_iou(converged_iou)
         if min_score is not None and not np.isfinite(min_score):
             raise ValueError(f"min_score must be a finite number or None, got {min_score!r}")
         if detector not in DETECTORS:
             raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
-        self.refine, self.min_score, self.detector = int(refine), min_score, detector
+        self.refine, self.converged_iou = int(refine), converged_iou
+        self.min_score, self.detector = min_score, detector
         self.model = model if model is not None else load_face_model()
         self.cascade = Cascade.load(cascade if cascade is not None else default_cascade_path(features))
         if self.cascade.features != features:
@@ -131,7 +139,8 @@ class FaceAligner:
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         if len(boxes) == 0:
             return []
-        result = align_in_image(self.model, self.cascade, self.features, img, boxes, self.refine)
+        result = align_in_image(self.model, self.cascade, self.features, img, boxes, self.refine,
+                               self.converged_iou)
         m1 = self.model.n_identity
         out = []
         for i in range(len(boxes)):

@@ -32,8 +32,9 @@ DEFAULT_STAGES = 3
 DEFAULT_W_REG = 0.5          # eq. 6 prior weight against the landmark term in cm^2 (as the photo fit)
 DEFAULT_BOX_SHIFT = 0.05     # training boxes: shift up to this fraction of the crop side
 DEFAULT_BOX_SCALE = 0.1      # training boxes: scale by up to 1 +- this
-# The first shipped cascades (grid 1..1000) both picked the smallest value, so the grid reaches lower.
-LAMBDA_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 100.0, 1000.0)
+# The first shipped cascades (grid 1..1000) both picked the smallest value, so the grid reaches lower;
+# a cascade on 5,649 x 5 faces picked 0.1, its smallest, for the first stage, hence 0.01 and 0.03.
+LAMBDA_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0, 1000.0)
 GEOMETRY_CHUNK = 128
 TEMPLATE_IMAGES = 1000       # training faces averaged into the confidence template
 

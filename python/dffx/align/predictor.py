@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from ..detect.boxes import paired_iou
 from ..preprocess import crop_face, crop_to_image
 from .cascade import Cascade
 from .features import DFFLandmarkFeatures, SIFTLandmarkFeatures
@@ -114,7 +115,8 @@ class ImageAlignment:
     score: np.ndarray | None
 
 
-def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, refine: int = 0) -> ImageAlignment:
+def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, refine: int = 0,
+                   converged_iou: float | None = None) -> ImageAlignment:
     """Run the cascade on every face box of one image, with optional re-crop passes.
 
     Each pass cuts the canonical crop (:func:`dffx.preprocess.crop_face`) from a box and runs
@@ -123,24 +125,32 @@ def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, 
     another detector (or a Haar cascade) drew elsewhere. With a template, each face keeps its
     best-scoring pass; without one, its last pass.
 
+    A face whose landmark box already overlaps the box its pass started from by IoU >=
+    ``converged_iou`` has converged: a further pass would cut nearly the same crop, so it gets
+    none (docs/alignment.md, "Re-crop passes"). Faces are re-run only while some have not.
+
     Args:
         model: :class:`dffx.FaceModel`; cascade: :class:`Cascade`; features: its landmark features.
         image: uint8 (H, W, 3) BGR.
         boxes: (F, 4) face boxes x0, y0, x1, y1 in image pixels (landmark-box convention), F >= 1.
-        refine: extra passes (0: the paper's single run from the given box).
+        refine: extra passes at most (0: the paper's single run from the given box).
+        converged_iou: IoU at which a face stops re-cropping; None (or above 1, which no IoU
+            reaches): every face gets all ``refine`` passes.
 
     Returns:
         :class:`ImageAlignment`.
 
     Raises:
-        ValueError: negative ``refine``, no boxes, or a box of non-positive size.
+        ValueError: negative ``refine``, ``converged_iou`` not a number > 0, no boxes, or a box of
+        non-positive size.
     """
     if refine < 0:
         raise ValueError(f"refine must be >= 0, got {refine}")
+    check_converged_iou(converged_iou)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     if len(boxes) == 0:
         raise ValueError("no face boxes")
-    best = None
+    best, rows = None, np.arange(len(boxes))  # rows: the faces this pass runs on
     for _ in range(refine + 1):
         crops, transforms = zip(*(crop_face(image, box) for box in boxes))
         state = cascade.run(model, features, np.stack(crops))
@@ -148,10 +158,22 @@ def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, 
         if best is None:
             best = result
         else:
-            take = np.ones(len(boxes), bool) if result.score is None else result.score > best.score
-            _take_rows(best, result, take)
-        boxes = np.concatenate([result.landmarks.min(1), result.landmarks.max(1)], axis=1)
+            take = np.ones(len(rows), bool) if result.score is None else result.score > best.score[rows]
+            _take_rows(best, result, rows[take], take)
+        next_boxes = np.concatenate([result.landmarks.min(1), result.landmarks.max(1)], axis=1)
+        if converged_iou is not None:
+            going_on = paired_iou(boxes, next_boxes) < converged_iou
+            rows, next_boxes = rows[going_on], next_boxes[going_on]
+            if len(rows) == 0:
+                break
+        boxes = next_boxes
     return best
+
+
+def check_converged_iou(converged_iou: float | None) -> None:
+    """Raise ValueError unless ``converged_iou`` is None or a number > 0 (above 1 no face converges)."""
+    if converged_iou is not None and not converged_iou > 0:
+        raise ValueError(f"converged_iou must be a number > 0 or None, got {converged_iou!r}")
 
 
 def _to_image(state, transforms, boxes: np.ndarray) -> ImageAlignment:
@@ -166,12 +188,13 @@ def _to_image(state, transforms, boxes: np.ndarray) -> ImageAlignment:
                           params=np.asarray(state.params).copy(), score=state.score)
 
 
-def _take_rows(into: ImageAlignment, source: ImageAlignment, rows: np.ndarray) -> None:
-    """Overwrite ``rows`` (bool (F,)) of every per-face array of ``into`` with ``source``'s."""
+def _take_rows(into: ImageAlignment, source: ImageAlignment, rows: np.ndarray, take: np.ndarray) -> None:
+    """Overwrite faces ``rows`` (int (T,)) of every per-face array of ``into`` with the faces
+    ``take`` (bool (S,), T of them true) of ``source``."""
     for item in fields(into):
         target = getattr(into, item.name)
         if target is not None:
-            target[rows] = getattr(source, item.name)[rows]
+            target[rows] = getattr(source, item.name)[take]
 
 
 class CascadePredictor:
@@ -183,20 +206,22 @@ class CascadePredictor:
         weights: DFF weights (for "dff" cascades; None = the network the cascade was trained
             with, see :func:`cascade_features`).
         device: torch device for the DFF network.
-        refine: re-crop passes (:func:`align_in_image`).
+        refine, converged_iou: re-crop passes (:func:`align_in_image`).
     """
 
-    def __init__(self, model, cascade, weights=None, device=None, refine: int = 0):
+    def __init__(self, model, cascade, weights=None, device=None, refine: int = 0,
+                 converged_iou: float | None = None):
         self.model = model
         self.cascade = cascade if isinstance(cascade, Cascade) else Cascade.load(cascade)
         self.features = cascade_features(self.cascade, weights, device)
         self.name = self.cascade.features
-        self.refine = refine
+        self.refine, self.converged_iou = refine, converged_iou
 
     def predict(self, image, box):
         """:class:`dffx.eval.predictors.Prediction` for the face in ``box`` of a BGR uint8 image."""
         from ..eval.predictors import Prediction
 
         image = image if image.ndim == 3 else np.repeat(image[..., None], 3, 2)
-        result = align_in_image(self.model, self.cascade, self.features, image, box, self.refine)
+        result = align_in_image(self.model, self.cascade, self.features, image, box, self.refine,
+                              self.converged_iou)
         return Prediction(result.landmarks[0], result.camera[0])

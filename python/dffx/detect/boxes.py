@@ -28,6 +28,14 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return box_overlap(a, b)
 
 
+def paired_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of box a[i] with box b[i]: (K, 4+) each -> (K,)."""
+    b = np.atleast_2d(b)
+    if len(b) != len(np.atleast_2d(a)):
+        raise ValueError(f"paired_iou needs as many boxes in b as in a, got {len(b)} and {len(np.atleast_2d(a))}")
+    return box_overlap(a, b.T)  # b.T[2] is a (K,) column: box_overlap's arithmetic pairs row i with row i
+
+
 def overlap_groups(boxes: np.ndarray, scores: np.ndarray, threshold: float,
                    by_min: bool = False) -> list[list[int]]:
     """Greedy non-maximum suppression that also reports what each kept box suppressed.

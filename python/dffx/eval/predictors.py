@@ -55,7 +55,7 @@ class MeanShapePredictor:
 
 
 def _cascade(features: str):
-    def build(model, cascade=None, refine: int = 0):
+    def build(model, cascade=None, refine: int = 0, converged_iou: float | None = None):
         from ..align import Cascade, CascadePredictor
         from ..align.predictor import default_cascade_path
 
@@ -63,32 +63,36 @@ def _cascade(features: str):
         if directions.features != features:  # checked before the features (a network) are loaded
             raise ValueError(f"cascade file {cascade} was trained with {directions.features!r} features, "
                              f"not {features!r}")
-        return CascadePredictor(model, directions, refine=refine)
+        return CascadePredictor(model, directions, refine=refine, converged_iou=converged_iou)
     return build
 
 
 METHODS = {"mean-shape": MeanShapePredictor, "sift": _cascade("sift"), "dff": _cascade("dff")}
 
 
-def make_predictor(method: str, model, cascade=None, refine: int = 0):
+def make_predictor(method: str, model, cascade=None, refine: int = 0, converged_iou: float | None = None):
     """Build the predictor named ``method``; ValueError lists the available ones.
 
     ``dff`` and ``sift`` are the cascade of Sec. III-C with the shipped descent directions
     (``dffx/weights/cascade_{dff,sift}.npz``), or with ``cascade``, a file written by ``dffx
     train cascade`` for the same features (a DFF cascade brings the network it records), run
-    with ``refine`` re-crop passes (:func:`dffx.align.predictor.align_in_image`).
+    with ``refine`` re-crop passes, which stop early for faces whose box moved less than
+    ``converged_iou`` (:func:`dffx.align.predictor.align_in_image`).
 
     Raises:
-        ValueError: unknown method, ``cascade`` or ``refine`` given to mean-shape, negative
-            ``refine``, or a cascade trained with other features; FileNotFoundError: missing
-            cascade or network file.
+        ValueError: unknown method, ``cascade``, ``refine`` or ``converged_iou`` given to
+            mean-shape, negative ``refine``, ``converged_iou`` not a number > 0, or a cascade
+            trained with other features; FileNotFoundError: missing cascade or network file.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method '{method}'; available: {', '.join(METHODS)}")
     if method == "mean-shape":
-        if cascade is not None or refine:
+        if cascade is not None or refine or converged_iou is not None:
             raise ValueError("cascade files and refine passes apply to the dff and sift methods, not mean-shape")
         return METHODS[method](model)
     if refine < 0:
         raise ValueError(f"refine must be >= 0, got {refine}")
-    return METHODS[method](model, cascade, refine)
+    from ..align.predictor import check_converged_iou
+
+    check_converged_iou(converged_iou)
+    return METHODS[method](model, cascade, refine, converged_iou)

@@ -45,6 +45,7 @@ class EvalOptions:
     progress: bool = True
     cascade: Path | None = None  # dff/sift: descent directions other than the shipped ones
     refine: int = 0  # dff/sift: re-crop passes from the landmark box (dffx.align.predictor.align_in_image)
+    converged_iou: float | None = None  # dff/sift: box IoU that ends a face's re-crop passes; None: all run
 
 
 def _load(opts: EvalOptions):
@@ -105,7 +106,8 @@ def evaluate(opts: EvalOptions, model=None) -> tuple[dict, list[dict]]:
     from .visibility import ground_truth_visibility
 
     model = model if model is not None else load_face_model()
-    predictor = make_predictor(opts.method, model, opts.cascade, refine=opts.refine)
+    predictor = make_predictor(opts.method, model, opts.cascade, refine=opts.refine,
+                               converged_iou=opts.converged_iou)
     samples, report = _load(opts)
     if not samples:
         raise ValueError(f"no usable samples under '{opts.root}' ({len(report.skipped)} skipped)")
@@ -150,6 +152,8 @@ def _summarize(opts, rows, report, samples, stats) -> dict:
         summary["cascade"] = str(opts.cascade)
     if opts.refine:
         summary["refine"] = opts.refine
+        if opts.converged_iou is not None:
+            summary["converged_iou"] = opts.converged_iou
     if opts.dataset in ("aflw2000-3d", "aflw"):
         yaws = np.array([r["yaw"] for r in rows], np.float64)
         summary.update(summarize_bins(np.array([r["nme"] for r in rows]), yaws))
@@ -192,7 +196,8 @@ def format_table(summary: dict) -> str:
     if "cascade" in summary:
         lines.append(f"cascade: {summary['cascade']}")
     if "refine" in summary:
-        lines.append(f"re-crop passes: {summary['refine']}")
+        until = f" (a face stops at box IoU >= {summary['converged_iou']})" if "converged_iou" in summary else ""
+        lines.append(f"re-crop passes: {summary['refine']}{until}")
     if "bins" in summary:
         lines.append(f"yaw bins from {summary['yaw_source']}; NME normalised by {summary['normalisation']}")
         header = f"{'Method':<24}{'[0,30]':>8}{'[30,60]':>9}{'[60,90]':>9}{'Mean':>8}{'Std':>8}"
