@@ -218,6 +218,37 @@ def test_init_from_fine_tunes_a_finished_run(trained, data_dir, tmp_path, capsys
                               net=DFFNetConfig(base_channels=8, depth=3)), dataset_factory=FakeSynthDataset)
 
 
+def test_init_from_a_weights_file_estimates_the_patch_vectors(trained, data_dir, tmp_path, capsys, monkeypatch):
+    """--init with a weights file (no loss head): each patch vector starts as the normalised mean
+    descriptor of the patch's pixels, which classifies the held-out pixels about as well as the
+    vectors the source run learned, where random vectors stay near chance (1/24)."""
+    out, result = trained
+    monkeypatch.setattr(train_mod, "INIT_CLASS_IMAGES", N_TRAIN)
+    cfg = tiny_config(data_dir, tmp_path / "w.pt", steps=1, val_every=0, init_from=out, lr=1e-9, warmup_steps=0)
+    tuned = train_dff(cfg, dataset_factory=FakeSynthDataset)
+    assert "initialised from weights" in capsys.readouterr().out
+    assert tuned.val["accuracy"] > 0.8 * result.val["accuracy"] and tuned.val["accuracy"] > 4 / 24
+    fresh = train_dff(tiny_config(data_dir, tmp_path / "f.pt", steps=1, val_every=0, lr=1e-9, warmup_steps=0),
+                      dataset_factory=FakeSynthDataset)
+    assert fresh.val["accuracy"] < 2 / 24
+    # the vectors are the per-patch mean descriptors, computed here in NumPy over all training images
+    net, _ = load_weights(out)
+    data = FakeSynthDataset(data_dir, "train")
+    with torch.no_grad():
+        maps = net(torch.from_numpy(data.images)).numpy().transpose(0, 2, 3, 1)   # (N, H, W, D)
+    face = data.tri >= 0
+    pixels, tri = maps[face], data.tri[face]
+    lut = np.load(data_dir / "segmentations.npz")["lut"]
+    h = load_checkpoint(list_checkpoints(cfg.checkpoint_path)[-1])["loss_head"]["h"].numpy()
+    for k in range(lut.shape[0]):
+        for j in np.unique(lut[k, tri])[:5]:
+            mean = pixels[lut[k, tri] == j].mean(0)
+            np.testing.assert_allclose(h[k, j], mean / np.linalg.norm(mean), atol=2e-3)
+    with pytest.raises(ValueError, match="network"):
+        train_dff(tiny_config(data_dir, tmp_path / "n.pt", steps=1, init_from=out,
+                              net=DFFNetConfig(base_channels=8, depth=3)), dataset_factory=FakeSynthDataset)
+
+
 def test_empty_held_out_split(data_dir, tmp_path):
     def factory(root, split):
         if split == "val":

@@ -74,7 +74,9 @@ def add_train_dff_parser(train_subparsers) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help=f"(default {d.checkpoint_every})")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
-                   help="fine-tune: start net and patch vectors from this training checkpoint (fresh optimizer and schedule)")
+                   help="fine-tune: start net and patch vectors from this training checkpoint, or the net from a "
+                        "weights file or shipped name such as 'default' (patch vectors: each patch's mean "
+                        "descriptor); fresh optimizer and schedule")
     p.add_argument("--stop-at", type=int, default=None, help="stop after this global step (train in slices)")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="checkpoint and stop after this many minutes (resume later with --resume)")

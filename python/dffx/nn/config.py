@@ -119,7 +119,9 @@ class TrainConfig:
         keep_checkpoints: keep this many newest checkpoints (older ones are deleted).
         resume: continue from the newest checkpoint in ``checkpoint_dir`` (fresh start if none).
         init_from: start the network and the loss head's patch vectors from this training
-            checkpoint (fine-tuning: step count, optimizer state and schedule start fresh).
+            checkpoint (fine-tuning: step count, optimizer state and schedule start fresh), or
+            the network from this weights file or shipped name ("default"), with the patch
+            vectors set to the mean descriptor of each patch over training images.
             Ignored when ``resume`` finds a checkpoint of this run.
         workers: DataLoader worker processes (0: load in the main process).
         device: "cpu", "cuda" or "cuda:N" (None: CUDA when available). Under torchrun each rank
