@@ -171,6 +171,29 @@ def test_shipped_dff_cascade_loads_the_network_it_was_trained_with():
         cascade_features(cascade, weights=name, device="cpu")  # naming the right one is silent
 
 
+def test_a_cascade_of_an_outside_network_loads_the_weights_file_it_recorded(tmp_path):
+    """A cascade trained with a network file outside the package records that file's path; it
+    is loaded (silently) while it exists, and a warning says so when it is gone."""
+    import copy
+    import shutil
+    import warnings
+
+    from dffx.align import Cascade
+    from dffx.align.predictor import cascade_features, default_cascade_path, file_sha256
+    from dffx.nn.extractor import shipped_weights_path
+
+    weights = tmp_path / "my_net.pt"
+    shutil.copy(shipped_weights_path("base8"), weights)
+    cascade = copy.copy(Cascade.load(default_cascade_path("dff")))
+    cascade.info = dict(cascade.info, dff_network=None, dff_weights=str(weights), dff_sha256=file_sha256(weights))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cascade_features(cascade, device="cpu").extractor.weights_path == weights
+    weights.unlink()
+    with pytest.warns(UserWarning, match="not the network this cascade was trained with"):
+        cascade_features(cascade, device="cpu")
+
+
 def test_cli_align_writes_json_and_overlay_and_survives_bad_files(tmp_path):
     """`dffx align` on the shipped generated photo (SIFT cascade: no network weights needed)."""
     import json

@@ -61,6 +61,13 @@ def file_sha256(path) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def _recorded_weights_file(recorded):
+    """The weights path a cascade recorded for a network outside the package, if it exists."""
+    from pathlib import Path
+
+    return recorded if recorded and not recorded.startswith("dffx/weights/") and Path(recorded).is_file() else None
+
+
 def cascade_features(cascade: Cascade, weights=None, device=None):
     """The landmark features a cascade was trained with.
 
@@ -70,8 +77,9 @@ def cascade_features(cascade: Cascade, weights=None, device=None):
 
     Args:
         cascade: a loaded :class:`Cascade`.
-        weights: DFF weights to use instead (name, path or DFFNet); None: the recorded network
-            (or the shipped default when the file records none).
+        weights: DFF weights to use instead (name, path or DFFNet); None: the recorded network,
+            a shipped name or, for a network trained outside the package, the weights file the
+            cascade recorded if it still exists (else the shipped default, with a warning).
         device: torch device for the DFF network.
 
     Returns:
@@ -82,7 +90,9 @@ def cascade_features(cascade: Cascade, weights=None, device=None):
     """
     if cascade.features != "dff":
         return make_features(cascade.features, None, device)
-    features = make_features("dff", weights if weights is not None else cascade.info.get("dff_network"), device)
+    if weights is None:
+        weights = cascade.info.get("dff_network") or _recorded_weights_file(cascade.info.get("dff_weights"))
+    features = make_features("dff", weights, device)
     expected, path = cascade.info.get("dff_sha256"), features.extractor.weights_path
     if expected and (path is None or file_sha256(path) != expected):
         import warnings
