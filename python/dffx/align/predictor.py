@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 
@@ -37,8 +38,6 @@ def synth_split(root, split: str, limit: int | None = None, seed: int = 0) -> di
 
 def default_cascade_path(features: str):
     """Path of the shipped descent directions for "dff" or "sift" (``dffx/weights/``)."""
-    from pathlib import Path
-
     return Path(__file__).resolve().parents[1] / "weights" / f"cascade_{features}.npz"
 
 
@@ -59,13 +58,6 @@ def file_sha256(path) -> str:
 
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
-
-
-def _recorded_weights_file(recorded):
-    """The weights path a cascade recorded for a network outside the package, if it exists."""
-    from pathlib import Path
-
-    return recorded if recorded and not recorded.startswith("dffx/weights/") and Path(recorded).is_file() else None
 
 
 def cascade_features(cascade: Cascade, weights=None, device=None):
@@ -91,7 +83,9 @@ def cascade_features(cascade: Cascade, weights=None, device=None):
     if cascade.features != "dff":
         return make_features(cascade.features, None, device)
     if weights is None:
-        weights = cascade.info.get("dff_network") or _recorded_weights_file(cascade.info.get("dff_weights"))
+        # a shipped network is recorded by name; one from outside the package by its file's path
+        recorded = cascade.info.get("dff_weights")
+        weights = cascade.info.get("dff_network") or (recorded if recorded and Path(recorded).is_file() else None)
     features = make_features("dff", weights, device)
     expected, path = cascade.info.get("dff_sha256"), features.extractor.weights_path
     if expected and (path is None or file_sha256(path) != expected):

@@ -257,7 +257,7 @@ def _class_vectors_from_features(module: _TrainModule, dataset, cfg: TrainConfig
                 labels = head.lut[:, tri[face]].long()                           # (K, N)
                 for k in range(K):
                     sums[k].index_add_(0, labels[k], pixels)
-                    counts[k].index_add_(0, labels[k], torch.ones_like(labels[k], dtype=torch.float64))
+                    counts[k] += torch.bincount(labels[k], minlength=C)
     finally:
         net.train(was_training)
     seen = counts > 0
