@@ -126,12 +126,14 @@ def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, 
     Each pass cuts the canonical crop (:func:`dffx.preprocess.crop_face`) from a box and runs
     the cascade (eq. 4-8). A refine pass starts from the box of the previous pass's 68
     landmarks, which is the box convention the cascade was trained on, so it corrects a box that
-    another detector (or a Haar cascade) drew elsewhere. With a template, each face keeps its
-    best-scoring pass; without one, its last pass.
+    another detector (or a Haar cascade) drew elsewhere.
 
     A face whose landmark box already overlaps the box its pass started from by IoU >=
     ``converged_iou`` has converged: a further pass would cut nearly the same crop, so it gets
-    none (docs/alignment.md, "Re-crop passes"). Faces are re-run only while some have not.
+    none (docs/alignment.md, "Re-crop passes"). Faces are re-run only while some have not. Each
+    face keeps the last pass it ran: the one it converged at, or its last refine pass. (Keeping
+    the best-scoring pass instead did worse from detector boxes once passes stop at
+    convergence; docs/alignment.md, "Which pass a face keeps".)
 
     Args:
         model: :class:`dffx.FaceModel`; cascade: :class:`Cascade`; features: its landmark features.
@@ -154,16 +156,15 @@ def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, 
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     if len(boxes) == 0:
         raise ValueError("no face boxes")
-    best, rows = None, np.arange(len(boxes))  # rows: the faces this pass runs on
+    kept, rows = None, np.arange(len(boxes))  # rows: the faces this pass runs on
     for _ in range(refine + 1):
         crops, transforms = zip(*(crop_face(image, box) for box in boxes))
         state = cascade.run(model, features, np.stack(crops))
         result = _to_image(state, transforms, boxes)
-        if best is None:
-            best = result
+        if kept is None:
+            kept = result
         else:
-            take = np.ones(len(rows), bool) if result.score is None else result.score > best.score[rows]
-            _take_rows(best, result, rows[take], take)
+            _replace_rows(kept, result, rows)
         next_boxes = np.concatenate([result.landmarks.min(1), result.landmarks.max(1)], axis=1)
         if converged_iou is not None:
             going_on = paired_iou(boxes, next_boxes) < converged_iou
@@ -171,7 +172,7 @@ def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, 
             if len(rows) == 0:
                 break
         boxes = next_boxes
-    return best
+    return kept
 
 
 def check_converged_iou(converged_iou: float | None) -> None:
@@ -192,13 +193,12 @@ def _to_image(state, transforms, boxes: np.ndarray) -> ImageAlignment:
                           params=np.asarray(state.params).copy(), score=state.score)
 
 
-def _take_rows(into: ImageAlignment, source: ImageAlignment, rows: np.ndarray, take: np.ndarray) -> None:
-    """Overwrite faces ``rows`` (int (T,)) of every per-face array of ``into`` with the faces
-    ``take`` (bool (S,), T of them true) of ``source``."""
+def _replace_rows(into: ImageAlignment, source: ImageAlignment, rows: np.ndarray) -> None:
+    """Overwrite faces ``rows`` (int (S,)) of every per-face array of ``into`` with the S faces of ``source``."""
     for item in fields(into):
         target = getattr(into, item.name)
         if target is not None:
-            target[rows] = getattr(source, item.name)[take]
+            target[rows] = getattr(source, item.name)
 
 
 class CascadePredictor:
