@@ -324,26 +324,35 @@ def test_converged_faces_skip_the_refine_pass_and_the_others_get_it(dff_aligner,
     np.testing.assert_allclose(run(1, 1.5).landmarks, every.landmarks, atol=1e-3)
 
 
-def test_each_face_keeps_its_last_pass(dff_aligner, face_model, aflw2000_dir):
-    """``refine=1`` without convergence returns, for every face, the pass started from the box of
-    its first pass's 68 landmarks, score and all, whether or not that pass scores higher."""
-    from dffx.align.predictor import align_in_image
+def test_each_face_keeps_its_last_or_its_best_scoring_pass(dff_aligner, face_model, aflw2000_dir):
+    """``refine=1`` without convergence: with ``keep="last"`` (the DFF cascade's default) every face
+    gets the pass started from the box of its first pass's 68 landmarks, score and all; with
+    ``keep="best-score"`` each face gets whichever of its two passes scored higher."""
+    from dffx.align.predictor import KEEP_PASS, align_in_image
 
     (image, _, box), = _aflw2000_faces(aflw2000_dir, {"image00430"})
     side = box[2:] - box[:2]
     boxes = np.stack([box, box + np.r_[0.15 * side, -0.1 * side]])
 
-    def run(start, refine):
-        return align_in_image(face_model, dff_aligner.cascade, dff_aligner.features, image, start, refine)
+    def run(start, refine, keep=None):
+        return align_in_image(face_model, dff_aligner.cascade, dff_aligner.features, image, start, refine,
+                              keep=keep)
 
     first = run(boxes, 0)
     second = run(np.concatenate([first.landmarks.min(1), first.landmarks.max(1)], axis=1), 0)
-    refined = run(boxes, 1)
-    assert first.score[0] > second.score[0]  # from the true box pass 2 scores lower: a best-score rule keeps pass 1
-    np.testing.assert_allclose(refined.landmarks, second.landmarks, atol=1e-3)
-    np.testing.assert_allclose(refined.boxes, second.boxes)
-    np.testing.assert_allclose(refined.score, second.score, atol=1e-5)
-    assert not np.allclose(refined.landmarks, first.landmarks, atol=0.5)
+    # from the true box pass 2 scores lower, from the displaced one higher: the two rules differ
+    assert first.score[0] > second.score[0] and second.score[1] > first.score[1]
+    assert KEEP_PASS["dff"] == "last"
+    for keep in (None, "last"):
+        refined = run(boxes, 1, keep)
+        np.testing.assert_allclose(refined.landmarks, second.landmarks, atol=1e-3)
+        np.testing.assert_allclose(refined.boxes, second.boxes)
+        np.testing.assert_allclose(refined.score, second.score, atol=1e-5)
+    best = run(boxes, 1, "best-score")
+    np.testing.assert_allclose(best.landmarks, [first.landmarks[0], second.landmarks[1]], atol=1e-3)
+    np.testing.assert_allclose(best.score, [first.score[0], second.score[1]], atol=1e-5)
+    with pytest.raises(ValueError, match="keep"):
+        run(boxes, 1, "best")
 
 
 def test_paired_iou_matches_one_box_at_a_time():

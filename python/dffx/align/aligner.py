@@ -70,8 +70,9 @@ class FaceAligner:
         device: torch device for the DFF network (default: CUDA if available, else CPU).
         model: a :class:`dffx.FaceModel` (default: ``load_face_model()``, i.e. $DFFX_FACE_MODEL).
         refine: re-crop passes after the first run (:func:`dffx.align.predictor.align_in_image`):
-            each starts from the box of the previous landmarks, and each face keeps the last
-            pass it ran. Default ``DEFAULT_REFINE``.
+            each starts from the box of the previous landmarks. Each face keeps its last pass
+            (DFF) or its best-scoring pass (SIFT), whichever did better on held-out renders
+            (:data:`dffx.align.predictor.KEEP_PASS`). Default ``DEFAULT_REFINE``.
         converged_iou: a face gets no further pass once its landmarks' box overlaps the box its
             pass started from by this IoU: the next crop would be nearly the same. None: every
             face gets all ``refine`` passes. Default ``DEFAULT_CONVERGED_IOU``.

@@ -119,8 +119,14 @@ class ImageAlignment:
     score: np.ndarray | None
 
 
+# Which re-crop pass a face keeps, per cascade features, measured on held-out renders from true,
+# MTCNN and Haar boxes (docs/alignment.md, "Which pass a face keeps"): for DFF the last pass is
+# 3-5% better from detector boxes than the best-scoring one; for SIFT the best-scoring is 4-5% better.
+KEEP_PASS = {"dff": "last", "sift": "best-score"}
+
+
 def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, refine: int = 0,
-                   converged_iou: float | None = None) -> ImageAlignment:
+                   converged_iou: float | None = None, keep: str | None = None) -> ImageAlignment:
     """Run the cascade on every face box of one image, with optional re-crop passes.
 
     Each pass cuts the canonical crop (:func:`dffx.preprocess.crop_face`) from a box and runs
@@ -131,9 +137,8 @@ def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, 
     A face whose landmark box already overlaps the box its pass started from by IoU >=
     ``converged_iou`` has converged: a further pass would cut nearly the same crop, so it gets
     none (docs/alignment.md, "Re-crop passes"). Faces are re-run only while some have not. Each
-    face keeps the last pass it ran: the one it converged at, or its last refine pass. (Keeping
-    the best-scoring pass instead did worse from detector boxes once passes stop at
-    convergence; docs/alignment.md, "Which pass a face keeps".)
+    face keeps its last pass (the one it converged at, or its last refine pass) or, with
+    ``keep="best-score"``, its best-scoring pass; :data:`KEEP_PASS` gives each cascade's default.
 
     Args:
         model: :class:`dffx.FaceModel`; cascade: :class:`Cascade`; features: its landmark features.
@@ -142,16 +147,21 @@ def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, 
         refine: extra passes at most (0: the paper's single run from the given box).
         converged_iou: IoU at which a face stops re-cropping; None (or above 1, which no IoU
             reaches): every face gets all ``refine`` passes.
+        keep: "last" or "best-score" (the last pass for a cascade file without a template);
+            None: ``KEEP_PASS[cascade.features]``.
 
     Returns:
         :class:`ImageAlignment`.
 
     Raises:
-        ValueError: negative ``refine``, ``converged_iou`` not a number > 0, no boxes, or a box of
-        non-positive size.
+        ValueError: negative ``refine``, ``converged_iou`` not a number > 0, an unknown ``keep``,
+        no boxes, or a box of non-positive size.
     """
     if refine < 0:
         raise ValueError(f"refine must be >= 0, got {refine}")
+    keep = KEEP_PASS.get(cascade.features, "last") if keep is None else keep
+    if keep not in ("last", "best-score"):
+        raise ValueError(f"keep must be 'last' or 'best-score', got {keep!r}")
     check_converged_iou(converged_iou)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     if len(boxes) == 0:
@@ -164,7 +174,9 @@ def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, 
         if kept is None:
             kept = result
         else:
-            _replace_rows(kept, result, rows)
+            last = keep == "last" or result.score is None
+            take = np.ones(len(rows), bool) if last else result.score > kept.score[rows]
+            _take_rows(kept, result, rows[take], take)
         next_boxes = np.concatenate([result.landmarks.min(1), result.landmarks.max(1)], axis=1)
         if converged_iou is not None:
             going_on = paired_iou(boxes, next_boxes) < converged_iou
@@ -193,12 +205,13 @@ def _to_image(state, transforms, boxes: np.ndarray) -> ImageAlignment:
                           params=np.asarray(state.params).copy(), score=state.score)
 
 
-def _replace_rows(into: ImageAlignment, source: ImageAlignment, rows: np.ndarray) -> None:
-    """Overwrite faces ``rows`` (int (S,)) of every per-face array of ``into`` with the S faces of ``source``."""
+def _take_rows(into: ImageAlignment, source: ImageAlignment, rows: np.ndarray, take: np.ndarray) -> None:
+    """Overwrite faces ``rows`` (int (T,)) of every per-face array of ``into`` with the faces
+    ``take`` (bool (S,), T of them true) of ``source``."""
     for item in fields(into):
         target = getattr(into, item.name)
         if target is not None:
-            target[rows] = getattr(source, item.name)
+            target[rows] = getattr(source, item.name)[take]
 
 
 class CascadePredictor:
