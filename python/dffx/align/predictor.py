@@ -122,6 +122,7 @@ class ImageAlignment:
 # Which re-crop pass a face keeps, per cascade features, measured on held-out renders from true,
 # MTCNN and Haar boxes (docs/alignment.md, "Which pass a face keeps"): for DFF the last pass is
 # 3-5% better from detector boxes than the best-scoring one; for SIFT the best-scoring is 4-5% better.
+KEEP_RULES = ("last", "best-score")
 KEEP_PASS = {"dff": "last", "sift": "best-score"}
 
 
@@ -160,8 +161,8 @@ def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, 
     if refine < 0:
         raise ValueError(f"refine must be >= 0, got {refine}")
     keep = KEEP_PASS.get(cascade.features, "last") if keep is None else keep
-    if keep not in ("last", "best-score"):
-        raise ValueError(f"keep must be 'last' or 'best-score', got {keep!r}")
+    if keep not in KEEP_RULES:
+        raise ValueError(f"keep must be one of {KEEP_RULES}, got {keep!r}")
     check_converged_iou(converged_iou)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     if len(boxes) == 0:
@@ -174,8 +175,8 @@ def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, 
         if kept is None:
             kept = result
         else:
-            last = keep == "last" or result.score is None
-            take = np.ones(len(rows), bool) if last else result.score > kept.score[rows]
+            by_score = keep == "best-score" and result.score is not None
+            take = result.score > kept.score[rows] if by_score else np.ones(len(rows), bool)
             _take_rows(kept, result, rows[take], take)
         next_boxes = np.concatenate([result.landmarks.min(1), result.landmarks.max(1)], axis=1)
         if converged_iou is not None:
