@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The GPU check of issues 5 and 6, as one prepared script for a lent GPU machine (device tool):
+# build with the CUDA kernels, run the CUDA tests (kernels vs their CPU/reference twins, the fused
+# angular-softmax loss's value and gradient included), time the CUDA benchmarks against their
+# references, measure per-face latency stage by stage on the GPU and the CPU, and, when
+# DFFX_TRAIN_MINUTES > 0, a short training run on renders synthesized there.
+#
+# Here first:  bash tools/device/pack.sh
+# There:       device run, carry [".device"], command "bash tools/device/check.sh", timeout_s 540
+#              (DFFX_TRAIN_MINUTES=3 bash tools/device/check.sh adds the training run)
+# A dry run on a CPU machine: DFFX_CUDA=AUTO OUT=/tmp/out bash tools/device/check.sh
+#
+# Everything goes to $OUT (the device tool brings it back): check.log, env.txt, tests.xml,
+# bench_cuda.json, latency_{cuda,cpu}.json and, with training, train_log.jsonl + dff_gpu.pt.
+# Each step runs even when an earlier one failed; the exit status is the number that failed.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+repo="$PWD"
+OUT="${OUT:-$repo/build/device-out}"
+mkdir -p "$OUT"
+exec > >(tee "$OUT/check.log") 2>&1
+export PYTHONUNBUFFERED=1
+cuda="${DFFX_CUDA:-ON}"                # ON: a build without the kernels is an error
+train_minutes="${DFFX_TRAIN_MINUTES:-0}"
+py="${PYTHON:-python3}"
+site=/tmp/dffx-site
+failed=0
+step() {  # step NAME COMMAND...: run, time and record one step
+  local name=$1 t0=$SECONDS rc
+  shift
+  echo "== $name"
+  "$@"
+  rc=$?
+  echo "== $name: rc $rc, $((SECONDS - t0)) s"
+  [ $rc -eq 0 ] || failed=$((failed + 1))
+  return 0
+}
+
+{ date -u; nvidia-smi 2>&1 | head -15; "$py" -c "import sys, torch; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"; nvcc --version 2>&1 | tail -2; } > "$OUT/env.txt"
+cat "$OUT/env.txt"
+
+build() {
+  rm -rf "$site" && mkdir -p "$site"
+  "$py" -m pip install --quiet --no-index --no-deps --target /tmp/dffx-eigen .device/eigen/*.whl || return 1
+  # No package index there: build without isolation from the image's scikit-build-core/pybind11.
+  "$py" -m pip install --no-index --no-deps --no-build-isolation --target "$site" . \
+    -C build-dir=build/device \
+    -C cmake.define.EIGEN3_INCLUDE_DIR=/tmp/dffx-eigen/cmeel.prefix/include/eigen3 \
+    -C cmake.define.DFFX_WITH_CUDA="$cuda" -C cmake.define.DFFX_CUDA_ARCHITECTURES=90 || return 1
+  PYTHONPATH="$site" "$py" -m dffx info
+}
+step build build
+export PYTHONPATH="$site" DFFX_FACE_MODEL="$repo/.device/face_model.npz"
+# The benchmarks read their photos from ../shared/data/dev, which does not travel.
+for photo in aflw2000-3d-sample/image00050.jpg dlib-examples/2008_002470.jpg; do
+  if [ ! -f "../shared/data/dev/$photo" ]; then
+    mkdir -p "../shared/data/dev/$(dirname $photo)" && cp ".device/dev/$(basename $photo)" "../shared/data/dev/$photo"
+  fi
+done
+[ "$cuda" = ON ] && export DFFX_EXPECT_CUDA=1   # tests/test_cuda.py fails if the kernels are missing
+
+# Tests of the native ops and the network: the CUDA ones compare each kernel with its CPU twin.
+step tests "$py" -m pytest -q -p no:cacheprovider --junitxml="$OUT/tests.xml" \
+  tests/test_cuda.py tests/test_loss.py tests/test_sampling.py tests/test_raster.py tests/test_nn.py
+# CUDA benchmarks, each against its reference in the same run.
+step bench "$py" -m pytest -q -p no:cacheprovider -m cuda benchmarks --benchmark-json="$OUT/bench_cuda.json"
+
+latency() {
+  local photo=.device/dev/image00050.jpg box=150,160,310,370
+  if "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    "$py" tools/device/latency.py $photo --box $box --device cuda --json "$OUT/latency_cuda.json" || return 1
+  fi
+  "$py" tools/device/latency.py $photo --box $box --device cpu --json "$OUT/latency_cpu.json"
+}
+step latency latency
+
+train() {
+  local data=/tmp/dffx-synth device=cpu
+  "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" && device=cuda
+  "$py" -m dffx synth --photos .device/photos --out $data --views 4000 --workers 0 --no-progress || return 1
+  cp .device/segmentations.npz $data/
+  "$py" -m dffx train dff --data $data --out /tmp/dffx-train/dff_gpu.pt --device $device \
+    --steps 100000 --time-limit "$train_minutes" --batch-size 32 --workers 8 --val-every 500 --val-batches 4 \
+    --checkpoint-every 100000 --no-progress || return 1
+  cp /tmp/dffx-train/dff_gpu.pt /tmp/dffx-train/dff_gpu_checkpoints/train_log.jsonl "$OUT/"
+}
+if [ "$train_minutes" != 0 ]; then step train train; fi
+
+echo "== $failed step(s) failed; results in $OUT"
+exit $failed
