@@ -39,14 +39,30 @@ step() {  # step NAME COMMAND...: run, time and record one step
 { date -u; nvidia-smi 2>&1 | head -15; "$py" -c "import sys, torch; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"; nvcc --version 2>&1 | tail -2; } > "$OUT/env.txt"
 cat "$OUT/env.txt"
 
+eigen=/tmp/dffx-eigen/cmeel.prefix/include/eigen3
+build_wheel() {  # no package index there: no build isolation, the image's scikit-build-core/pybind11
+  "$py" -m pip install --no-index --no-deps --no-build-isolation --target "$site" . \
+    -C build-dir=build/device -C cmake.define.EIGEN3_INCLUDE_DIR=$eigen \
+    -C cmake.define.DFFX_WITH_CUDA="$cuda" -C cmake.define.DFFX_CUDA_ARCHITECTURES=90
+}
+build_cmake() {  # fallback (e.g. a scikit-build-core too old): CMake directly, Python files copied
+  rm -rf "$site" && mkdir -p "$site" &&
+  cmake -S . -B build/device-cmake -G Ninja -DCMAKE_BUILD_TYPE=Release -DDFFX_BUILD_PYTHON=ON \
+    -DCMAKE_INSTALL_PREFIX="$site" -DPython_EXECUTABLE="$(command -v "$py")" \
+    -Dpybind11_DIR="$("$py" -m pybind11 --cmakedir)" -DEIGEN3_INCLUDE_DIR=$eigen \
+    -DDFFX_WITH_CUDA="$cuda" -DDFFX_CUDA_ARCHITECTURES=90 &&
+  cmake --build build/device-cmake --parallel &&
+  tar -C python -cf - --exclude='*.so' --exclude=dffx/lib --exclude=dffx/include --exclude=__pycache__ dffx |
+    tar -C "$site" -xf - &&
+  cmake --install build/device-cmake
+}
 build() {
   rm -rf "$site" && mkdir -p "$site"
   "$py" -m pip install --quiet --no-index --no-deps --target /tmp/dffx-eigen .device/eigen/*.whl || return 1
-  # No package index there: build without isolation from the image's scikit-build-core/pybind11.
-  "$py" -m pip install --no-index --no-deps --no-build-isolation --target "$site" . \
-    -C build-dir=build/device \
-    -C cmake.define.EIGEN3_INCLUDE_DIR=/tmp/dffx-eigen/cmeel.prefix/include/eigen3 \
-    -C cmake.define.DFFX_WITH_CUDA="$cuda" -C cmake.define.DFFX_CUDA_ARCHITECTURES=90 || return 1
+  if [ -n "${DFFX_BUILD_WITH_CMAKE:-}" ] || ! build_wheel; then
+    echo "== building with CMake directly"
+    build_cmake || return 1
+  fi
   PYTHONPATH="$site" "$py" -m dffx info
 }
 step build build
