@@ -108,25 +108,29 @@ def _reference_cuda(net, images):
 CUDA_TOL = 1e-2
 
 
+def _bench_cuda(benchmark, torch, batch, timed, other):
+    """Time ``timed(images)`` on the GPU in group dff-extract-cuda-b<batch> after one warm-up (cuDNN
+    algorithm choice); assert it agrees with ``other(images)``; return its output."""
+    benchmark.group = f"dff-extract-cuda-b{batch}"
+    benchmark.extra_info["device"] = torch.cuda.get_device_name()
+    images = _images(batch)
+    timed(images)
+    out = benchmark(_synchronised, torch, timed, images)
+    assert out.shape == (batch, 32, SIZE, SIZE)
+    assert (out - other(images)).abs().max() <= CUDA_TOL
+    return out
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("batch", [1, 8])
 def test_extract_extractor_cuda(benchmark, cuda_extractor, cuda_reference_net, cuda_torch, batch):
-    benchmark.group = f"dff-extract-cuda-b{batch}"
-    benchmark.extra_info["device"] = cuda_torch.cuda.get_device_name()
-    images = _images(batch)
-    cuda_extractor.extract(images)  # warm-up (cuDNN algorithm choice)
-    out = benchmark(_synchronised, cuda_torch, cuda_extractor.extract, images)
-    assert out.is_cuda and out.shape == (batch, 32, SIZE, SIZE)
-    assert (out - _reference_cuda(cuda_reference_net, images)).abs().max() <= CUDA_TOL
+    out = _bench_cuda(benchmark, cuda_torch, batch, cuda_extractor.extract,
+                      lambda images: _reference_cuda(cuda_reference_net, images))
+    assert out.is_cuda
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("batch", [1, 8])
 def test_extract_reference_cuda(benchmark, cuda_extractor, cuda_reference_net, cuda_torch, batch):
-    benchmark.group = f"dff-extract-cuda-b{batch}"
-    benchmark.extra_info["device"] = cuda_torch.cuda.get_device_name()
-    images = _images(batch)
-    _reference_cuda(cuda_reference_net, images)  # warm-up
-    out = benchmark(_synchronised, cuda_torch, _reference_cuda, cuda_reference_net, images)
-    assert out.shape == (batch, 32, SIZE, SIZE)
-    assert (out - cuda_extractor.extract(images)).abs().max() <= CUDA_TOL
+    _bench_cuda(benchmark, cuda_torch, batch, lambda images: _reference_cuda(cuda_reference_net, images),
+                cuda_extractor.extract)

@@ -81,9 +81,11 @@ step tests "$py" -m pytest -q -p no:cacheprovider --junitxml="$OUT/tests.xml" \
 # CUDA benchmarks, each against its reference in the same run.
 step bench "$py" -m pytest -q -p no:cacheprovider -m cuda benchmarks --benchmark-json="$OUT/bench_cuda.json"
 
+has_gpu() { "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; }
+
 latency() {
   local photo=.device/dev/image00050.jpg box=150,160,310,370
-  if "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  if has_gpu; then
     "$py" tools/device/latency.py $photo --box $box --device cuda --json "$OUT/latency_cuda.json" || return 1
   fi
   "$py" tools/device/latency.py $photo --box $box --device cpu --json "$OUT/latency_cpu.json"
@@ -92,7 +94,7 @@ step latency latency
 
 train() {
   local data=/tmp/dffx-synth device=cpu
-  "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" && device=cuda
+  has_gpu && device=cuda
   "$py" -m dffx synth --photos .device/photos --out $data --views 4000 --workers 0 --no-progress || return 1
   cp .device/segmentations.npz $data/
   "$py" -m dffx train dff --data $data --out /tmp/dffx-train/dff_gpu.pt --device $device \
