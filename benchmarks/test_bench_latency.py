@@ -10,8 +10,10 @@ Stages of the alignment pipeline (paper Sec. III-C) that exist today:
 * ``latency-mean-shape``: the ``mean-shape`` predictor of ``dffx eval`` on one face;
 * ``latency-align``: ``FaceAligner.align`` with a given box (crop, DFF extraction, three cascade
   iterations, mesh and pose out) vs the same with NumPy's BLAS free to use every core inside the
-  cascade, which its spinning worker threads made 2x slower on a 2-core CPU
-  (docs/alignment.md, "Latency"); both single-pass (``refine=0``), the paper's pipeline;
+  cascade, which its spinning worker threads made 3x slower on a 2-core CPU
+  (docs/alignment.md, "Latency"), and vs the network in bfloat16 (``precision="bfloat16"``,
+  whose landmarks must stay within 3% of the face size of the float32 ones); all single-pass
+  (``refine=0``), the paper's pipeline;
 * ``latency-refine``: ``FaceAligner.align`` with one re-crop pass (``refine=1``: the cascade
   twice and the alignment score) for every face, vs the default that skips it for faces whose
   box has converged (``converged_iou=0.85``), vs the single pass; on the portrait's given box
@@ -30,6 +32,7 @@ import pytest
 
 import dffx
 from dffx.detect import box_iou
+from dffx.eval.metrics import nme_box
 from dffx.eval import MeanShapePredictor
 from dffx.ops import _reference
 from dffx.preprocess import crop_face, crop_face_reference
@@ -134,11 +137,22 @@ def test_align_dff(benchmark, aligner, photo):
 def test_align_dff_multithreaded_blas(benchmark, aligner, photo, monkeypatch):
     import contextlib
 
-    from dffx.align import cascade
+    from dffx import _blas
 
-    monkeypatch.setattr(cascade, "_single_threaded_blas", contextlib.nullcontext)
+    monkeypatch.setattr(_blas, "single_threaded_blas", contextlib.nullcontext)
     faces = benchmark(aligner.align, photo, BOX[None])
     assert len(faces) == 1 and faces[0].landmarks.shape == (68, 2)
+
+
+@pytest.mark.benchmark(group="latency-align")
+def test_align_dff_bfloat16(benchmark, face_model, aligner, photo):
+    from dffx.nn import cpu_has_native_bfloat16
+
+    benchmark.extra_info["cpu_has_native_bfloat16"] = cpu_has_native_bfloat16()
+    fast = dffx.FaceAligner("dff", model=face_model, device="cpu", refine=0, precision="bfloat16")
+    faces = benchmark(fast.align, photo, BOX[None])
+    exact = aligner.align(photo, BOX[None])
+    assert len(faces) == 1 and nme_box(faces[0].landmarks, exact[0].landmarks) < 0.03
 
 
 GROUP_PHOTO = REPO_ROOT.parent / "shared" / "data" / "dev" / "dlib-examples" / "2008_002470.jpg"

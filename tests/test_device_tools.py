@@ -27,7 +27,7 @@ def test_latency_script_times_every_stage(tmp_path, ict_dir):
                          env={**os.environ, "DFFX_FACE_MODEL": str(ict_dir)})
     assert run.returncode == 0, run.stderr
     report = json.loads(out.read_text())
-    assert report["device"] == "cpu" and report["stages"] == 3
+    assert report["device"] == "cpu" and report["stages"] == 3 and report["precision"] == "float32"
     for stage in STAGES:
         assert math.isfinite(report[stage]) and report[stage] > 0, stage
 

@@ -12,6 +12,8 @@ import torch
 from dffx.nn import (DFFExtractor, DFFNet, DFFNetConfig, count_parameters, default_weights_path, estimate_macs,
                      fuse_for_inference, images_to_tensor, load_weights, save_weights)
 
+from conftest import REPO
+
 torch.set_num_threads(1)
 
 SMALL = DFFNetConfig(base_channels=8, depth=3)
@@ -232,6 +234,17 @@ def test_extractor_matches_the_network(small_net, small_weights, bgr_images):
     torch.testing.assert_close(DFFExtractor(small_net, device="cpu").extract(x), expected, atol=2e-5, rtol=0)
 
 
+def test_extract_without_copy_returns_the_networks_own_output(small_weights, bgr_images):
+    ext = DFFExtractor(small_weights, device="cpu")
+    copied, own = ext.extract(bgr_images), ext.extract(bgr_images, copy=False)
+    assert copied.is_contiguous() and torch.equal(copied, own)
+    assert own.is_contiguous(memory_format=torch.channels_last) and not own.is_contiguous()
+    assert own.is_inference()  # read-only outside inference mode: hence the default copy
+    padded = ext.extract(bgr_images[:, :45, :61], copy=False)  # padded to 48 x 64, cropped back
+    assert padded.shape == (3, 32, 45, 61)
+    torch.testing.assert_close(padded, ext.extract(bgr_images[:, :45, :61]), atol=0, rtol=0)
+
+
 def test_batch_kinds_agree(small_weights, bgr_images):
     ext = DFFExtractor(small_weights, device="cpu")
     batch = ext.extract(bgr_images)                        # uint8 (B, H, W, 3)
@@ -296,6 +309,25 @@ def test_extractor_rejects_bad_arguments(small_weights):
         ext.extract(np.zeros((16, 16, 3), np.uint8), batch_size=0)
     with pytest.raises(ValueError, match="weights must be"):
         DFFExtractor(42, device="cpu")
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16"):
+        DFFExtractor(small_weights, device="cpu", precision="float16")
+
+
+def test_bfloat16_extractor_gives_float32_unit_features_close_to_float32():
+    """precision="bfloat16" runs the shipped net in bfloat16: float32 unit vectors out, pointing
+    where the float32 net's do (the cascade's accuracy with them: docs/alignment.md, "Latency")."""
+    import cv2
+
+    face = cv2.resize(cv2.imread(str(REPO / "examples" / "face_generated.png")), (224, 224))
+    exact = DFFExtractor(device="cpu")
+    fast = DFFExtractor(device="cpu", precision="bfloat16")
+    assert fast.precision == "bfloat16" and next(fast.net.parameters()).dtype == torch.bfloat16
+    a, b = exact.extract(face), fast.extract(face)
+    assert b.dtype == torch.float32 and b.shape == a.shape
+    torch.testing.assert_close(b.norm(dim=1), torch.ones_like(b[:, 0]), atol=1e-5, rtol=0)
+    cos = (a * b).sum(1)
+    assert cos.mean() > 0.999 and cos.min() > 0.95
+    assert not torch.equal(a, b)  # it really ran in another precision
 
 
 def test_default_size_net_at_224(tmp_path, rng):

@@ -258,6 +258,45 @@ def test_torch_cpu_input_returns_torch():
     np.testing.assert_array_equal(wide.numpy(), want)
 
 
+def test_channels_last_maps_are_read_in_place_with_the_same_result():
+    """The network's channels-last output goes to the kernel as (B, H, W, C) without a copy and
+    gives bit-identical F; a padded-and-cropped (non-dense) view still works through a copy."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    maps = unit_maps(rng, 3, 32, 37, 53)
+    points = mixed_points(rng, 3, 160, 37, 53)
+    visible = rng.random((3, 160)) > 0.2
+    want = ref.sample_landmark_features_reference(maps, points, visible)
+    nchw = sample_landmark_features(torch.from_numpy(maps), points, visible)
+    nhwc = torch.from_numpy(maps).contiguous(memory_format=torch.channels_last)
+    assert not nhwc.is_contiguous()
+    got = sample_landmark_features(nhwc, points, visible)
+    np.testing.assert_allclose(got.numpy(), want, **TIGHT)
+    np.testing.assert_array_equal(got.numpy(), nchw.numpy())
+    wide = torch.from_numpy(rng.normal(size=(3, 32, 40, 60)).astype(np.float32)).contiguous(
+        memory_format=torch.channels_last)
+    view = wide[:, :, :37, :53]
+    np.testing.assert_array_equal(sample_landmark_features(view, points, visible).numpy(),
+                                  sample_landmark_features(view.contiguous(), points, visible).numpy())
+    # the native entry point itself, (B, H, W, C) in
+    direct = C.sample_landmark_features(np.ascontiguousarray(maps.transpose(0, 2, 3, 1)), points,
+                                        visible.astype(np.uint8), 0, channels_last=True)
+    np.testing.assert_array_equal(direct, nchw.numpy())
+
+
+def test_channels_last_gradient_still_flows():
+    """With grad, the autograd path (which needs (B, C, H, W)) takes channels-last maps too."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(12)
+    maps = torch.from_numpy(unit_maps(rng, 2, 8, 9, 11)).contiguous(memory_format=torch.channels_last)
+    maps.requires_grad_(True)
+    points, visible = mixed_points(rng, 2, 20, 9, 11), rng.random((2, 20)) > 0.2
+    sample_landmark_features(maps, points, visible).sum().backward()
+    plain = maps.detach().contiguous().requires_grad_(True)
+    sample_landmark_features(plain, points, visible).sum().backward()
+    torch.testing.assert_close(maps.grad, plain.grad, atol=1e-6, rtol=0)
+
+
 def test_torch_matches_differentiable_reference_and_its_gradient():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(8)

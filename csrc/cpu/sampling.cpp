@@ -49,6 +49,8 @@ void sample_landmark_features(const float* maps, const float* points, const uint
   validate(maps, points, visible, s, "sample_landmark_features");
   detail::require(features || s.num_landmarks == 0, "sample_landmark_features: null output pointer");
   const int64_t C = s.channels, L = s.num_landmarks, plane = s.height * s.width;
+  // Element (c, pixel) of one map sits at c * channel_step + pixel * pixel_step.
+  const int64_t channel_step = s.channels_last ? 1 : plane, pixel_step = s.channels_last ? C : 1;
   detail::parallel_for(s.batch * L, threads_for(num_threads, s.batch * L), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {  // i = b * L + l
       float* out = features + i * C;
@@ -57,10 +59,11 @@ void sample_landmark_features(const float* maps, const float* points, const uint
         std::fill(out, out + C, 0.0f);
         continue;
       }
+      t.i00 *= pixel_step; t.i01 *= pixel_step; t.i10 *= pixel_step; t.i11 *= pixel_step;
       const float* m = maps + (i / L) * C * plane;
       float ss = 0.0f;
       for (int64_t c = 0; c < C; ++c) {
-        const float v = bilinear(m + c * plane, t);
+        const float v = bilinear(m + c * channel_step, t);
         out[c] = v;
         ss = ss + v * v;
       }
@@ -77,6 +80,7 @@ void sample_landmark_features_backward(const float* maps, const float* points, c
                                        const float* grad_features, const SamplingShape& s, float* grad_maps,
                                        int num_threads) {
   validate(maps, points, visible, s, "sample_landmark_features_backward");
+  detail::require(!s.channels_last, "sample_landmark_features_backward: needs (B, C, H, W) maps, not channels_last");
   detail::require(grad_maps && (grad_features || s.num_landmarks == 0),
                   "sample_landmark_features_backward: null pointer");
   const int64_t C = s.channels, L = s.num_landmarks, plane = s.height * s.width;

@@ -104,6 +104,8 @@ __global__ void sample_backward(const float* __restrict__ maps, const float* __r
 void validate_sizes(const SamplingShape& s, const char* who) {
   if (s.batch <= 0 || s.channels <= 0 || s.height <= 0 || s.width <= 0 || s.num_landmarks < 0)
     throw std::invalid_argument(std::string("dffx CUDA ") + who + ": B, C, H, W must be positive and L >= 0");
+  if (s.channels_last)
+    throw std::invalid_argument(std::string("dffx CUDA ") + who + ": needs (B, C, H, W) maps, not channels_last");
 }
 
 unsigned blocks_for_landmarks(int64_t count) {

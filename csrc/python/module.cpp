@@ -189,8 +189,15 @@ dffx::SamplingShape sampling_shape(const py::array& maps, const py::array& point
   return {maps.shape(0), maps.shape(1), maps.shape(2), maps.shape(3), points.shape(1)};
 }
 
-py::array sample_landmark_features(carray<float> maps, carray<float> points, carray<uint8_t> visible, int threads) {
-  const dffx::SamplingShape s = sampling_shape(maps, points, visible);
+py::array sample_landmark_features(carray<float> maps, carray<float> points, carray<uint8_t> visible, int threads,
+                                   bool channels_last) {
+  dffx::SamplingShape s = sampling_shape(maps, points, visible);
+  if (channels_last) {  // maps given as (B, H, W, C)
+    s.height = maps.shape(1);
+    s.width = maps.shape(2);
+    s.channels = maps.shape(3);
+    s.channels_last = true;
+  }
   py::array_t<float> out({s.batch, s.num_landmarks * s.channels});
   {
     const float *m = maps.data(), *p = points.data();
@@ -302,7 +309,7 @@ PYBIND11_MODULE(_C, m) {
       py::arg("dim"), py::arg("scale"), py::arg("grad_features"), py::arg("grad_class_vectors"),
       py::arg("stream"));
   m.def("sample_landmark_features", &sample_landmark_features, py::arg("maps"), py::arg("points"),
-        py::arg("visible"), py::arg("threads") = 0);
+        py::arg("visible"), py::arg("threads") = 0, py::arg("channels_last") = false);
   m.def("sample_landmark_features_backward", &sample_landmark_features_backward, py::arg("maps"), py::arg("points"),
         py::arg("visible"), py::arg("grad_features"), py::arg("threads") = 0);
   m.def(

@@ -57,7 +57,7 @@ def _cmd_eval(args) -> int:
     opts = EvalOptions(dataset=args.dataset, root=Path(args.root), method=args.method, limit=args.limit,
                        yaw_csv=Path(args.yaw_csv) if args.yaw_csv else None, detector=args.detector,
                        progress=not args.no_progress, cascade=Path(args.cascade) if args.cascade else None,
-                       refine=args.refine, converged_iou=args.converged_iou)
+                       refine=args.refine, converged_iou=args.converged_iou, precision=args.precision)
     summary, rows = evaluate(opts, load_face_model(args.model))
     if args.per_image:
         write_per_image_csv(rows, Path(args.per_image))
@@ -193,7 +193,7 @@ def _cmd_align(args) -> int:
     if args.min_score is not None:
         options["min_score"] = None if args.min_score < 0 else args.min_score
     aligner = FaceAligner(features=args.features, device=args.device, model=load_face_model(args.model),
-                          detector=args.detector, **options)
+                          detector=args.detector, precision=args.precision, **options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
@@ -254,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--converged-iou", type=float, default=None,
                    help="dff/sift: a face gets no more re-crop passes once its landmarks' box overlaps its start "
                         "box by this IoU (default: every face gets all --refine passes)")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                   help="dff: the network's dtype; bfloat16 is ~1.8x faster on CPUs with AMX/AVX512-BF16")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--per-image", metavar="CSV", default=None, help="write per-face errors to CSV")
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
@@ -308,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"face detector when no --box is given (default: {DEFAULT_DETECTOR})")
     p.add_argument("--features", default="dff", choices=["dff", "sift"], help="landmark descriptors of the cascade")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                   help="dff: the network's dtype; bfloat16 is ~1.8x faster on CPUs with AMX/AVX512-BF16")
     p.add_argument("--refine", type=int, default=None,
                    help="re-crop passes from the previous landmarks' box (default: FaceAligner's, 1)")
     p.add_argument("--converged-iou", type=float, default=None,

@@ -1,13 +1,15 @@
 """Per-face latency of the DFF alignment, stage by stage, on one device (paper Sec. III-C, Table IV's
 "5 ms extraction, 8.8 ms per iteration, under 35 ms in total" on a GTX 1070).
 
-usage: python tools/device/latency.py PHOTO --box X0,Y0,X1,Y1 [--device cpu|cuda] [--repeat 30] [--json OUT]
+usage: python tools/device/latency.py PHOTO --box X0,Y0,X1,Y1 [--device cpu|cuda] [--precision float32|bfloat16]
+       [--repeat 30] [--json OUT]
 
 Stages, each timed on its own (median of ``--repeat`` runs after 5 warm-ups; on CUDA every
 stage ends with ``torch.cuda.synchronize()`` so it includes the work it queued):
 
 * ``extract``: the DFF maps of one 224x224 crop (``DFFLandmarkFeatures.prepare``);
-* ``initial-geometry``: the mean shape under the mean camera, projected, with visibility;
+* ``initial-geometry``: the mean shape under the mean camera, projected, with visibility (the
+  same for every face, so computed once per model and copied: microseconds after the first call);
 * ``iteration``: one cascade iteration: F at the 160 landmarks (fused sampling kernel), the
   eq. 4-5 update, the eq. 6-8 shape fit, re-projection, depth buffer and visibility;
 * ``cascade``: ``Cascade.run`` on the crop (extraction, K iterations, the alignment score);
@@ -55,6 +57,8 @@ def main(argv=None) -> int:
     parser.add_argument("photo")
     parser.add_argument("--box", required=True, help="face box X0,Y0,X1,Y1 in pixels")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                        help="the DFF network's dtype (dffx.nn.DFFExtractor)")
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
@@ -66,7 +70,7 @@ def main(argv=None) -> int:
     if image is None:
         raise SystemExit(f"cannot read image {args.photo}")
     box = np.array([float(v) for v in args.box.split(",")])
-    aligner = dffx.FaceAligner("dff", device=args.device, refine=0)
+    aligner = dffx.FaceAligner("dff", device=args.device, refine=0, precision=args.precision)
     cascade, features, model = aligner.cascade, aligner.features, aligner.model
     crop = crop_face(image, box)[0][None]  # (1, 224, 224, 3) uint8 BGR
     once = timer(args.device)
@@ -81,6 +85,7 @@ def main(argv=None) -> int:
     results = {
         "device": args.device,
         "device_name": _device_name(args.device),
+        "precision": args.precision,
         "extract": median_ms(once, lambda: features.prepare(crop), args.repeat),
         "extract-b8": median_ms(once, lambda: features.prepare(np.repeat(crop, 8, axis=0)), args.repeat) / 8,
         "iteration": median_ms(once, iteration, args.repeat),

@@ -2,7 +2,8 @@
 // the L dense landmarks, concatenated into F^(k) (R^5120 for L = 160, C = 32), hidden ones zeroed.
 //
 // Inputs (row-major, borrowed):
-//   maps     (B, C, H, W) float32  DFF maps (unit C-vectors per pixel)
+//   maps     (B, C, H, W) float32  DFF maps (unit C-vectors per pixel); (B, H, W, C) with
+//                                  SamplingShape::channels_last (forward only)
 //   points   (B, L, 2)    float32  landmark positions (x, y) in pixels: 0-based, pixel centres at
 //                                  integer coordinates, x right, y down
 //   visible  (B, L)       uint8    nonzero = visible
@@ -37,6 +38,10 @@ struct SamplingShape {
   int64_t height = 0;         ///< H
   int64_t width = 0;          ///< W
   int64_t num_landmarks = 0;  ///< L (160 in the paper); may be 0
+  /// Maps stored (B, H, W, C) ("channels last", as PyTorch's channels-last convolutions write
+  /// them) instead of (B, C, H, W); the same values in the same float order. CPU forward only:
+  /// the backward passes and the CUDA versions throw std::invalid_argument when it is set.
+  bool channels_last = false;
 };
 
 /// Norm below which a sampled descriptor is returned as zeros instead of being normalised.

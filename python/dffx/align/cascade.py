@@ -16,12 +16,12 @@ runs the same loop on synthesized samples with one generic shape shared by all i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import scipy.linalg
 
+from .. import _blas
 from ..geometry.camera import project
 from ..ops.raster import landmark_visibility, rasterize
 from ..ops.shape_fit import fit_shape, fit_shared_shape
@@ -138,6 +138,8 @@ class Cascade:
     w_reg: float = DEFAULT_W_REG
     info: dict = field(default_factory=dict)
     template: np.ndarray | None = None
+    # (model, mean camera bytes, one-face CascadeState): the start every face shares (initial_state)
+    _mean_start: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def stages(self) -> int:
@@ -168,14 +170,26 @@ class Cascade:
 
     # ------------------------------------------------------------------ inference (eq. 4-8)
     def initial_state(self, model, batch: int, cameras=None) -> CascadeState:
-        """Mean shape under the mean camera (or given (B, 6) cameras) for ``batch`` faces."""
-        cams = np.tile(self.mean_camera, (batch, 1)) if cameras is None else np.asarray(cameras, np.float64)
-        return update_geometry(model, CascadeState(cams, np.zeros((batch, model.n_params), np.float32)))
+        """Mean shape under the mean camera (or given (B, 6) cameras) for ``batch`` faces.
+
+        Without ``cameras`` every face starts from the same geometry (projection, depth buffer,
+        visibility), so it is computed once per model and copied.
+        """
+        if cameras is not None:
+            cams = np.asarray(cameras, np.float64)
+            return update_geometry(model, CascadeState(cams, np.zeros((len(cams), model.n_params), np.float32)))
+        key = self.mean_camera.tobytes()
+        if self._mean_start is None or self._mean_start[0] is not model or self._mean_start[1] != key:
+            one = CascadeState(self.mean_camera[None].astype(np.float64), np.zeros((1, model.n_params), np.float32))
+            self._mean_start = (model, key, update_geometry(model, one))
+        start = self._mean_start[2]
+        return CascadeState(*(np.repeat(a, batch, axis=0) for a in (start.camera, start.params, start.X, start.U,
+                                                                     start.V)))
 
     def step(self, model, k: int, state: CascadeState, F: np.ndarray) -> CascadeState:
         """Iteration k: eq. 4-5 updates, the eq. 6-8 shape fit per face, re-projection."""
         Z = _design(np.asarray(F, np.float32))
-        with _single_threaded_blas():
+        with _blas.single_threaded_blas():
             X_hat = state.X.reshape(len(Z), -1) + Z @ self.R_X[k]
             camera = state.camera + (Z @ self.R_w[k]).astype(np.float64)
         camera[:, 0] = np.maximum(camera[:, 0], 1e-3)
@@ -195,23 +209,6 @@ class Cascade:
             state.score = alignment_score(extractor_features.sample(prepared, state.U, state.V), state.V,
                                           self.template)
         return state
-
-
-def _single_threaded_blas():
-    """Context that runs NumPy's BLAS on one thread (threadpoolctl).
-
-    The descent-direction products of one face are tiny (1 x 5121 by 5121 x 136), so BLAS
-    threads gain nothing there; but OpenBLAS's workers keep spinning after each call and took
-    the CPU from the next network forward pass, which ran 2-5x slower on a 2-core machine
-    (docs/alignment.md, "Latency")."""
-    return _blas_controller().limit(limits=1, user_api="blas")
-
-
-@lru_cache(maxsize=1)
-def _blas_controller():
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
 
 
 # ---------------------------------------------------------------------- training (eq. 9-11)

@@ -34,10 +34,13 @@ class DFFLandmarkFeatures:
 
     def prepare(self, crops: np.ndarray):
         """DFF maps of uint8 BGR crops (B, 224, 224, 3) -> float32 torch (B, 32, 224, 224) on the
-        extractor's device: on a GPU the maps stay there and only F (B, 5120) comes back."""
+        extractor's device: on a GPU the maps stay there and only F (B, 5120) comes back. The
+        network's output is kept as it is (channels-last, read-only; ``extract(copy=False)``):
+        :meth:`sample` reads it in place."""
         import torch
 
-        return torch.cat([self.extractor.extract(crops[i:i + 16]) for i in range(0, len(crops), 16)])
+        maps = [self.extractor.extract(crops[i:i + 16], copy=False) for i in range(0, len(crops), 16)]
+        return maps[0] if len(maps) == 1 else torch.cat(maps)
 
     def sample(self, prepared, points: np.ndarray, visible: np.ndarray) -> np.ndarray:
         """F (B, 5120) float32 NumPy from maps (B, 32, H, W) (torch on any device, or NumPy),

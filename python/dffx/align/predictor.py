@@ -41,12 +41,12 @@ def default_cascade_path(features: str):
     return Path(__file__).resolve().parents[1] / "weights" / f"cascade_{features}.npz"
 
 
-def make_features(kind: str, weights=None, device=None):
-    """Landmark features by name: "dff" (DFFExtractor with ``weights``) or "sift"."""
+def make_features(kind: str, weights=None, device=None, precision: str = "float32"):
+    """Landmark features by name: "dff" (DFFExtractor with ``weights`` and ``precision``) or "sift"."""
     if kind == "dff":
         from ..nn import DFFExtractor
 
-        return DFFLandmarkFeatures(DFFExtractor(weights, device=device))
+        return DFFLandmarkFeatures(DFFExtractor(weights, device=device, precision=precision))
     if kind == "sift":
         return SIFTLandmarkFeatures()
     raise ValueError(f"features must be 'dff' or 'sift', got {kind!r}")
@@ -60,7 +60,7 @@ def file_sha256(path) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def cascade_features(cascade: Cascade, weights=None, device=None):
+def cascade_features(cascade: Cascade, weights=None, device=None, precision: str = "float32"):
     """The landmark features a cascade was trained with.
 
     A DFF cascade's descent directions (eq. 9-10) only fit the network they were learned on, so
@@ -73,6 +73,7 @@ def cascade_features(cascade: Cascade, weights=None, device=None):
             a shipped name or, for a network trained outside the package, the weights file the
             cascade recorded if it still exists (else the shipped default, with a warning).
         device: torch device for the DFF network.
+        precision: the DFF network's dtype, "float32" or "bfloat16" (:class:`dffx.nn.DFFExtractor`).
 
     Returns:
         :class:`DFFLandmarkFeatures` or :class:`SIFTLandmarkFeatures`.
@@ -86,7 +87,7 @@ def cascade_features(cascade: Cascade, weights=None, device=None):
         # a shipped network is recorded by name; one from outside the package by its file's path
         recorded = cascade.info.get("dff_weights")
         weights = cascade.info.get("dff_network") or (recorded if recorded and Path(recorded).is_file() else None)
-    features = make_features("dff", weights, device)
+    features = make_features("dff", weights, device, precision)
     expected, path = cascade.info.get("dff_sha256"), features.extractor.weights_path
     if expected and (path is None or file_sha256(path) != expected):
         import warnings
@@ -225,13 +226,14 @@ class CascadePredictor:
             with, see :func:`cascade_features`).
         device: torch device for the DFF network.
         refine, converged_iou: re-crop passes (:func:`align_in_image`).
+        precision: the DFF network's dtype, "float32" or "bfloat16" (:class:`dffx.nn.DFFExtractor`).
     """
 
     def __init__(self, model, cascade, weights=None, device=None, refine: int = 0,
-                 converged_iou: float | None = None):
+                 converged_iou: float | None = None, precision: str = "float32"):
         self.model = model
         self.cascade = cascade if isinstance(cascade, Cascade) else Cascade.load(cascade)
-        self.features = cascade_features(self.cascade, weights, device)
+        self.features = cascade_features(self.cascade, weights, device, precision)
         self.name = self.cascade.features
         self.refine, self.converged_iou = refine, converged_iou
 

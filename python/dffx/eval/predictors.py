@@ -55,7 +55,7 @@ class MeanShapePredictor:
 
 
 def _cascade(features: str):
-    def build(model, cascade=None, refine: int = 0, converged_iou: float | None = None):
+    def build(model, cascade=None, refine: int = 0, converged_iou: float | None = None, precision: str = "float32"):
         from ..align import Cascade, CascadePredictor
         from ..align.predictor import default_cascade_path
 
@@ -63,26 +63,28 @@ def _cascade(features: str):
         if directions.features != features:  # checked before the features (a network) are loaded
             raise ValueError(f"cascade file {cascade} was trained with {directions.features!r} features, "
                              f"not {features!r}")
-        return CascadePredictor(model, directions, refine=refine, converged_iou=converged_iou)
+        return CascadePredictor(model, directions, refine=refine, converged_iou=converged_iou, precision=precision)
     return build
 
 
 METHODS = {"mean-shape": MeanShapePredictor, "sift": _cascade("sift"), "dff": _cascade("dff")}
 
 
-def make_predictor(method: str, model, cascade=None, refine: int = 0, converged_iou: float | None = None):
+def make_predictor(method: str, model, cascade=None, refine: int = 0, converged_iou: float | None = None,
+                   precision: str = "float32"):
     """Build the predictor named ``method``; ValueError lists the available ones.
 
     ``dff`` and ``sift`` are the cascade of Sec. III-C with the shipped descent directions
     (``dffx/weights/cascade_{dff,sift}.npz``), or with ``cascade``, a file written by ``dffx
     train cascade`` for the same features (a DFF cascade brings the network it records), run
     with ``refine`` re-crop passes, which stop early for faces whose box moved less than
-    ``converged_iou`` (:func:`dffx.align.predictor.align_in_image`).
+    ``converged_iou`` (:func:`dffx.align.predictor.align_in_image`); ``precision`` is the DFF
+    network's dtype (:class:`dffx.nn.DFFExtractor`).
 
     Raises:
         ValueError: unknown method, ``cascade``, ``refine`` or ``converged_iou`` given to
-            mean-shape, negative ``refine``, ``converged_iou`` not a number > 0, or a cascade
-            trained with other features; FileNotFoundError: missing cascade or network file.
+            mean-shape, negative ``refine``, ``converged_iou`` not a number > 0, an unknown
+            ``precision``, or a cascade trained with other features; FileNotFoundError: missing cascade or network file.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method '{method}'; available: {', '.join(METHODS)}")
@@ -95,4 +97,4 @@ def make_predictor(method: str, model, cascade=None, refine: int = 0, converged_
     from ..align.predictor import check_converged_iou
 
     check_converged_iou(converged_iou)
-    return METHODS[method](model, cascade, refine, converged_iou)
+    return METHODS[method](model, cascade, refine, converged_iou, precision)

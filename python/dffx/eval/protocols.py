@@ -46,6 +46,7 @@ class EvalOptions:
     cascade: Path | None = None  # dff/sift: descent directions other than the shipped ones
     refine: int = 0  # dff/sift: re-crop passes from the landmark box (dffx.align.predictor.align_in_image)
     converged_iou: float | None = None  # dff/sift: box IoU that ends a face's re-crop passes; None: all run
+    precision: str = "float32"  # dff: the network's dtype (dffx.nn.DFFExtractor), float32 or bfloat16
 
 
 def _load(opts: EvalOptions):
@@ -107,7 +108,7 @@ def evaluate(opts: EvalOptions, model=None) -> tuple[dict, list[dict]]:
 
     model = model if model is not None else load_face_model()
     predictor = make_predictor(opts.method, model, opts.cascade, refine=opts.refine,
-                               converged_iou=opts.converged_iou)
+                               converged_iou=opts.converged_iou, precision=opts.precision)
     samples, report = _load(opts)
     if not samples:
         raise ValueError(f"no usable samples under '{opts.root}' ({len(report.skipped)} skipped)")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _blas
 from .._validate import as_float_array
 from ..config import HOW_TO_GET_ICT, face_model_path
 from ..errors import ModelNotFoundError
@@ -115,7 +116,7 @@ class FaceModel:
         return prep(p_id, self.n_identity, "p_id"), prep(p_exp, self.n_expression, "p_exp")
 
     def shape(self, p_id=None, p_exp=None) -> np.ndarray:
-        """Evaluate eq. 3 in NumPy.
+        """Evaluate eq. 3 in NumPy (one matrix product on one BLAS thread, ``dffx._blas``).
 
         Args:
             p_id: (m1,) or (B, m1) identity coefficients, or None for zeros.
@@ -129,13 +130,25 @@ class FaceModel:
         """
         pid, pex = self._split_params(p_id, p_exp)
         batched = any(p is not None and p.ndim == 2 for p in (pid, pex))
-        out = self.mean[None].astype(np.float32)
-        for p, A in ((pid, self.identity_basis), (pex, self.expression_basis)):
-            if p is not None:
-                out = out + np.einsum("nkm,bm->bnk", A, p.reshape(-1, A.shape[2]), dtype=np.float32)
+        rows = self._basis_rows
+        m1 = self.n_identity
+        out = self.mean.reshape(1, -1).astype(np.float32)  # a copy: callers may modify the result
+        with _blas.single_threaded_blas():  # see dffx._blas: BLAS threads would slow the network
+            for p, A in ((pid, rows[:m1]), (pex, rows[m1:])):
+                if p is not None:
+                    out = out + p.reshape(-1, A.shape[0]) @ A  # (B, m) @ (m, 3n): one BLAS call
         if batched and out.shape[0] == 1 and any(p is not None and p.ndim == 2 and p.shape[0] != 1 for p in (pid, pex)):
             raise ValueError("p_id and p_exp batch sizes differ")
+        out = out.reshape(-1, self.n_vertices, 3)
         return out if batched else out[0]
+
+    @property
+    def _basis_rows(self) -> np.ndarray:
+        """float32 (M, 3n): [A_id | A_exp] with one row per parameter, so that S(p) is a single
+        matrix product (about twice as fast as an einsum over the (n, 3, M) layout)."""
+        if "basis_rows" not in self._cache:
+            self._cache["basis_rows"] = np.ascontiguousarray(self.basis.reshape(-1, self.n_params).T)
+        return self._cache["basis_rows"]
 
     def shape_torch(self, p_id=None, p_exp=None):
         """Torch twin of :meth:`shape`: (B, m1) / (B, m2) tensors -> (B, n, 3), differentiable.

@@ -15,6 +15,7 @@ from .._lazy import lazy_attributes as _lazy_attributes
 _EXPORTS = {
     "AngularSoftmaxLoss": "loss", "angular_softmax_nll": "loss", "angular_softmax_nll_reference": "loss",
     "DFFExtractor": "extractor", "default_weights_path": "extractor", "images_to_tensor": "extractor",
+    "cpu_has_native_bfloat16": "extractor",
     "DFFNetConfig": "config", "TrainConfig": "config",
     "TrainResult": "train", "train_dff": "train",
     "DFFNet": "unet", "count_parameters": "unet", "estimate_macs": "unet", "fuse_for_inference": "unet",

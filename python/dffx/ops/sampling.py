@@ -110,7 +110,9 @@ def sample_landmark_features(maps, points, visible, *, threads: int = 0):
 
     Args:
         maps: DFF maps, float (B, C, H, W) or unbatched (C, H, W): NumPy (converted to float32)
-            or a torch tensor (CPU or CUDA; float16/bfloat16/float64 are cast to float32).
+            or a torch tensor (CPU or CUDA; float16/bfloat16/float64 are cast to float32). A CPU
+            tensor in channels-last memory format (the network's own output,
+            ``DFFExtractor.extract(..., copy=False)``) is read in place, without a copy.
         points: (B, L, 2) (or (L, 2) unbatched) landmark positions (x, y) in pixels: 0-based,
             pixel centres at integer coordinates, x right, y down. NumPy or torch (moved to the
             maps' device).
@@ -227,7 +229,12 @@ def _forward_native(m, p, v, threads: int):
             _C.sample_landmark_features_cuda(m.data_ptr(), p.data_ptr(), v.data_ptr(), B, C, H, W, L,
                                              out.data_ptr(), stream)
         return out
-    return torch.from_numpy(_C.sample_landmark_features(m.detach().numpy(), p.numpy(), v.numpy(), threads))
+    m = m.detach()
+    if not m.is_contiguous() and m.is_contiguous(memory_format=torch.channels_last):
+        # The network's channels-last output, read in place: (B, H, W, C) is C-contiguous.
+        return torch.from_numpy(_C.sample_landmark_features(m.permute(0, 2, 3, 1).numpy(), p.numpy(), v.numpy(),
+                                                            threads, channels_last=True))
+    return torch.from_numpy(_C.sample_landmark_features(m.numpy(), p.numpy(), v.numpy(), threads))
 
 
 def _backward_native(m, p, v, g, threads: int):
