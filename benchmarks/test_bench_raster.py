@@ -5,7 +5,10 @@ Groups (each holds the native C++ kernel, the NumPy twin and, with a GPU, the CU
 * ``raster-b1`` / ``raster-b64``: ``dffx.rasterize(verts, triangles, 224)`` on 1 / 64 framed
   random faces (18460 triangles each) vs. ``rasterize_reference``;
 * ``visibility-b64``: ``dffx.landmark_visibility`` of the 160 landmarks of 64 faces against
-  their depth buffers vs. ``landmark_visibility_reference``.
+  their depth buffers vs. ``landmark_visibility_reference``;
+* ``mesh-visibility-b1`` / ``-b64``: the visibility of the 160 landmarks straight from the mesh
+  (``dffx.ops.mesh_landmark_visibility``, depth only at the pixels the test reads) vs. the full
+  depth buffer followed by the test (``rasterize`` + ``landmark_visibility``).
 
 Every benchmark checks its own output against the other implementation, so a broken kernel
 fails instead of producing a fast number.
@@ -176,3 +179,23 @@ def test_visibility_native_cuda(benchmark, visibility_inputs, cuda_torch):
     vis = benchmark.pedantic(run, rounds=CUDA_ROUNDS, iterations=1, warmup_rounds=CUDA_WARMUP)
     assert_same_visibility(vis.cpu().numpy(), _reference_visibility(vertices, landmarks, depth),
                            "native CUDA visibility")
+
+
+# ---------------------------------------------------------------------------- visibility from the mesh
+def _full_visibility(vertices, triangles, landmarks, size):
+    """The path mesh_landmark_visibility replaces: the whole depth buffer, then the test."""
+    return dffx.landmark_visibility(vertices, landmarks, dffx.rasterize(vertices, triangles, size).depth)
+
+
+@pytest.mark.parametrize("how", ["mesh", "full-depth-buffer"])
+def test_mesh_visibility(benchmark, meshes, face_model, how):
+    """The cascade's per-iteration visibility of the 160 landmarks: depth only where the test reads
+    it (``mesh_landmark_visibility``) vs the full depth buffer; both must agree exactly."""
+    benchmark.group = f"mesh-visibility-b{meshes.vertices.shape[0]}"
+    _info(benchmark, how, meshes)
+    landmarks = np.asarray(face_model.landmarks160)
+    fn = dffx.ops.mesh_landmark_visibility if how == "mesh" else _full_visibility
+    vis = benchmark(fn, meshes.vertices, meshes.triangles, landmarks, meshes.size)
+    other = _full_visibility if how == "mesh" else dffx.ops.mesh_landmark_visibility
+    np.testing.assert_array_equal(vis, other(meshes.vertices, meshes.triangles, landmarks, meshes.size))
+    assert 0.2 < vis.mean() < 1.0, f"implausible visible fraction {vis.mean():.3f} - bad benchmark input"

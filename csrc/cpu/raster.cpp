@@ -1,8 +1,11 @@
 // CPU depth-buffer rasterizer and landmark visibility (contract in raster.hpp).
 #include "dffx/raster.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "../common/raster_math.hpp"
 #include "internal.hpp"
@@ -109,6 +112,102 @@ void landmark_visibility(const float* vertices, const int32_t* landmark_index, i
           inside && q[2] + tolerance >= detail::front_depth_2x2(depth + b * s.height * s.width, s.height, s.width,
                                                                   q[0], q[1]);
     }
+}
+
+namespace {
+
+// landmark_visibility's depth test for one mesh, with the depth computed only at the pixel
+// centres it reads (see mesh_landmark_visibility in raster.hpp).
+void mesh_visibility_one(const float* v, const int32_t* tris, const int32_t* landmark_index, int64_t num_landmarks,
+                         const RasterShape& s, float tolerance, int threads, uint8_t* visible) {
+  const int64_t H = s.height, W = s.width;
+  // 1. The 2x2 pixel centres around every landmark inside the image get a slot.
+  std::vector<int32_t> slot(H * W, -1);
+  std::vector<int64_t> pixels;
+  int64_t x_lo = W, x_hi = -1, y_lo = H, y_hi = -1;
+  for (int64_t l = 0; l < num_landmarks; ++l) {
+    const float* q = v + 3 * static_cast<int64_t>(landmark_index[l]);
+    if (!(detail::inside_image(q[0], W) && detail::inside_image(q[1], H))) continue;
+    const int64_t x0 = detail::floor_to_int(q[0]), y0 = detail::floor_to_int(q[1]);
+    for (const int64_t y : {detail::clamp_index(y0, H), detail::clamp_index(y0 + 1, H)})
+      for (const int64_t x : {detail::clamp_index(x0, W), detail::clamp_index(x0 + 1, W)}) {
+        if (slot[y * W + x] >= 0) continue;
+        slot[y * W + x] = static_cast<int32_t>(pixels.size());
+        pixels.push_back(y * W + x);
+        x_lo = std::min(x_lo, x), x_hi = std::max(x_hi, x), y_lo = std::min(y_lo, y), y_hi = std::max(y_hi, y);
+      }
+  }
+  // 2. Front-most depth at those centres: each thread shades a range of triangles into its own
+  // slots, and the maxima are merged (the rasterizer's depth is the maximum over the triangles
+  // covering a centre, whatever their order).
+  const int64_t count = static_cast<int64_t>(pixels.size());
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  const int chunks = count ? std::max(1, threads) : 1;
+  std::vector<float> slot_depth(chunks * count, neg_inf);
+  const int64_t per_chunk = (s.num_triangles + chunks - 1) / chunks;
+  if (count)
+    detail::parallel_for(chunks, chunks, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        float* d = slot_depth.data() + c * count;
+        for (int64_t f = c * per_chunk; f < std::min(s.num_triangles, (c + 1) * per_chunk); ++f) {
+          const detail::Triangle2D t = detail::load_triangle(v, tris[3 * f], tris[3 * f + 1], tris[3 * f + 2]);
+          if (t.area == 0.0f) continue;
+          int64_t x_first, x_last, y_first, y_last;
+          detail::pixel_span(detail::min3(t.x0, t.x1, t.x2), detail::max3(t.x0, t.x1, t.x2), W, &x_first, &x_last);
+          detail::pixel_span(detail::min3(t.y0, t.y1, t.y2), detail::max3(t.y0, t.y1, t.y2), H, &y_first, &y_last);
+          x_first = std::max(x_first, x_lo), x_last = std::min(x_last, x_hi);
+          y_first = std::max(y_first, y_lo), y_last = std::min(y_last, y_hi);
+          for (int64_t y = y_first; y <= y_last; ++y)
+            for (int64_t x = x_first; x <= x_last; ++x) {
+              const int32_t k = slot[y * W + x];
+              float b0, b1, b2, z;
+              if (k < 0 || !detail::shade_fragment(t, static_cast<float>(x), static_cast<float>(y), &b0, &b1, &b2, &z))
+                continue;
+              if (z > d[k]) d[k] = z;
+            }
+        }
+      }
+    });
+  // 3. The depth test of landmark_visibility on a buffer that holds only those centres.
+  std::vector<float> depth(H * W, neg_inf);
+  for (int64_t k = 0; k < count; ++k) {
+    float z = slot_depth[k];
+    for (int c = 1; c < chunks; ++c) z = std::max(z, slot_depth[c * count + k]);
+    depth[pixels[k]] = z;
+  }
+  for (int64_t l = 0; l < num_landmarks; ++l) {
+    const float* q = v + 3 * static_cast<int64_t>(landmark_index[l]);
+    const bool inside = detail::inside_image(q[0], W) && detail::inside_image(q[1], H);
+    visible[l] = inside && q[2] + tolerance >= detail::front_depth_2x2(depth.data(), H, W, q[0], q[1]);
+  }
+}
+
+}  // namespace
+
+void mesh_landmark_visibility(const float* vertices, const int32_t* triangles, const int32_t* landmark_index,
+                              int64_t num_landmarks, const RasterShape& s, float tolerance, uint8_t* visible,
+                              int num_threads) {
+  validate(vertices, triangles, s);
+  detail::require(num_landmarks >= 0, "mesh_landmark_visibility: negative landmark count");
+  detail::require(visible && (landmark_index || num_landmarks == 0), "mesh_landmark_visibility: null pointer");
+  detail::require(std::isfinite(tolerance) && tolerance >= 0.0f,
+                  "mesh_landmark_visibility: tolerance must be finite and >= 0");
+  for (int64_t l = 0; l < num_landmarks; ++l)
+    if (landmark_index[l] < 0 || landmark_index[l] >= s.num_vertices)
+      detail::fail("mesh_landmark_visibility: landmark " + std::to_string(l) + " has vertex index " +
+                   std::to_string(landmark_index[l]) + " outside [0, " + std::to_string(s.num_vertices) + ")");
+  const int threads = detail::resolve_threads(num_threads, s.batch * s.num_triangles);
+  if (s.batch >= threads) {  // one mesh per thread
+    detail::parallel_for(s.batch, threads, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b)
+        mesh_visibility_one(vertices + b * s.num_vertices * 3, triangles, landmark_index, num_landmarks, s, tolerance,
+                            1, visible + b * num_landmarks);
+    });
+    return;
+  }
+  for (int64_t b = 0; b < s.batch; ++b)  // few meshes: split each one's triangles between the threads
+    mesh_visibility_one(vertices + b * s.num_vertices * 3, triangles, landmark_index, num_landmarks, s, tolerance,
+                        threads, visible + b * num_landmarks);
 }
 
 }  // namespace dffx

@@ -63,6 +63,25 @@ py::array landmark_visibility(carray<float> vertices, carray<int32_t> landmark_i
   return visible.attr("astype")("bool");
 }
 
+py::array mesh_landmark_visibility(carray<float> vertices, carray<int32_t> triangles, carray<int32_t> landmark_index,
+                                   int64_t height, int64_t width, float tolerance, int threads) {
+  expect_shape(vertices, {-1, -1, 3}, "vertices");
+  expect_shape(triangles, {-1, 3}, "triangles");
+  expect_shape(landmark_index, {-1}, "landmark_index");
+  if (height <= 0 || width <= 0) throw py::value_error("image size must be positive");
+  dffx::RasterShape s{vertices.shape(0), vertices.shape(1), triangles.shape(0), height, width};
+  py::array_t<uint8_t> visible({s.batch, static_cast<int64_t>(landmark_index.shape(0))});
+  {
+    const float* v = vertices.data();
+    const int32_t *t = triangles.data(), *idx = landmark_index.data();
+    const int64_t L = landmark_index.shape(0);
+    uint8_t* out = visible.mutable_data();
+    py::gil_scoped_release release;
+    dffx::mesh_landmark_visibility(v, t, idx, L, s, tolerance, out, threads);
+  }
+  return visible.attr("astype")("bool");
+}
+
 dffx::LandmarkModel landmark_model(const carray<float>& mean, const carray<float>& basis,
                                    const carray<float>& prior_variance) {
   expect_shape(mean, {-1, 3}, "mean");
@@ -241,6 +260,8 @@ PYBIND11_MODULE(_C, m) {
         py::arg("threads") = 0);
   m.def("landmark_visibility", &landmark_visibility, py::arg("vertices"), py::arg("landmark_index"),
         py::arg("depth"), py::arg("tolerance"));
+  m.def("mesh_landmark_visibility", &mesh_landmark_visibility, py::arg("vertices"), py::arg("triangles"),
+        py::arg("landmark_index"), py::arg("height"), py::arg("width"), py::arg("tolerance"), py::arg("threads") = 0);
   m.def("fit_shape", &fit_shape, py::arg("mean"), py::arg("basis"), py::arg("prior_variance"), py::arg("targets"),
         py::arg("landmark_weights"), py::arg("cameras"), py::arg("w_lan"), py::arg("w_reg"),
         py::arg("threads") = 0);

@@ -52,8 +52,20 @@ void landmark_visibility(const float* vertices, const int32_t* landmark_index, i
                          const float* depth, const RasterShape& shape, float tolerance,
                          uint8_t* visible);
 
+/// Landmark visibility straight from the mesh (CPU): rasterize followed by landmark_visibility,
+/// bit for bit, without the full depth buffer. Only the (at most 4 L) pixel centres the
+/// visibility test reads get a depth, so the fragments elsewhere are never shaded: the
+/// alignment cascade needs the 160 landmarks' visibility, not the image.
+/// vertices (B, N, 3), triangles (F, 3), landmark_index (L,) -> visible (B, L) uint8.
+/// num_threads <= 0 uses std::thread::hardware_concurrency(); the triangles of one mesh are
+/// split between threads (the depth is a maximum, so the order does not matter).
+/// Throws like rasterize and landmark_visibility.
+void mesh_landmark_visibility(const float* vertices, const int32_t* triangles, const int32_t* landmark_index,
+                              int64_t num_landmarks, const RasterShape& shape, float tolerance, uint8_t* visible,
+                              int num_threads = 0);
+
 namespace cuda {
-/// CUDA versions of the above. Every pointer is a device pointer; stream is a cudaStream_t
+/// CUDA versions of rasterize and landmark_visibility. Every pointer is a device pointer; stream is a cudaStream_t
 /// (nullptr = default stream). The call is asynchronous on that stream. Inputs are
 /// validated on the host only for sizes: indices and finiteness must be checked by the
 /// caller (the Python wrapper does). Throws std::runtime_error when the core was built

@@ -23,7 +23,7 @@ import scipy.linalg
 
 from .. import _blas
 from ..geometry.camera import project
-from ..ops.raster import landmark_visibility, rasterize
+from ..ops.raster import mesh_landmark_visibility
 from ..ops.shape_fit import fit_shape, fit_shared_shape
 from .confidence import alignment_score, landmark_template
 
@@ -72,8 +72,7 @@ def update_geometry(model, state: CascadeState, threads: int = 0) -> CascadeStat
         screen = project(shapes, state.camera[lo:hi])
         if screen.ndim == 2:
             screen = screen[None]
-        depth = rasterize(screen, model.triangles, CROP_SIZE, threads=threads).depth
-        V[lo:hi] = landmark_visibility(screen, model.landmarks160, depth)
+        V[lo:hi] = mesh_landmark_visibility(screen, model.triangles, model.landmarks160, CROP_SIZE, threads=threads)
         U[lo:hi] = screen[:, model.landmarks160, :2]
         X[lo:hi] = screen[:, model.landmarks68, :2]
     state.X, state.U, state.V = X, U, V

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..geometry.camera import fit_camera, project
-from ..ops.raster import landmark_visibility, rasterize
+from ..ops.raster import mesh_landmark_visibility
 from ..ops.shape_fit import fit_shape
 from .metrics import INNER_68
 
@@ -38,5 +38,4 @@ def ground_truth_visibility(model, gt68: np.ndarray, image_size: tuple[int, int]
     shape = model.shape(p[: model.n_identity], p[model.n_identity:])
     camera = fit_camera(shape[model.landmarks68][INNER_68], gt68[INNER_68])
     screen = project(shape, camera)
-    depth = rasterize(screen, model.triangles, image_size).depth
-    return landmark_visibility(screen, model.landmarks68, depth)
+    return mesh_landmark_visibility(screen, model.triangles, model.landmarks68, image_size)

@@ -94,6 +94,13 @@ def landmark_visibility_reference(vertices: np.ndarray, landmark_index: np.ndarr
     return inside & (q[..., 2] + f32(tolerance) >= front)
 
 
+def mesh_landmark_visibility_reference(vertices: np.ndarray, triangles: np.ndarray, landmark_index: np.ndarray,
+                                       height: int, width: int, tolerance: float) -> np.ndarray:
+    """Twin of ``dffx._C.mesh_landmark_visibility``: the full depth buffer, then the visibility test."""
+    depth = rasterize_reference(vertices, triangles, height, width)[0]
+    return landmark_visibility_reference(vertices, landmark_index, depth, tolerance)
+
+
 def _normal_equations(mean, basis, target, weight, camera, scale):
     """A^T C A and A^T C r of one image (A = dY/dp, r = X - Y(w, 0)), float64."""
     R = rotation_matrix(camera[1], camera[2], camera[3])
