@@ -5,8 +5,9 @@ Stages of the alignment pipeline (paper Sec. III-C) that exist today:
 * ``latency-preprocess``: face box -> canonical 224x224 crop (``dffx.preprocess.crop_face``,
   OpenCV) vs the NumPy twin ``crop_face_reference``;
 * ``latency-iteration-geometry``: the geometry of one cascade iteration at 224x224 -- shape
-  S(p) (eq. 3), projection (eq. 2), depth buffer + visibility of the 160 landmarks, shape fit
-  to 68 targets (eq. 6-8) -- with the native kernels vs the NumPy twins;
+  S(p) (eq. 3), projection (eq. 2), visibility of the 160 landmarks (depth only where the test
+  reads it, as the cascade does), shape fit to 68 targets (eq. 6-8) -- with the native kernels
+  vs the NumPy twins (full depth buffer, then the test);
 * ``latency-mean-shape``: the ``mean-shape`` predictor of ``dffx eval`` on one face;
 * ``latency-align``: ``FaceAligner.align`` with a given box (crop, DFF extraction, three cascade
   iterations, mesh and pose out) vs the same with NumPy's BLAS free to use every core inside the
@@ -73,8 +74,7 @@ def _iteration_inputs(model):
 
 def _iteration_native(model, p_id, p_exp, camera, targets):
     screen = dffx.project(model.shape(p_id, p_exp), camera)
-    depth = dffx.rasterize(screen, model.triangles, 224).depth
-    visible = dffx.landmark_visibility(screen, model.landmarks160, depth)
+    visible = dffx.ops.mesh_landmark_visibility(screen, model.triangles, model.landmarks160, 224)
     return visible, dffx.fit_shape(model, targets, camera)
 
 
