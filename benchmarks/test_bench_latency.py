@@ -19,6 +19,10 @@ Stages of the alignment pipeline (paper Sec. III-C) that exist today:
   twice and the alignment score) for every face, vs the default that skips it for faces whose
   box has converged (``converged_iou=0.85``), vs the single pass; on the portrait's given box
   and on the MTCNN boxes of the dlib group photo (six faces);
+* ``latency-video``: a 10-frame clip of the portrait moving, turning and zooming, aligned with
+  ``FaceTracker.update`` (each face starts from its previous landmarks; the detector runs on the
+  first frame only) vs detecting and aligning every frame (``FaceAligner.align``), both with the
+  default passes; both must find the face in every frame;
 * ``latency-detect``: face detection on two photos (a 450x450 AFLW2000-3D face, a 500x332 dlib
   group photo), the default MTCNN vs the Haar cascades; both must find the same faces.
 
@@ -153,6 +157,37 @@ def test_align_dff_bfloat16(benchmark, face_model, aligner, photo):
     faces = benchmark(fast.align, photo, BOX[None])
     exact = aligner.align(photo, BOX[None])
     assert len(faces) == 1 and nme_box(faces[0].landmarks, exact[0].landmarks) < 0.03
+
+
+def _clip(photo, count: int = 10) -> list:
+    """The portrait moved 3 / 2 px, turned 1 deg and zoomed 1.2% per frame (tests/test_tracker.py)."""
+    h, w = photo.shape[:2]
+    frames = []
+    for k in range(count):
+        M = cv2.getRotationMatrix2D((w / 2, h / 2), 1.0 * k, 1 + 0.012 * k)
+        M[:, 2] += (3 * k - 30, 2 * k - 20)
+        frames.append(cv2.warpAffine(photo, M, (w, h), borderMode=cv2.BORDER_REPLICATE))
+    return frames
+
+
+@pytest.mark.benchmark(group="latency-video")
+@pytest.mark.parametrize("how", ["tracker", "detect-and-align"])
+def test_video_clip(benchmark, default_aligner, photo, how):
+    frames = _clip(photo)
+    tracker = dffx.FaceTracker(default_aligner)
+
+    def track():
+        tracker.reset()
+        return [tracker.update(frame) for frame in frames]
+
+    def detect_and_align():
+        return [default_aligner.align(frame) for frame in frames]
+
+    found = benchmark.pedantic(track if how == "tracker" else detect_and_align, rounds=3, iterations=1,
+                               warmup_rounds=1)
+    assert [len(faces) for faces in found] == [1] * len(frames)
+    if how == "tracker":
+        assert tracker.detector_runs == 1
 
 
 GROUP_PHOTO = REPO_ROOT.parent / "shared" / "data" / "dev" / "dlib-examples" / "2008_002470.jpg"

@@ -1,14 +1,16 @@
 """dffx: large-pose face alignment with the Deep Face Feature (Jiang et al., arXiv 1708.02721).
 
 * :class:`FaceAligner` -- image -> 68 landmarks, landmark visibility, head pose and 3D shape
-  (the cascade of Sec. III-C); :func:`detect_faces` -- the offline face detector it uses.
+  (the cascade of Sec. III-C); :func:`detect_faces` -- the offline face detector it uses;
+  :class:`FaceTracker` -- the same over video frames, each face starting from its previous
+  landmarks.
 * :class:`DFFExtractor` -- the Deep Face Feature network (Sec. III-B): 32-D unit vectors per pixel.
 * The geometry core: the ICT-FaceKit 3DMM (eq. 3), the weak-perspective camera (eq. 2), a
   depth-buffer rasterizer with landmark visibility and the regularised least-squares shape fit
   (eq. 6-8, 11), with C++/CUDA kernels and NumPy reference twins.
 
-``FaceAligner``, ``FaceAlignment``, ``draw_alignment``, ``DFFExtractor`` and ``detect_faces``
-load on first use (PEP 562), so ``import dffx`` does not import PyTorch or OpenCV.
+``FaceAligner``, ``FaceAlignment``, ``FaceTracker``, ``draw_alignment``, ``DFFExtractor`` and
+``detect_faces`` load on first use (PEP 562), so ``import dffx`` does not import PyTorch or OpenCV.
 """
 
 from importlib.metadata import PackageNotFoundError, version as _pkg_version
@@ -26,7 +28,7 @@ from .ops import RasterResult, fit_shape, fit_shared_shape, landmark_visibility,
 
 # name -> submodule, imported on first access (see the module docstring)
 _LAZY = {"DFFExtractor": "nn.extractor", "FaceAligner": "align.aligner", "FaceAlignment": "align.aligner",
-         "draw_alignment": "align.aligner", "detect_faces": "detect"}
+         "FaceTracker": "align.tracker", "draw_alignment": "align.aligner", "detect_faces": "detect"}
 
 __all__ = [
     "__version__",
@@ -34,6 +36,7 @@ __all__ = [
     "FaceAligner",
     "FaceAlignment",
     "FaceModel",
+    "FaceTracker",
     "ModelNotFoundError",
     "RasterResult",
     "detect_faces",

@@ -174,47 +174,6 @@ def _cmd_train_template(args) -> int:
     return 0
 
 
-def _cmd_align(args) -> int:
-    import cv2
-
-    from .align import FaceAligner, draw_alignment
-    from .model import load_face_model
-
-    box = None
-    if args.box:
-        box = np.array([[float(v) for v in args.box.split(",")]])
-        if box.shape != (1, 4):
-            raise ValueError(f"--box must be X0,Y0,X1,Y1, got {args.box!r}")
-    options = {}  # unset flags keep FaceAligner's defaults
-    if args.refine is not None:
-        options["refine"] = args.refine
-    if args.converged_iou is not None:
-        options["converged_iou"] = args.converged_iou
-    if args.min_score is not None:
-        options["min_score"] = None if args.min_score < 0 else args.min_score
-    aligner = FaceAligner(features=args.features, device=args.device, model=load_face_model(args.model),
-                          detector=args.detector, precision=args.precision, **options)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    for name in args.images:
-        image = cv2.imread(name, cv2.IMREAD_COLOR) if Path(name).is_file() else None
-        if image is None:
-            print(f"dffx align: error: {name}: {'not an image' if Path(name).is_file() else 'no such file'}",
-                  file=sys.stderr)
-            failed += 1
-            continue
-        faces = aligner.align(image, box)
-        stem = Path(name).stem
-        record = {"image": str(name), "face_boxes": "given" if box is not None else args.detector,
-                  "faces": [f.to_json() for f in faces]}
-        (out / f"{stem}.json").write_text(json.dumps(record, indent=1))
-        if not cv2.imwrite(str(out / f"{stem}_overlay.png"), draw_alignment(image, faces)):
-            raise OSError(f"could not write {out / (stem + '_overlay.png')}")
-        print(f"{name}: {len(faces)} face(s)" + ("" if faces else " (no face found)"))
-    return 1 if failed else 0
-
-
 def _missing(message: str) -> int:
     print(message, file=sys.stderr)
     return 1
@@ -302,26 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_synth_preview)
 
     train_sub = sub.add_parser("train", help="train the DFF network (dff)").add_subparsers(dest="what", required=True)
-    p = sub.add_parser("align", help="68 landmarks, visibility and head pose of every face in photos (Sec. III-C)")
-    p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--out", required=True, help="output folder: NAME.json and NAME_overlay.png per image")
-    p.add_argument("--box", default=None, help="face box X0,Y0,X1,Y1 (default: detect faces)")
-    p.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS,
-                   help=f"face detector when no --box is given (default: {DEFAULT_DETECTOR})")
-    p.add_argument("--features", default="dff", choices=["dff", "sift"], help="landmark descriptors of the cascade")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
-                   help="dff: the network's dtype; bfloat16 is ~1.8x faster on CPUs with AMX/AVX512-BF16")
-    p.add_argument("--refine", type=int, default=None,
-                   help="re-crop passes from the previous landmarks' box (default: FaceAligner's, 1)")
-    p.add_argument("--converged-iou", type=float, default=None,
-                   help="a face gets no more re-crop passes once its landmarks' box overlaps the box its pass "
-                        "started from by this IoU (default: FaceAligner's, 0.85; above 1: every face gets all)")
-    p.add_argument("--min-score", type=float, default=None,
-                   help="drop detected faces whose alignment score is below this (default: FaceAligner's, 0.6; "
-                        "negative: keep all)")
-    p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
-    p.set_defaults(run=_cmd_align)
+    from .align.cli import add_align_parsers
+
+    add_align_parsers(sub)
 
     from .match.cli import add_match_parser
 

@@ -1,9 +1,23 @@
-"""Large-pose alignment (paper Sec. III-C): the cascade over DFF (or SIFT) landmark features."""
+"""Large-pose alignment (paper Sec. III-C): the cascade over DFF (or SIFT) landmark features.
 
-from .aligner import FaceAligner, FaceAlignment, draw_alignment
-from .cascade import Cascade, CascadeState, train_cascade, update_geometry
-from .features import DFFLandmarkFeatures, SIFTLandmarkFeatures
-from .predictor import CascadePredictor, synth_split
+* :class:`FaceAligner` -- photo -> 68 landmarks, visibility, pose and 3D shape per face;
+  :class:`FaceTracker` -- the same over video frames.
+* :class:`Cascade` / :func:`train_cascade` -- the descent directions (eq. 4-11) and their training.
 
-__all__ = ["FaceAligner", "FaceAlignment", "draw_alignment", "Cascade", "CascadePredictor", "CascadeState", "DFFLandmarkFeatures", "SIFTLandmarkFeatures",
-           "synth_split", "train_cascade", "update_geometry"]
+The names load on first use (PEP 562), so ``import dffx.align`` (and the ``dffx`` command line,
+which imports :mod:`dffx.align.cli`) does not import OpenCV or SciPy.
+"""
+
+from .._lazy import lazy_attributes as _lazy_attributes
+
+_EXPORTS = {
+    "FaceAligner": "aligner", "FaceAlignment": "aligner", "draw_alignment": "aligner",
+    "Cascade": "cascade", "CascadeState": "cascade", "train_cascade": "cascade", "update_geometry": "cascade",
+    "DFFLandmarkFeatures": "features", "SIFTLandmarkFeatures": "features",
+    "CascadePredictor": "predictor", "synth_split": "predictor",
+    "FaceTracker": "tracker", "TrackedFace": "tracker",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = _lazy_attributes(__name__, _EXPORTS, globals())

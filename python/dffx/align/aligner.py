@@ -130,13 +130,7 @@ class FaceAligner:
         Raises:
             ValueError: empty image, wrong dtype or shape, malformed boxes.
         """
-        img = np.asarray(image)
-        if img.size == 0:
-            raise ValueError("empty image")
-        if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
-            raise ValueError(f"image must be uint8 (H, W, 3) BGR or (H, W) grey, got {img.dtype} {img.shape}")
-        if img.ndim == 2:
-            img = np.repeat(img[..., None], 3, axis=2)
+        img = self.checked_image(image)
         detected = boxes is None
         if detected:
             from ..detect import detect_faces
@@ -159,6 +153,20 @@ class FaceAligner:
         if detected and self.min_score is not None:
             out = [face for face in out if face.score is None or face.score >= self.min_score]
         return out
+
+    @staticmethod
+    def checked_image(image) -> np.ndarray:
+        """uint8 (H, W, 3) BGR from a BGR or (H, W) grey uint8 image (grey is repeated).
+
+        Raises:
+            ValueError: empty image, another dtype or shape.
+        """
+        img = np.asarray(image)
+        if img.size == 0:
+            raise ValueError("empty image")
+        if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
+            raise ValueError(f"image must be uint8 (H, W, 3) BGR or (H, W) grey, got {img.dtype} {img.shape}")
+        return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
 
     def align_many(self, images, boxes=None) -> list[list[FaceAlignment]]:
         """:meth:`align` over a list of images (``boxes``: None or one (F, 4) array per image)."""
