@@ -27,6 +27,18 @@ void validate(const float* vertices, const int32_t* triangles, const RasterShape
   detail::require_finite(vertices, s.batch * s.num_vertices * 3, "rasterize: vertices");
 }
 
+// The landmark arguments of landmark_visibility and mesh_landmark_visibility.
+void validate_landmarks(const int32_t* landmark_index, int64_t num_landmarks, int64_t num_vertices, float tolerance,
+                        const uint8_t* visible, const std::string& who) {
+  detail::require(num_landmarks >= 0, who + ": negative landmark count");
+  detail::require(visible && (landmark_index || num_landmarks == 0), who + ": null pointer");
+  detail::require(std::isfinite(tolerance) && tolerance >= 0.0f, who + ": tolerance must be finite and >= 0");
+  for (int64_t l = 0; l < num_landmarks; ++l)
+    if (landmark_index[l] < 0 || landmark_index[l] >= num_vertices)
+      detail::fail(who + ": landmark " + std::to_string(l) + " has vertex index " + std::to_string(landmark_index[l]) +
+                   " outside [0, " + std::to_string(num_vertices) + ")");
+}
+
 // Rasterize rows [row_begin, row_end) of one image.
 void rasterize_rows(const float* v, const int32_t* tris, const RasterShape& s, int64_t row_begin,
                     int64_t row_end, float* depth, int32_t* tri_id, float* bary) {
@@ -93,15 +105,8 @@ void landmark_visibility(const float* vertices, const int32_t* landmark_index, i
                          const float* depth, const RasterShape& s, float tolerance, uint8_t* visible) {
   detail::require(s.batch > 0 && s.num_vertices > 0 && s.height > 0 && s.width > 0,
                   "landmark_visibility: sizes must be positive");
-  detail::require(num_landmarks >= 0, "landmark_visibility: negative landmark count");
-  detail::require(vertices && depth && visible && (landmark_index || num_landmarks == 0),
-                  "landmark_visibility: null pointer");
-  detail::require(std::isfinite(tolerance) && tolerance >= 0.0f,
-                  "landmark_visibility: tolerance must be finite and >= 0");
-  for (int64_t l = 0; l < num_landmarks; ++l)
-    if (landmark_index[l] < 0 || landmark_index[l] >= s.num_vertices)
-      detail::fail("landmark_visibility: landmark " + std::to_string(l) + " has vertex index " +
-                   std::to_string(landmark_index[l]) + " outside [0, " + std::to_string(s.num_vertices) + ")");
+  detail::require(vertices && depth, "landmark_visibility: null pointer");
+  validate_landmarks(landmark_index, num_landmarks, s.num_vertices, tolerance, visible, "landmark_visibility");
   for (int64_t b = 0; b < s.batch; ++b)
     for (int64_t l = 0; l < num_landmarks; ++l) {
       const float* q = vertices + (b * s.num_vertices + landmark_index[l]) * 3;
@@ -188,14 +193,7 @@ void mesh_landmark_visibility(const float* vertices, const int32_t* triangles, c
                               int64_t num_landmarks, const RasterShape& s, float tolerance, uint8_t* visible,
                               int num_threads) {
   validate(vertices, triangles, s);
-  detail::require(num_landmarks >= 0, "mesh_landmark_visibility: negative landmark count");
-  detail::require(visible && (landmark_index || num_landmarks == 0), "mesh_landmark_visibility: null pointer");
-  detail::require(std::isfinite(tolerance) && tolerance >= 0.0f,
-                  "mesh_landmark_visibility: tolerance must be finite and >= 0");
-  for (int64_t l = 0; l < num_landmarks; ++l)
-    if (landmark_index[l] < 0 || landmark_index[l] >= s.num_vertices)
-      detail::fail("mesh_landmark_visibility: landmark " + std::to_string(l) + " has vertex index " +
-                   std::to_string(landmark_index[l]) + " outside [0, " + std::to_string(s.num_vertices) + ")");
+  validate_landmarks(landmark_index, num_landmarks, s.num_vertices, tolerance, visible, "mesh_landmark_visibility");
   const int threads = detail::resolve_threads(num_threads, s.batch * s.num_triangles);
   if (s.batch >= threads) {  // one mesh per thread
     detail::parallel_for(s.batch, threads, [&](int64_t begin, int64_t end) {

@@ -71,12 +71,7 @@ def rasterize(vertices, triangles, size, *, threads: int = 0) -> RasterResult:
     if _is_torch(vertices) and vertices.is_cuda:
         return _rasterize_cuda(vertices, triangles, h, w)
     torch_out = _is_torch(vertices)
-    v = as_float_array(_numpy(vertices), "vertices", last=3)
-    if v.ndim not in (2, 3):
-        raise ValueError(f"vertices must have shape (N, 3) or (B, N, 3), got {v.shape}")
-    single = v.ndim == 2
-    v3 = v[None] if single else v
-    t = as_index_array(_numpy(triangles), "triangles", v3.shape[1], ndim=2, last=3)
+    v3, t, single = _checked_mesh(vertices, triangles)
     depth, tri_id, bary = _C.rasterize(v3, t, h, w, threads)
     out = (depth, tri_id, bary)
     if single:
@@ -86,6 +81,17 @@ def rasterize(vertices, triangles, size, *, threads: int = 0) -> RasterResult:
 
         out = tuple(torch.from_numpy(o) for o in out)
     return RasterResult(*out)
+
+
+def _checked_mesh(vertices, triangles):
+    """(float32 (B, N, 3) vertices, int32 (F, 3) triangles, whether the input was unbatched) for
+    the CPU kernels; ValueError for wrong shapes, NaN/inf or indices outside [0, N)."""
+    v = as_float_array(_numpy(vertices), "vertices", last=3)
+    if v.ndim not in (2, 3):
+        raise ValueError(f"vertices must have shape (N, 3) or (B, N, 3), got {v.shape}")
+    single = v.ndim == 2
+    v3 = v[None] if single else v
+    return v3, as_index_array(_numpy(triangles), "triangles", v3.shape[1], ndim=2, last=3), single
 
 
 def _check_cuda_mesh(vertices):
@@ -200,12 +206,7 @@ def mesh_landmark_visibility(vertices, triangles, landmark_index, size,
         return landmark_visibility(vertices, landmark_index, rasterize(vertices, triangles, size).depth, tolerance)
     h, w = image_size(size)
     torch_out = _is_torch(vertices)
-    v = as_float_array(_numpy(vertices), "vertices", last=3)
-    if v.ndim not in (2, 3):
-        raise ValueError(f"vertices must have shape (N, 3) or (B, N, 3), got {v.shape}")
-    single = v.ndim == 2
-    v3 = v[None] if single else v
-    t = as_index_array(_numpy(triangles), "triangles", v3.shape[1], ndim=2, last=3)
+    v3, t, single = _checked_mesh(vertices, triangles)
     idx = as_index_array(_numpy(landmark_index), "landmark_index", v3.shape[1], ndim=1)
     vis = _C.mesh_landmark_visibility(v3, t, idx, h, w, float(tolerance), threads)
     vis = vis[0] if single else vis
