@@ -11,7 +11,8 @@
 # A dry run on a CPU machine: DFFX_CUDA=AUTO OUT=/tmp/out bash tools/device/check.sh
 #
 # Everything goes to $OUT (the device tool brings it back): check.log, env.txt, tests.xml,
-# bench_cuda.json, latency_{cuda,cpu}.json and, with training, train_log.jsonl + dff_gpu.pt.
+# bench_cuda.json, latency_{cuda,cpu}.json (float32 and bfloat16 network each) and, with training,
+# train_log.jsonl + dff_gpu.pt.
 # Each step runs even when an earlier one failed; the exit status is the number that failed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -83,12 +84,22 @@ step bench "$py" -m pytest -q -p no:cacheprovider -m cuda benchmarks --benchmark
 
 has_gpu() { "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; }
 
+# latency_<device>.json: a list of two reports, float32 and bfloat16 network (one file per device:
+# at most 8 files come back).
+latency_on() {
+  local device=$1 photo=.device/dev/image00050.jpg box=150,160,310,370
+  for precision in float32 bfloat16; do
+    "$py" tools/device/latency.py $photo --box $box --device $device --precision $precision \
+      --json /tmp/latency_$precision.json || return 1
+  done
+  "$py" -c "import json, sys; json.dump([json.load(open(f)) for f in sys.argv[2:]], open(sys.argv[1], 'w'), indent=1)" \
+    "$OUT/latency_$device.json" /tmp/latency_float32.json /tmp/latency_bfloat16.json
+}
 latency() {
-  local photo=.device/dev/image00050.jpg box=150,160,310,370
   if has_gpu; then
-    "$py" tools/device/latency.py $photo --box $box --device cuda --json "$OUT/latency_cuda.json" || return 1
+    latency_on cuda || return 1
   fi
-  "$py" tools/device/latency.py $photo --box $box --device cpu --json "$OUT/latency_cpu.json"
+  latency_on cpu
 }
 step latency latency
 
