@@ -464,6 +464,65 @@ def test_bfloat16_network_aligns_as_well_as_float32(face_model, aflw2000_dir, df
         FaceAligner("dff", device="cpu", model=face_model, precision="float16")
 
 
+def test_mirror_permutation_matches_the_symmetric_face_model(face_model):
+    """IBUG68_MIRROR pairs each landmark with the one at its mirror position on ICT's mean face."""
+    from scipy.spatial import cKDTree
+
+    from dffx.align.mirror import IBUG68_MIRROR
+
+    points = face_model.mean[face_model.landmarks68]
+    distance, partner = cKDTree(points).query(points * [-1.0, 1.0, 1.0])
+    assert distance.max() < 0.01  # cm
+    np.testing.assert_array_equal(partner, IBUG68_MIRROR)
+    np.testing.assert_array_equal(IBUG68_MIRROR[IBUG68_MIRROR], np.arange(68))
+
+
+def test_mirror_back_maps_a_mirror_image_camera_onto_the_original(face_model):
+    """A camera fitted in the mirror image, mapped back, projects the (symmetric) mean face onto
+    the mirrored-back landmarks; mapping twice gives the input back."""
+    import dffx
+    from dffx.align.mirror import mirror_back, mirror_boxes
+    from dffx.align.predictor import ImageAlignment
+
+    width = 301
+    cams = np.array([[3.1, 0.2, 0.7, -0.3, 140.0, 160.0], [2.0, -0.1, -1.2, 0.15, 90.0, 120.0]])
+    mean68 = face_model.mean[face_model.landmarks68]
+    lms = np.stack([dffx.project(mean68, c)[:, :2] for c in cams]).astype(np.float64)
+    boxes = np.concatenate([lms.min(1), lms.max(1)], axis=1)
+    seen = ImageAlignment(boxes=boxes, landmarks=lms, visible=np.arange(136).reshape(2, 68) % 3 > 0, camera=cams,
+                          params=np.zeros((2, face_model.n_params), np.float32), score=np.array([0.9, 0.8]))
+    back = mirror_back(seen, width)
+    for lm, cam in zip(back.landmarks, back.camera):
+        np.testing.assert_allclose(dffx.project(mean68, cam)[:, :2], lm, atol=0.01)  # ICT: symmetric to 6 um
+    np.testing.assert_allclose(back.boxes, mirror_boxes(boxes, width))
+    twice = mirror_back(back, width)
+    for name in ("boxes", "landmarks", "visible", "camera"):
+        np.testing.assert_allclose(getattr(twice, name), getattr(seen, name), err_msg=name)
+
+
+def test_mirror_averaging_lowers_the_error_on_the_sample(face_model, aflw2000_dir, dff_aligner):
+    """On the 16 AFLW2000-3D sample faces (ground-truth boxes, one pass) averaging with the mirror
+    image lowers the mean NME (6.99% to 6.56% when measured); the 3D outputs fit the averaged
+    landmarks: the mesh's landmark vertices land within 1.5% of them."""
+    import dffx
+    from dffx.align.predictor import align_in_image
+    from dffx.data import load_aflw2000_3d
+
+    samples, _ = load_aflw2000_3d(aflw2000_dir)
+    names = {s.name for s in samples}
+    plain, mirrored = [], []
+    for image, gt, box in _aflw2000_faces(aflw2000_dir, names):
+        args = (face_model, dff_aligner.cascade, dff_aligner.features, image, box[None])
+        a, b = align_in_image(*args), align_in_image(*args, mirror=True)
+        plain.append(nme_box(a.landmarks[0], gt))
+        mirrored.append(nme_box(b.landmarks[0], gt))
+        p = b.params[0]
+        mesh = dffx.project(face_model.shape(p[:face_model.n_identity], p[face_model.n_identity:]), b.camera[0])
+        assert nme_box(mesh[face_model.landmarks68, :2], b.landmarks[0]) < 0.015
+        assert b.visible.shape == (1, 68) and 0.5 < b.score[0] <= 1.0
+    assert len(plain) == 16 and np.mean(mirrored) < np.mean(plain) - 0.002
+
+
 def test_aligner_and_refine_reject_bad_arguments(face_model, dff_aligner):
     from dffx.align import FaceAligner
     from dffx.align.predictor import align_in_image

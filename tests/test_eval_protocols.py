@@ -139,6 +139,21 @@ def test_eval_detector_flag_defaults_to_mtcnn():
         parse(["align", "a.jpg", "--out", "o", "--detector", "dlib"])
 
 
+def test_mirror_and_precision_flags(face_model):
+    from dffx.cli import build_parser
+    from dffx.eval import make_predictor
+
+    parse = build_parser().parse_args
+    assert parse(["align", "a.jpg", "--out", "o"]).mirror is None  # FaceAligner's default
+    assert parse(["align", "a.jpg", "--out", "o", "--mirror"]).mirror is True
+    assert parse(["track", "v.mp4", "--out", "o.jsonl", "--no-mirror"]).mirror is False
+    assert parse(["eval", "aflw", "x", "--mirror", "--precision", "bfloat16"]).mirror is True
+    with pytest.raises(SystemExit):
+        parse(["align", "a.jpg", "--out", "o", "--precision", "float16"])
+    with pytest.raises(ValueError, match="mirror averaging apply to the dff and sift methods"):
+        make_predictor("mean-shape", face_model, mirror=True)
+
+
 def test_a_cascade_file_replaces_the_shipped_one(face_model, tmp_path):
     from dffx.align import Cascade
     from dffx.align.predictor import default_cascade_path

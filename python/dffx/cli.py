@@ -57,7 +57,8 @@ def _cmd_eval(args) -> int:
     opts = EvalOptions(dataset=args.dataset, root=Path(args.root), method=args.method, limit=args.limit,
                        yaw_csv=Path(args.yaw_csv) if args.yaw_csv else None, detector=args.detector,
                        progress=not args.no_progress, cascade=Path(args.cascade) if args.cascade else None,
-                       refine=args.refine, converged_iou=args.converged_iou, precision=args.precision)
+                       refine=args.refine, converged_iou=args.converged_iou, precision=args.precision,
+                       mirror=args.mirror)
     summary, rows = evaluate(opts, load_face_model(args.model))
     if args.per_image:
         write_per_image_csv(rows, Path(args.per_image))
@@ -215,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "box by this IoU (default: every face gets all --refine passes)")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
                    help="dff: the network's dtype; bfloat16 is ~1.8x faster on CPUs with AMX/AVX512-BF16")
+    p.add_argument("--mirror", action="store_true",
+                   help="dff/sift: also align the mirror image and average the two (default off: the paper's protocol)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--per-image", metavar="CSV", default=None, help="write per-face errors to CSV")
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")

@@ -39,6 +39,8 @@ def add_aligner_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-score", type=float, default=None,
                    help="drop detected faces whose alignment score is below this (default: FaceAligner's, 0.6; "
                         "negative: keep all)")
+    p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                   help="also align each face in the mirror image and average the two (default: FaceAligner's)")
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
 
 
@@ -55,6 +57,8 @@ def aligner_from_args(args):
         options["converged_iou"] = args.converged_iou
     if args.min_score is not None:
         options["min_score"] = None if args.min_score < 0 else args.min_score
+    if args.mirror is not None:
+        options["mirror"] = args.mirror
     return FaceAligner(features=args.features, device=args.device, model=load_face_model(args.model),
                        detector=args.detector, precision=args.precision, **options)
 

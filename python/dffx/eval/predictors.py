@@ -55,7 +55,8 @@ class MeanShapePredictor:
 
 
 def _cascade(features: str):
-    def build(model, cascade=None, refine: int = 0, converged_iou: float | None = None, precision: str = "float32"):
+    def build(model, cascade=None, refine: int = 0, converged_iou: float | None = None, precision: str = "float32",
+              mirror: bool = False):
         from ..align import Cascade, CascadePredictor
         from ..align.predictor import default_cascade_path
 
@@ -63,7 +64,8 @@ def _cascade(features: str):
         if directions.features != features:  # checked before the features (a network) are loaded
             raise ValueError(f"cascade file {cascade} was trained with {directions.features!r} features, "
                              f"not {features!r}")
-        return CascadePredictor(model, directions, refine=refine, converged_iou=converged_iou, precision=precision)
+        return CascadePredictor(model, directions, refine=refine, converged_iou=converged_iou, precision=precision,
+                                mirror=mirror)
     return build
 
 
@@ -71,7 +73,7 @@ METHODS = {"mean-shape": MeanShapePredictor, "sift": _cascade("sift"), "dff": _c
 
 
 def make_predictor(method: str, model, cascade=None, refine: int = 0, converged_iou: float | None = None,
-                   precision: str = "float32"):
+                   precision: str = "float32", mirror: bool = False):
     """Build the predictor named ``method``; ValueError lists the available ones.
 
     ``dff`` and ``sift`` are the cascade of Sec. III-C with the shipped descent directions
@@ -79,7 +81,8 @@ def make_predictor(method: str, model, cascade=None, refine: int = 0, converged_
     train cascade`` for the same features (a DFF cascade brings the network it records), run
     with ``refine`` re-crop passes, which stop early for faces whose box moved less than
     ``converged_iou`` (:func:`dffx.align.predictor.align_in_image`); ``precision`` is the DFF
-    network's dtype (:class:`dffx.nn.DFFExtractor`).
+    network's dtype (:class:`dffx.nn.DFFExtractor`); ``mirror`` averages with the mirror image
+    (:mod:`dffx.align.mirror`).
 
     Raises:
         ValueError: unknown method, ``cascade``, ``refine`` or ``converged_iou`` given to
@@ -89,12 +92,13 @@ def make_predictor(method: str, model, cascade=None, refine: int = 0, converged_
     if method not in METHODS:
         raise ValueError(f"unknown method '{method}'; available: {', '.join(METHODS)}")
     if method == "mean-shape":
-        if cascade is not None or refine or converged_iou is not None:
-            raise ValueError("cascade files and refine passes apply to the dff and sift methods, not mean-shape")
+        if cascade is not None or refine or converged_iou is not None or mirror:
+            raise ValueError("cascade files, refine passes and mirror averaging apply to the dff and sift methods, "
+                             "not mean-shape")
         return METHODS[method](model)
     if refine < 0:
         raise ValueError(f"refine must be >= 0, got {refine}")
     from ..align.predictor import check_converged_iou
 
     check_converged_iou(converged_iou)
-    return METHODS[method](model, cascade, refine, converged_iou, precision)
+    return METHODS[method](model, cascade, refine, converged_iou, precision, mirror)

@@ -47,6 +47,7 @@ class EvalOptions:
     refine: int = 0  # dff/sift: re-crop passes from the landmark box (dffx.align.predictor.align_in_image)
     converged_iou: float | None = None  # dff/sift: box IoU that ends a face's re-crop passes; None: all run
     precision: str = "float32"  # dff: the network's dtype (dffx.nn.DFFExtractor), float32 or bfloat16
+    mirror: bool = False  # dff/sift: also align the mirror image and average (dffx.align.mirror)
 
 
 def _load(opts: EvalOptions):
@@ -108,7 +109,7 @@ def evaluate(opts: EvalOptions, model=None) -> tuple[dict, list[dict]]:
 
     model = model if model is not None else load_face_model()
     predictor = make_predictor(opts.method, model, opts.cascade, refine=opts.refine,
-                               converged_iou=opts.converged_iou, precision=opts.precision)
+                               converged_iou=opts.converged_iou, precision=opts.precision, mirror=opts.mirror)
     samples, report = _load(opts)
     if not samples:
         raise ValueError(f"no usable samples under '{opts.root}' ({len(report.skipped)} skipped)")
@@ -155,6 +156,10 @@ def _summarize(opts, rows, report, samples, stats) -> dict:
         summary["refine"] = opts.refine
         if opts.converged_iou is not None:
             summary["converged_iou"] = opts.converged_iou
+    if opts.mirror:
+        summary["mirror"] = True
+    if opts.precision != "float32":
+        summary["precision"] = opts.precision
     if opts.dataset in ("aflw2000-3d", "aflw"):
         yaws = np.array([r["yaw"] for r in rows], np.float64)
         summary.update(summarize_bins(np.array([r["nme"] for r in rows]), yaws))
@@ -199,6 +204,10 @@ def format_table(summary: dict) -> str:
     if "refine" in summary:
         until = f" (a face stops at box IoU >= {summary['converged_iou']})" if "converged_iou" in summary else ""
         lines.append(f"re-crop passes: {summary['refine']}{until}")
+    if summary.get("mirror"):
+        lines.append("mirror averaging: each face also aligned in the mirror image, the two averaged")
+    if "precision" in summary:
+        lines.append(f"network precision: {summary['precision']}")
     if "bins" in summary:
         lines.append(f"yaw bins from {summary['yaw_source']}; NME normalised by {summary['normalisation']}")
         header = f"{'Method':<24}{'[0,30]':>8}{'[30,60]':>9}{'[60,90]':>9}{'Mean':>8}{'Std':>8}"
