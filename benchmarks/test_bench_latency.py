@@ -12,9 +12,10 @@ Stages of the alignment pipeline (paper Sec. III-C) that exist today:
 * ``latency-align``: ``FaceAligner.align`` with a given box (crop, DFF extraction, three cascade
   iterations, mesh and pose out) vs the same with NumPy's BLAS free to use every core inside the
   cascade, which its spinning worker threads made 3x slower on a 2-core CPU
-  (docs/alignment.md, "Latency"), and vs the network in bfloat16 (``precision="bfloat16"``,
-  whose landmarks must stay within 3% of the face size of the float32 ones); all single-pass
-  (``refine=0``), the paper's pipeline;
+  (docs/alignment.md, "Latency"), vs the network in bfloat16 (``precision="bfloat16"``,
+  whose landmarks must stay within 3% of the face size of the float32 ones), and vs mirror
+  averaging (``mirror=True``: the face aligned twice, within 3% of the plain result); all
+  single-pass (``refine=0``), the paper's pipeline;
 * ``latency-refine``: ``FaceAligner.align`` with one re-crop pass (``refine=1``: the cascade
   twice and the alignment score) for every face, vs the default that skips it for faces whose
   box has converged (``converged_iou=0.85``), vs the single pass; on the portrait's given box
@@ -188,6 +189,13 @@ def test_video_clip(benchmark, default_aligner, photo, how):
     assert [len(faces) for faces in found] == [1] * len(frames)
     if how == "tracker":
         assert tracker.detector_runs == 1
+
+
+@pytest.mark.benchmark(group="latency-align")
+def test_align_dff_mirror(benchmark, face_model, aligner, photo):
+    both = dffx.FaceAligner("dff", model=face_model, device="cpu", refine=0, mirror=True)
+    faces = benchmark(both.align, photo, BOX[None])
+    assert len(faces) == 1 and nme_box(faces[0].landmarks, aligner.align(photo, BOX[None])[0].landmarks) < 0.03
 
 
 GROUP_PHOTO = REPO_ROOT.parent / "shared" / "data" / "dev" / "dlib-examples" / "2008_002470.jpg"
