@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dff/sift: a face gets no more re-crop passes once its landmarks' box overlaps its start "
                         "box by this IoU (default: every face gets all --refine passes)")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
-                   help="dff: the network's dtype; bfloat16 is ~1.8x faster on CPUs with AMX/AVX512-BF16")
+                   help="dff: the network's dtype; bfloat16 is ~2x faster (network) on CPUs with AMX/AVX512-BF16")
     p.add_argument("--mirror", action="store_true",
                    help="dff/sift: also align the mirror image and average the two (default off: the paper's protocol)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")

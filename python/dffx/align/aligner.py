@@ -69,12 +69,13 @@ class FaceAligner:
         weights: DFF network weights (default: the network the cascade was trained with,
             :func:`dffx.align.predictor.cascade_features`).
         device: torch device for the DFF network (default: CUDA if available, else CPU).
-        precision: the DFF network's dtype, "float32" (default) or "bfloat16": about 1.8x faster
+        precision: the DFF network's dtype, "float32" (default) or "bfloat16": about 2x faster
             network on CPUs with native bfloat16 (AMX, AVX512-BF16), the same accuracy on
             held-out renders and the real samples (docs/alignment.md, "Latency"); slower on
             other CPUs (:func:`dffx.nn.cpu_has_native_bfloat16` tells). Ignored for SIFT.
         mirror: also align every face in the mirror image and average the two results
-            (:mod:`dffx.align.mirror`): lower NME in every yaw bin for twice the work. Default
+            (:mod:`dffx.align.mirror`): 3-8% lower NME in 14 of 15 settings measured, for twice
+            the work (docs/alignment.md, "Mirror averaging"). Default
             ``DEFAULT_MIRROR``.
         model: a :class:`dffx.FaceModel` (default: ``load_face_model()``, i.e. $DFFX_FACE_MODEL).
         refine: re-crop passes after the first run (:func:`dffx.align.predictor.align_in_image`):

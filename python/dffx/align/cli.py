@@ -30,7 +30,7 @@ def add_aligner_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", default="dff", choices=["dff", "sift"], help="landmark descriptors of the cascade")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
-                   help="dff: the network's dtype; bfloat16 is ~1.8x faster on CPUs with AMX/AVX512-BF16")
+                   help="dff: the network's dtype; bfloat16 is ~2x faster (network) on CPUs with AMX/AVX512-BF16")
     p.add_argument("--refine", type=int, default=None,
                    help="re-crop passes from the previous landmarks' box (default: FaceAligner's, 1)")
     p.add_argument("--converged-iou", type=float, default=None,

@@ -144,7 +144,7 @@ def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, 
     ``keep="best-score"``, its best-scoring pass; :data:`KEEP_PASS` gives each cascade's default.
 
     With ``mirror`` the same passes also run on the mirror image, and the two results are
-    averaged (:mod:`dffx.align.mirror`): 4-13% lower NME for twice the work.
+    averaged (:mod:`dffx.align.mirror`): 3-8% lower NME in most settings, for twice the work.
 
     Args:
         model: :class:`dffx.FaceModel`; cascade: :class:`Cascade`; features: its landmark features.

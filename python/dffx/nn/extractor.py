@@ -174,7 +174,7 @@ class DFFExtractor:
             oneDNN). The features are returned in the ordinary contiguous layout either way.
         precision: "float32" (default) or "bfloat16": the dtype of the network's weights and
             activations. The features are float32 and unit length either way (the head's output
-            is cast before the normalisation). "bfloat16" runs the default net about 1.8x faster
+            is cast before the normalisation). "bfloat16" runs the default net about 2x faster
             on CPUs with native bfloat16 (AMX or AVX512-BF16, see :func:`cpu_has_native_bfloat16`)
             and slower on others; its features agree with float32 ones to a cosine of about
             0.9998 on average (docs/alignment.md, "Latency").
