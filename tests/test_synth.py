@@ -319,3 +319,17 @@ def test_cli_train_cascade_binds_the_dff_network(synth_set, tmp_path, ict_dir, f
     assert main(["train", "template", "--cascade", str(tmp_path / "bare.npz"), "--data", str(out),
                  "--images", "12", "--out", str(tmp_path / "with_template.npz")]) == 0
     np.testing.assert_allclose(Cascade.load(tmp_path / "with_template.npz").template, cascade.template, atol=1e-5)
+
+
+def test_cli_train_cascade_mirror_augment_doubles_the_faces(synth_set, tmp_path, ict_dir):
+    from dffx.align import Cascade
+    from dffx.cli import main
+
+    out, _ = synth_set
+    path = tmp_path / "mirrored.npz"
+    assert main(["train", "cascade", "--data", str(out), "--features", "sift", "--out", str(path),
+                 "--train-images", "6", "--val-images", "4", "--boxes", "1", "--stages", "1", "--mirror-augment",
+                 "--model", str(ict_dir), "--no-progress"]) == 0
+    cascade = Cascade.load(path)
+    assert cascade.info["mirror_augment"] is True and cascade.info["train_images"] == 12
+    assert cascade.info["template_images"] == 6  # the template reads the original faces only

@@ -137,6 +137,10 @@ def _cmd_train_cascade(args) -> int:
     features = make_features(args.features, args.dff)
     start = time.perf_counter()
     train = synth_split(args.data, "train", limit=args.train_images, seed=args.seed)
+    if args.mirror_augment:
+        from .align.mirror import mirrored_split
+
+        train = mirrored_split(train)
     val = synth_split(args.data, "val", limit=args.val_images, seed=args.seed)
     perturbation = {}  # unset flags keep train_cascade's defaults
     if args.box_shift is not None:
@@ -145,7 +149,8 @@ def _cmd_train_cascade(args) -> int:
         perturbation["box_scale"] = args.box_scale
     cascade = train_cascade(model, features, train, val, stages=args.stages, boxes=args.boxes, seed=args.seed,
                             progress=not args.no_progress, **perturbation)
-    cascade.info.update(data=str(args.data), seconds=round(time.perf_counter() - start, 1))
+    cascade.info.update(data=str(args.data), seconds=round(time.perf_counter() - start, 1),
+                        mirror_augment=bool(args.mirror_augment))
     if args.features == "dff":  # bind the directions to their network (dffx.align.predictor.cascade_features)
         from .align.predictor import file_sha256
         from .nn.extractor import is_weights_name
@@ -286,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-images", type=int, default=None, help="random training samples (default: all)")
     p.add_argument("--val-images", type=int, default=500, help="held-out samples that choose the regularisers")
     p.add_argument("--boxes", type=int, default=5, help="perturbed initial boxes per training image (paper: 5)")
+    p.add_argument("--mirror-augment", action="store_true",
+                   help="also train on every training image's mirror image (twice the faces)")
     p.add_argument("--box-shift", type=float, default=None,
                    help="box perturbation: shift up to this fraction of the crop side (default 0.05)")
     p.add_argument("--box-scale", type=float, default=None,

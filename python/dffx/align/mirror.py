@@ -73,3 +73,39 @@ def average_with_mirror(model, cascade, direct, mirrored, image_size: tuple[int,
     score = None if direct.score is None else (direct.score + mirrored.score) / 2
     return ImageAlignment(boxes=direct.boxes.copy(), landmarks=landmarks, visible=visible, camera=camera,
                           params=params.astype(np.float32), score=score)
+
+
+def mirrored_split(split: dict, size: int = 224) -> dict:
+    """A cascade training split with every sample's mirror image appended (``--mirror-augment``).
+
+    Sample ``n + i`` is sample ``i`` seen in a mirror: its crop flipped left-right, its 68
+    landmarks mapped to their partners at x -> ``size`` - 1 - x, its camera's yaw and roll negated
+    and tx -> ``size`` - 1 - tx. The descent directions then learn both views of every face.
+
+    Args:
+        split: a dict of :func:`dffx.align.predictor.synth_split` (``crops(ids)``, ``landmarks``
+            (N, 68, 2) and ``cameras`` (N, 6) in crop pixels; ``landmarks160`` / ``visible160``,
+            which the confidence template reads, are kept for the N originals only).
+        size: the crops' side in pixels.
+
+    Returns:
+        dict with the same keys: ``crops`` over 2N ids, ``landmarks`` (2N, 68, 2), ``cameras`` (2N, 6).
+    """
+    n = len(split["landmarks"])
+
+    def crops(ids):
+        ids = np.asarray(ids)
+        out = np.array(split["crops"](ids % n))
+        flip = ids >= n
+        out[flip] = out[flip][:, :, ::-1]
+        return out
+
+    landmarks = split["landmarks"][:, IBUG68_MIRROR].copy()
+    landmarks[..., 0] = size - 1 - landmarks[..., 0]
+    cameras = np.array(split["cameras"], np.float64)
+    cameras[:, 2:4] *= -1
+    cameras[:, 4] = size - 1 - cameras[:, 4]
+    out = dict(split)
+    out.update(crops=crops, landmarks=np.concatenate([split["landmarks"], landmarks]).astype(np.float32),
+               cameras=np.concatenate([split["cameras"], cameras]))
+    return out
