@@ -271,3 +271,42 @@ def test_cuda_landmark_sampling_bad_input():
         dffx.ops.sample_landmark_features(maps, torch.zeros(1, 2, 2, device="cuda"), None)
     with pytest.raises(ValueError, match="floating point"):
         dffx.ops.sample_landmark_features(maps.long(), torch.zeros(2, 2, 2, device="cuda"), None)
+
+
+@requires_gpu
+def test_cuda_mesh_visibility_and_channels_last_maps_match_cpu(face_model):
+    """The paths added for the CPU speed-ups, given CUDA tensors: mesh_landmark_visibility runs
+    the CUDA rasterizer + test and must equal the CPU sparse op; channels-last CUDA maps (the
+    extractor's own output) sample like contiguous CPU ones."""
+    import torch
+
+    rng = np.random.default_rng(8)
+    shapes = face_model.shape(rng.normal(size=(4, 80)), rng.uniform(0, 0.5, (4, 55)))
+    screen = np.stack([dffx.project(s, frame_camera(s, 0.1, yaw, 0.0, 224))
+                       for s, yaw in zip(shapes, (-1.4, -0.5, 0.3, 1.2))])
+    cpu = dffx.ops.mesh_landmark_visibility(screen, face_model.triangles, face_model.landmarks160, 224)
+    gpu = dffx.ops.mesh_landmark_visibility(torch.from_numpy(screen).cuda(), face_model.triangles,
+                                            face_model.landmarks160, 224)
+    assert gpu.is_cuda
+    np.testing.assert_array_equal(gpu.cpu().numpy(), cpu)
+    maps, points, visible = _sampling_problem(2, 32, 40, 48, 160, seed=21)
+    nhwc = torch.from_numpy(maps).cuda().contiguous(memory_format=torch.channels_last)
+    got = dffx.ops.sample_landmark_features(nhwc, points, visible)
+    np.testing.assert_allclose(got.cpu().numpy(), dffx.ops.sample_landmark_features(maps, points, visible),
+                               rtol=0, atol=1e-6)
+
+
+@requires_gpu
+def test_cuda_bfloat16_extractor_is_close_to_float32_on_the_cpu():
+    import cv2
+
+    from conftest import REPO
+    from dffx.nn import DFFExtractor
+
+    face = cv2.resize(cv2.imread(str(REPO / "examples" / "face_generated.png")), (224, 224))
+    exact = DFFExtractor(device="cpu").extract(face)
+    for precision in ("float32", "bfloat16"):
+        gpu = DFFExtractor(device="cuda", precision=precision).extract(face)
+        assert gpu.is_cuda and gpu.dtype.is_floating_point
+        cos = (gpu.cpu().float() * exact).sum(1)
+        assert cos.mean() > 0.999 and cos.min() > 0.9, precision
