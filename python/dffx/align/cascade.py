@@ -192,9 +192,13 @@ class Cascade:
             X_hat = state.X.reshape(len(Z), -1) + Z @ self.R_X[k]
             camera = state.camera + (Z @ self.R_w[k]).astype(np.float64)
         camera[:, 0] = np.maximum(camera[:, 0], 1e-3)
-        weights = np.repeat((1.0 / camera[:, 0] ** 2)[:, None], 68, axis=1)  # landmark term in cm^2
-        params = fit_shape(model, X_hat.reshape(-1, 68, 2), camera, landmark_weights=weights, w_reg=self.w_reg)
-        return update_geometry(model, CascadeState(camera, params.reshape(len(Z), -1)))
+        return update_geometry(model, CascadeState(camera, self.fit_shape(model, X_hat.reshape(-1, 68, 2), camera)))
+
+    def fit_shape(self, model, landmarks: np.ndarray, camera: np.ndarray) -> np.ndarray:
+        """Shape parameters float32 (F, M) of eq. 6-8 for landmarks (F, 68, 2) under cameras (F, 6),
+        with the landmark term in cm^2 (weights 1 / s^2, so in any pixel units) and ``w_reg``."""
+        weights = np.repeat((1.0 / camera[:, 0] ** 2)[:, None], 68, axis=1)
+        return fit_shape(model, landmarks, camera, landmark_weights=weights, w_reg=self.w_reg).reshape(len(camera), -1)
 
     def run(self, model, extractor_features, crops: np.ndarray, cameras=None) -> CascadeState:
         """Align faces in canonical crops (B, 224, 224, 3) uint8 BGR; returns the final state,

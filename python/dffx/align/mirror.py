@@ -31,19 +31,31 @@ def mirror_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
     return np.stack([width - 1 - boxes[:, 2], boxes[:, 1], width - 1 - boxes[:, 0], boxes[:, 3]], axis=1)
 
 
+def mirror_landmarks(landmarks: np.ndarray, width: int) -> np.ndarray:
+    """(..., 68, 2) iBUG landmarks -> the same face's landmarks in the mirror image (each point
+    at its partner's index, x -> ``width`` - 1 - x)."""
+    out = np.array(landmarks)[..., IBUG68_MIRROR, :]
+    out[..., 0] = width - 1 - out[..., 0]
+    return out
+
+
+def mirror_cameras(cameras: np.ndarray, width: int) -> np.ndarray:
+    """(F, 6) cameras w = (s, pitch, yaw, roll, tx, ty) -> the mirror image's: yaw and roll change
+    sign in a mirror, pitch does not; tx -> ``width`` - 1 - tx."""
+    out = np.array(cameras, np.float64)
+    out[:, 2:4] *= -1
+    out[:, 4] = width - 1 - out[:, 4]
+    return out
+
+
 def mirror_back(result, width: int):
     """An :class:`~dffx.align.predictor.ImageAlignment` of the mirror image -> landmarks, visibility,
     cameras and boxes in the original image (shape parameters are left as they are)."""
     from .predictor import ImageAlignment
 
-    landmarks = result.landmarks[:, IBUG68_MIRROR].copy()
-    landmarks[..., 0] = width - 1 - landmarks[..., 0]
-    camera = result.camera.copy()
-    camera[:, 2:4] *= -1   # yaw and roll change sign in a mirror; pitch does not
-    camera[:, 4] = width - 1 - camera[:, 4]
-    return ImageAlignment(boxes=mirror_boxes(result.boxes, width), landmarks=landmarks,
-                          visible=result.visible[:, IBUG68_MIRROR].copy(), camera=camera, params=result.params,
-                          score=result.score)
+    return ImageAlignment(boxes=mirror_boxes(result.boxes, width), landmarks=mirror_landmarks(result.landmarks, width),
+                          visible=result.visible[:, IBUG68_MIRROR].copy(),
+                          camera=mirror_cameras(result.camera, width), params=result.params, score=result.score)
 
 
 def average_with_mirror(model, cascade, direct, mirrored, image_size: tuple[int, int]):
@@ -60,13 +72,11 @@ def average_with_mirror(model, cascade, direct, mirrored, image_size: tuple[int,
     """
     from ..geometry.camera import project
     from ..ops.raster import mesh_landmark_visibility
-    from ..ops.shape_fit import fit_shape
     from .predictor import ImageAlignment
 
     landmarks = (direct.landmarks + mirrored.landmarks) / 2
     camera = (direct.camera + mirrored.camera) / 2
-    weights = np.repeat((1.0 / camera[:, 0] ** 2)[:, None], 68, axis=1)  # landmark term in cm^2, as the cascade
-    params = fit_shape(model, landmarks, camera, landmark_weights=weights, w_reg=cascade.w_reg).reshape(len(camera), -1)
+    params = cascade.fit_shape(model, landmarks, camera)
     m1 = model.n_identity
     screen = project(model.shape(params[:, :m1], params[:, m1:]), camera)
     visible = mesh_landmark_visibility(screen, model.triangles, model.landmarks68, image_size)
@@ -100,12 +110,9 @@ def mirrored_split(split: dict, size: int = 224) -> dict:
         out[flip] = out[flip][:, :, ::-1]
         return out
 
-    landmarks = split["landmarks"][:, IBUG68_MIRROR].copy()
-    landmarks[..., 0] = size - 1 - landmarks[..., 0]
-    cameras = np.array(split["cameras"], np.float64)
-    cameras[:, 2:4] *= -1
-    cameras[:, 4] = size - 1 - cameras[:, 4]
     out = dict(split)
-    out.update(crops=crops, landmarks=np.concatenate([split["landmarks"], landmarks]).astype(np.float32),
-               cameras=np.concatenate([split["cameras"], cameras]))
+    out.update(crops=crops,
+               landmarks=np.concatenate([split["landmarks"], mirror_landmarks(split["landmarks"], size)]).astype(
+                   np.float32),
+               cameras=np.concatenate([split["cameras"], mirror_cameras(split["cameras"], size)]))
     return out
