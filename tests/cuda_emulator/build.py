@@ -1,0 +1,116 @@
+"""Compile dffx's CUDA kernels (``csrc/cuda/*.cu``) as C++ against the CPU emulator beside this
+file, into one shared library with a C interface (``c_api.cpp``) for ctypes. Tests only.
+
+The kernel files are not changed: a copy of each is compiled after one textual rewrite, a launch
+``kernel<<<grid, block, shared, stream>>>(args)`` becoming
+``::dffx_emu::Launch(grid, block, shared, stream).run(kernel, args)``; a ``#line`` directive keeps
+compiler messages pointing at the original file. Usage: ``python build.py OUT_DIR``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+KERNEL_DIR = REPO / "csrc" / "cuda"
+# device.cu only asks the driver for a device count; the emulator answers that itself.
+KERNEL_FILES = ("angular_softmax.cu", "raster.cu", "sampling.cu")
+SELFTEST = HERE / "selftest.cu"  # kernels that exercise the emulator itself
+EMULATOR_FILES = ("emulator.cpp", "c_api.cpp")
+HEADERS = ("cuda_runtime.h", "math_constants.h", "emulator.hpp")
+LIBRARY = "libdffx_cuda_emulated.so"
+FLAGS = ("-std=c++17", "-O2", "-fPIC", "-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas", "-Wno-sign-compare")
+# name or name<template args>, then <<<config>>>(
+LAUNCH = re.compile(r"([A-Za-z_]\w*(?:<[^<>()]*>)?)\s*<<<(.*?)>>>\s*\(", re.S)
+
+
+def rewrite_launches(source: str, name: str = "<source>") -> tuple[str, int]:
+    """Rewrite every ``k<<<...>>>(`` of one .cu file; returns (new source, launches rewritten).
+
+    Raises:
+        RuntimeError: a ``<<<`` the pattern did not match (the emulator would silently miss it).
+    """
+    rewritten, count = LAUNCH.subn(r"::dffx_emu::Launch(\2).run(\1, ", source)
+    if "<<<" in rewritten:
+        raise RuntimeError(f"{name}: a kernel launch the emulator's rewrite does not understand")
+    return rewritten, count
+
+
+def _inputs_digest(compiler: str) -> str:
+    digest = hashlib.sha256(" ".join((compiler,) + FLAGS).encode())
+    for path in _cuda_sources() + [HERE / f for f in EMULATOR_FILES + HEADERS]:
+        digest.update(path.read_bytes())
+    for path in sorted((REPO / "csrc" / "common").glob("*.hpp")) + sorted((REPO / "csrc" / "include").rglob("*.hpp")):
+        digest.update(path.read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _cuda_sources() -> list[Path]:
+    return [KERNEL_DIR / f for f in KERNEL_FILES] + [SELFTEST]
+
+
+def find_compiler() -> str | None:
+    """The C++ compiler to use: ``$CXX``, else ``c++`` / ``g++`` / ``clang++`` on PATH."""
+    if os.environ.get("CXX"):
+        return os.environ["CXX"]
+    return next((c for c in ("c++", "g++", "clang++") if shutil.which(c)), None)
+
+
+def build(out_dir: Path, compiler: str | None = None) -> Path:
+    """Build (or reuse, when sources and flags are unchanged) the emulated kernels library.
+
+    Returns the path of the shared library inside ``out_dir/<digest>/``.
+
+    Raises:
+        RuntimeError: no C++ compiler, or compilation failed (with the compiler's output).
+    """
+    compiler = compiler or find_compiler()
+    if compiler is None:
+        raise RuntimeError("no C++ compiler found (set CXX)")
+    target = Path(out_dir) / _inputs_digest(compiler)
+    library = target / LIBRARY
+    if library.exists():
+        return library
+    work = target / "src"
+    work.mkdir(parents=True, exist_ok=True)
+    sources = []
+    for original in _cuda_sources():
+        text, launches = rewrite_launches(original.read_text(), original.name)
+        if launches == 0:
+            raise RuntimeError(f"{original.name}: no kernel launch found")
+        copy = work / (original.name + ".cpp")
+        copy.write_text(f'#line 1 "{original}"\n' + text)
+        sources.append(copy)
+    sources += [HERE / f for f in EMULATOR_FILES]
+    includes = ["-I", str(HERE), "-I", str(REPO / "csrc" / "include"), "-I", str(KERNEL_DIR)]
+
+    def compile_one(source: Path) -> Path:
+        obj = work / (source.name + ".o")
+        run([compiler, *FLAGS, *includes, "-c", str(source), "-o", str(obj)])
+        return obj
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        objects = list(pool.map(compile_one, sources))
+    partial = target / (LIBRARY + ".tmp")
+    run([compiler, "-shared", *map(str, objects), "-o", str(partial)])
+    partial.replace(library)  # only a complete library is ever reused
+    return library
+
+
+def run(command: list[str]) -> None:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"compiling the CUDA emulator failed:\n{' '.join(command)}\n{done.stdout}{done.stderr}")
+
+
+if __name__ == "__main__":
+    print(build(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "build" / "cuda-emulator"))
