@@ -13,6 +13,10 @@ shared-memory limits at run time) and the PyTorch glue for CUDA tensors. Those n
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -31,11 +35,15 @@ from test_sampling import mixed_points, unit_maps
 ORDERS = ("ascending", "descending", "shuffled")
 
 
+# Set (with libasan preloaded) by test_kernels_under_address_sanitizer for its child pytest.
+UNDER_ASAN = os.environ.get("DFFX_CUDA_EMULATOR_SANITIZE") == "1"
+
+
 @pytest.fixture(scope="session")
 def emulator_library():
     if build.find_compiler() is None:
         pytest.skip("no C++ compiler to build the CUDA emulator")
-    return build.build(REPO / "build" / "cuda-emulator")
+    return build.build(REPO / "build" / "cuda-emulator", sanitize=UNDER_ASAN)
 
 
 @pytest.fixture
@@ -129,9 +137,11 @@ def test_rasterizer_host_checks(emu):
 
 
 # ------------------------------------------------------------------------------ landmark sampling
+@pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("shape", [(2, 32, 24, 31, 160), (3, 70, 9, 11, 40), (1, 5, 6, 6, 7)])
-def test_sampling_matches_cpu(emu, shape):
+def test_sampling_matches_cpu(emu, shape, order):
     B, C, H, W, L = shape
+    emu.configure(order, seed=B)
     rng = np.random.default_rng(C)
     maps = unit_maps(rng, B, C, H, W)
     points = mixed_points(rng, B, L, H, W)
@@ -253,3 +263,22 @@ def test_loss_host_checks(emu):
     f, labels, h = random_problem(4, 1, 3, 8)
     with pytest.raises(ValueError, match="scale"):
         emu.angular_softmax_forward(f.numpy(), labels.numpy(), h.numpy(), 0.0)
+
+
+# ------------------------------------------------------------------------------ memory checking
+@pytest.mark.skipif(UNDER_ASAN, reason="this is the AddressSanitizer run itself")
+def test_kernels_under_address_sanitizer(emulator_library):
+    """Every test above again, in a child process, with the kernels built with AddressSanitizer
+    (the CPU counterpart of compute-sanitizer's memcheck): any read or write outside a buffer
+    the host code or the caller allocated fails the run."""
+    preload = build.asan_runtime()
+    if preload is None:
+        pytest.skip("the C++ compiler has no AddressSanitizer runtime")
+    env = dict(os.environ, DFFX_CUDA_EMULATOR_SANITIZE="1", LD_PRELOAD=preload,
+               ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0:exitcode=86")
+    done = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider",
+                           "-k", "not address_sanitizer"], env=env, cwd=REPO, capture_output=True, text=True)
+    report = done.stdout[-3000:] + done.stderr[-6000:]
+    assert "ERROR: AddressSanitizer" not in done.stderr, report
+    assert done.returncode == 0, report
+    assert " passed" in done.stdout and "skipped" not in done.stdout.split("\n")[-2], report

@@ -4,7 +4,7 @@ file, into one shared library with a C interface (``c_api.cpp``) for ctypes. Tes
 The kernel files are not changed: a copy of each is compiled after one textual rewrite, a launch
 ``kernel<<<grid, block, shared, stream>>>(args)`` becoming
 ``::dffx_emu::Launch(grid, block, shared, stream).run(kernel, args)``; a ``#line`` directive keeps
-compiler messages pointing at the original file. Usage: ``python build.py OUT_DIR``.
+compiler messages pointing at the original file. Usage: ``python build.py [OUT_DIR] [--sanitize]``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,12 @@ SELFTEST = HERE / "selftest.cu"  # kernels that exercise the emulator itself
 EMULATOR_FILES = ("emulator.cpp", "c_api.cpp")
 HEADERS = ("cuda_runtime.h", "math_constants.h", "emulator.hpp")
 LIBRARY = "libdffx_cuda_emulated.so"
-FLAGS = ("-std=c++17", "-O2", "-fPIC", "-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas", "-Wno-sign-compare")
+FLAGS = ("-std=c++17", "-fPIC", "-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas", "-Wno-sign-compare")
+OPTIMISE = ("-O2",)
+# AddressSanitizer, the CPU stand-in for compute-sanitizer's memcheck: every out-of-bounds read or
+# write of a kernel into its (host-allocated) buffers is reported. Needs libasan preloaded into
+# the Python process that loads the library (see asan_runtime).
+SANITIZE = ("-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer")
 # name or name<template args>, then <<<config>>>(
 LAUNCH = re.compile(r"([A-Za-z_]\w*(?:<[^<>()]*>)?)\s*<<<(.*?)>>>\s*\(", re.S)
 
@@ -44,8 +49,8 @@ def rewrite_launches(source: str, name: str = "<source>") -> tuple[str, int]:
     return rewritten, count
 
 
-def _inputs_digest(compiler: str) -> str:
-    digest = hashlib.sha256(" ".join((compiler,) + FLAGS).encode())
+def _inputs_digest(compiler: str, flags: tuple[str, ...]) -> str:
+    digest = hashlib.sha256(" ".join((compiler,) + flags).encode())
     for path in _cuda_sources() + [HERE / f for f in EMULATOR_FILES + HEADERS]:
         digest.update(path.read_bytes())
     for path in sorted((REPO / "csrc" / "common").glob("*.hpp")) + sorted((REPO / "csrc" / "include").rglob("*.hpp")):
@@ -65,10 +70,29 @@ def find_compiler() -> str | None:
     return next((c for c in ("c++", "g++", "clang++") if shutil.which(c)), None)
 
 
-def build(out_dir: Path, compiler: str | None = None) -> Path:
+def asan_runtime(compiler: str | None = None) -> str | None:
+    """``LD_PRELOAD`` for a Python process that loads the sanitized library: the compiler's
+    AddressSanitizer runtime and its C++ runtime (without the latter preloaded too, ASan cannot
+    intercept C++ exceptions in a process whose executable is C). None when either is missing."""
+    compiler = compiler or find_compiler()
+    if compiler is None:
+        return None
+    paths = []
+    for name in ("libasan.so", "libstdc++.so.6"):
+        done = subprocess.run([compiler, f"-print-file-name={name}"], capture_output=True, text=True)
+        path = Path(done.stdout.strip())
+        if done.returncode != 0 or not path.is_absolute() or not path.exists():
+            return None
+        paths.append(str(path.resolve()))
+    return " ".join(paths)
+
+
+def build(out_dir: Path, compiler: str | None = None, sanitize: bool = False) -> Path:
     """Build (or reuse, when sources and flags are unchanged) the emulated kernels library.
 
-    Returns the path of the shared library inside ``out_dir/<digest>/``.
+    Returns the path of the shared library inside ``out_dir/<flavour>-<digest>/``; libraries of
+    the same flavour built from older sources are deleted. ``sanitize`` builds it with
+    AddressSanitizer (load it only into a process that preloads :func:`asan_runtime`).
 
     Raises:
         RuntimeError: no C++ compiler, or compilation failed (with the compiler's output).
@@ -76,10 +100,14 @@ def build(out_dir: Path, compiler: str | None = None) -> Path:
     compiler = compiler or find_compiler()
     if compiler is None:
         raise RuntimeError("no C++ compiler found (set CXX)")
-    target = Path(out_dir) / _inputs_digest(compiler)
+    flags = FLAGS + (SANITIZE if sanitize else OPTIMISE)
+    flavour = "asan" if sanitize else "release"
+    target = Path(out_dir) / f"{flavour}-{_inputs_digest(compiler, flags)}"
     library = target / LIBRARY
     if library.exists():
         return library
+    for stale in Path(out_dir).glob(f"{flavour}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     work = target / "src"
     work.mkdir(parents=True, exist_ok=True)
     sources = []
@@ -95,13 +123,13 @@ def build(out_dir: Path, compiler: str | None = None) -> Path:
 
     def compile_one(source: Path) -> Path:
         obj = work / (source.name + ".o")
-        run([compiler, *FLAGS, *includes, "-c", str(source), "-o", str(obj)])
+        run([compiler, *flags, *includes, "-c", str(source), "-o", str(obj)])
         return obj
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         objects = list(pool.map(compile_one, sources))
     partial = target / (LIBRARY + ".tmp")
-    run([compiler, "-shared", *map(str, objects), "-o", str(partial)])
+    run([compiler, "-shared", *(SANITIZE if sanitize else ()), *map(str, objects), "-o", str(partial)])
     partial.replace(library)  # only a complete library is ever reused
     return library
 
@@ -113,4 +141,5 @@ def run(command: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    print(build(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "build" / "cuda-emulator"))
+    args = [a for a in sys.argv[1:] if a != "--sanitize"]
+    print(build(Path(args[0]) if args else REPO / "build" / "cuda-emulator", sanitize="--sanitize" in sys.argv))

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -124,7 +125,8 @@ class Launch {
       auto* ctx = static_cast<Context*>(c);
       std::apply(ctx->kernel, ctx->params);
     };
-    record(dynamic_shared_ != 0 ? cudaErrorInvalidConfiguration : launch(grid_, block_, body, &context));
+    if (dynamic_shared_ != 0) throw std::logic_error("emulator: dynamic shared memory is not emulated");
+    record(launch(grid_, block_, body, &context));
   }
 
  private:

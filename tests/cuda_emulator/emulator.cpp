@@ -23,6 +23,14 @@
 #include "cuda_runtime.h"
 #include "emulator.hpp"
 
+// AddressSanitizer builds (build.py --sanitize) must be told about every stack switch.
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define DFFX_EMU_ASAN 1
+#else
+#define DFFX_EMU_ASAN 0
+#endif
+
 dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 namespace dffx_emu {
@@ -55,6 +63,8 @@ struct State {
   void (*body)(void*) = nullptr;
   void* context = nullptr;
   std::string kernel_error;  // an exception thrown inside a kernel body
+  const void* scheduler_stack = nullptr;  // AddressSanitizer: the scheduler's stack, as a fiber sees it
+  size_t scheduler_stack_size = 0;
 };
 
 State& state() {
@@ -68,18 +78,62 @@ Thread& current_thread(const char* who) {
   return s.threads[s.current];
 }
 
+// Stack-switch notes for AddressSanitizer (no-ops in a normal build). `leaving` is null when
+// the fiber ends for good.
+void fiber_entered() {
+#if DFFX_EMU_ASAN
+  State& s = state();
+  __sanitizer_finish_switch_fiber(nullptr, &s.scheduler_stack, &s.scheduler_stack_size);
+#endif
+}
+
+void fiber_leaving(void** fake_stack) {
+#if DFFX_EMU_ASAN
+  State& s = state();
+  __sanitizer_start_switch_fiber(fake_stack, s.scheduler_stack, s.scheduler_stack_size);
+#else
+  (void)fake_stack;
+#endif
+}
+
 void trampoline() {
+  fiber_entered();
   State& s = state();
   try {
     s.body(s.context);
   } catch (const std::exception& e) {
     if (s.kernel_error.empty()) s.kernel_error = e.what();
   }
-  s.threads[s.current].wait = Wait::Done;  // uc_link returns to the scheduler
+  s.threads[s.current].wait = Wait::Done;
+  fiber_leaving(nullptr);  // uc_link returns to the scheduler
 }
 
 // Suspend the running fiber until the scheduler resumes it.
-void yield_to_scheduler(Thread& t) { swapcontext(&t.context, &state().scheduler); }
+void yield_to_scheduler(Thread& t) {
+  void* fake_stack = nullptr;
+  fiber_leaving(&fake_stack);
+  swapcontext(&t.context, &state().scheduler);
+#if DFFX_EMU_ASAN
+  __sanitizer_finish_switch_fiber(fake_stack, &state().scheduler_stack, &state().scheduler_stack_size);
+#endif
+}
+
+// Run fiber i until it waits or ends.
+void resume(int i) {
+  State& s = state();
+  Thread& t = s.threads[i];
+  s.current = i;
+  threadIdx = t.index;
+#if DFFX_EMU_ASAN
+  void* fake_stack = nullptr;
+  __sanitizer_start_switch_fiber(&fake_stack, s.stacks[i].get(), kStackBytes);
+#endif
+  swapcontext(&s.scheduler, &t.context);
+#if DFFX_EMU_ASAN
+  __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
+#endif
+  s.current = -1;
+}
 
 std::vector<int> order_of(int n) {
   State& s = state();
@@ -179,10 +233,7 @@ void run_block() {
     for (int i : order_of(n)) {
       Thread& t = s.threads[i];
       if (t.wait != Wait::Running) continue;
-      s.current = i;
-      threadIdx = t.index;
-      swapcontext(&s.scheduler, &t.context);
-      s.current = -1;
+      resume(i);
       if (!s.kernel_error.empty()) throw std::runtime_error("emulator: kernel threw: " + s.kernel_error);
     }
     if (std::all_of(s.threads.begin(), s.threads.end(), [](const Thread& t) { return t.wait == Wait::Done; })) return;
