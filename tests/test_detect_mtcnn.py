@@ -17,7 +17,7 @@ from conftest import DLIB_EXAMPLES, SHARED, dlib_faces, match_dlib_faces
 from dffx.data import load_aflw2000_3d
 from dffx.detect import DETECTORS, box_iou, detect_faces
 from dffx.detect import mtcnn
-from dffx.detect.boxes import box_overlap, nms, overlap_groups
+from dffx.detect.boxes import box_overlap, nms, overlap_groups, overlap_groups_reference
 
 
 def test_finds_the_annotated_dlib_faces_and_hardly_anything_else():
@@ -167,3 +167,25 @@ def test_box_arithmetic_on_known_boxes():
     assert nms(boxes, scores, 0.3, by_min=True).tolist() == [1, 2, 3]
     assert nms(boxes, scores, 0.9, by_min=True).tolist() == [1, 0, 3]  # [2] lies inside [0]
     assert mtcnn.pyramid_scales(100, 200, 50) == pytest.approx([12 / 50 * 0.709 ** k for k in range(3)])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_blocked_suppression_equals_the_plain_greedy_loop(seed):
+    # Hundreds of boxes (several 64-rank blocks), clusters, integer corners (exact IoU ties with
+    # the threshold), tied scores, float32 boxes and both overlap measures.
+    rng = np.random.default_rng(seed)
+    K = int(rng.integers(150, 400))
+    centres = rng.uniform(0, 200, (8, 2))[rng.integers(0, 8, K)] + rng.normal(0, 6, (K, 2))
+    half = rng.uniform(4, 20, (K, 1))
+    boxes = np.hstack([centres - half, centres + half])
+    if seed % 2:
+        boxes = np.round(boxes)
+    if seed == 5:
+        boxes = boxes.astype(np.float32)
+    scores = rng.integers(0, 6, K).astype(float) if seed % 3 == 0 else rng.random(K)
+    for threshold in (0.3, 0.5, 0.7):
+        for by_min in (False, True):
+            want = overlap_groups_reference(boxes, scores, threshold, by_min)
+            assert overlap_groups(boxes, scores, threshold, by_min) == want
+            assert nms(boxes, scores, threshold, by_min).tolist() == [g[0] for g in want]
+    assert len(want) < K  # the clusters made it suppress something
