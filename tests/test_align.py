@@ -444,6 +444,25 @@ def test_detections_below_min_score_are_dropped_but_given_boxes_are_kept(face_mo
     assert len(aligner.align(image)) == 2
 
 
+def test_min_face_size_bounds_the_faces_sought(face_model, dff_aligner):
+    """The dlib group photo's faces (landmark boxes 30-50 px wide) are found with the default
+    40 px and none at 200 px (the detector then skips the fine pyramid scales: the speed-up
+    for big photos); the tracker detects with its aligner's setting."""
+    import cv2
+
+    from dffx.align import FaceAligner, FaceTracker
+
+    group = cv2.imread(str(SHARED / "data" / "dev" / "dlib-examples" / "2008_002470.jpg"))
+    assert dff_aligner.min_face_size == 40
+    assert len(dff_aligner.detect(group)) >= 5
+    coarse = FaceAligner("dff", device="cpu", model=face_model, refine=0, min_face_size=200)
+    assert len(coarse.detect(group)) == 0 and coarse.align(group) == []
+    assert FaceTracker(coarse).update(group) == []
+    for bad in (11, 40.0, True, "40"):
+        with pytest.raises(ValueError, match="min_face_size"):
+            FaceAligner("dff", device="cpu", model=face_model, min_face_size=bad)
+
+
 def test_bfloat16_network_aligns_as_well_as_float32(face_model, aflw2000_dir, dff_aligner):
     """precision="bfloat16" (the network in bfloat16, float32 features out) keeps the cascade's
     accuracy: on four sample faces from frontal to 65 deg of yaw its landmarks stay within 3% of

@@ -145,6 +145,8 @@ def test_mirror_and_precision_flags(face_model):
 
     parse = build_parser().parse_args
     assert parse(["align", "a.jpg", "--out", "o"]).mirror is None  # FaceAligner's default
+    assert parse(["align", "a.jpg", "--out", "o"]).min_face_size is None
+    assert parse(["track", "v.mp4", "--out", "o.jsonl", "--min-face-size", "80"]).min_face_size == 80
     assert parse(["align", "a.jpg", "--out", "o", "--mirror"]).mirror is True
     assert parse(["track", "v.mp4", "--out", "o.jsonl", "--no-mirror"]).mirror is False
     assert parse(["eval", "aflw", "x", "--mirror", "--precision", "bfloat16"]).mirror is True

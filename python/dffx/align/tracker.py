@@ -147,12 +147,10 @@ class FaceTracker:
     def _detect(self, img: np.ndarray, starts: list[_Start]) -> list[_Start]:
         """Run the detector: detections of untracked faces become new starts, and a weak track
         whose face is detected restarts from the detection."""
-        from ..detect import detect_faces
-
         self.detector_runs += 1
         self._last_detection = self.frame_index
         starts = list(starts)
-        for box in detect_faces(img, detector=self.aligner.detector)[:, :4]:
+        for box in self.aligner.detect(img):
             k = _same_face(np.asarray([s.box for s in starts]).reshape(-1, 4), box)
             if k is None:
                 starts.append(_Start(box, None, True))

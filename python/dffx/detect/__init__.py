@@ -21,17 +21,22 @@ from .boxes import box_iou
 
 DETECTORS = ("mtcnn", "haar")
 DEFAULT_DETECTOR = "mtcnn"
+# Smallest face side sought, pixels. The detector's cost grows with the image's area over this
+# squared: a 12-megapixel photo takes about 1 s at 40 px, 0.4 s at 80 (docs/alignment.md, "Latency").
+DEFAULT_MIN_FACE_SIZE = 40
+MTCNN_MIN_FACE_SIZE = 12  # P-Net's cell: MTCNN cannot look for smaller faces
 
-__all__ = ["DEFAULT_DETECTOR", "DETECTORS", "box_iou", "detect_faces"]
+__all__ = ["DEFAULT_DETECTOR", "DEFAULT_MIN_FACE_SIZE", "DETECTORS", "box_iou", "detect_faces"]
 
 
-def detect_faces(image: np.ndarray, min_size: int = 40, min_score: float | None | str = "default",
+def detect_faces(image: np.ndarray, min_size: int = DEFAULT_MIN_FACE_SIZE, min_score: float | None | str = "default",
                  detector: str = DEFAULT_DETECTOR) -> np.ndarray:
     """Detect faces; their face boxes (landmark-box convention), best first.
 
     Args:
         image: uint8 (H, W, 3) BGR (as cv2.imread gives), (H, W, 4) BGRA or (H, W) grey.
-        min_size: smallest face side in pixels to look for (MTCNN: at least 12).
+        min_size: smallest face side in pixels to look for (MTCNN: at least 12). Larger values
+            make detection on large photos much faster (default ``DEFAULT_MIN_FACE_SIZE``).
         min_score: drop detections scoring below this; None keeps all; ``"default"`` takes the
             detector's own default (:data:`dffx.detect.mtcnn.DEFAULT_MIN_SCORE`, a face
             probability in [0, 1]; :data:`dffx.detect.haar.DEFAULT_MIN_SCORE`, a cascade
