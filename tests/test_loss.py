@@ -38,37 +38,46 @@ def ambiguous_pixels(f, labels, h, scale, gap=1e-4):
     return ((top[..., 0] - top[..., 1]) < gap * max(1.0, scale)).sum(dim=1)
 
 
+def assert_matches_reference(f, labels, h, scale, grad_weights, loss, correct, grad_f, grad_h):
+    """A float32 implementation's loss (K,), hits (K,) and gradients of sum(grad_weights * loss)
+    (torch tensors or NumPy arrays) against the float64 reference."""
+    f64, h64 = f.double().clone().requires_grad_(), h.double().clone().requires_grad_()
+    ref_loss, ref_correct = angular_softmax_nll_reference(f64, labels, h64, scale)
+    (ref_loss * grad_weights.double()).sum().backward()
+    loss, correct, grad_f, grad_h = (torch.as_tensor(x).detach() for x in (loss, correct, grad_f, grad_h))
+    tol = 2e-6 * max(1.0, scale)
+    np.testing.assert_allclose(loss.double(), ref_loss.detach(), rtol=1e-5, atol=tol)
+    assert ((correct - ref_correct).abs() <= ambiguous_pixels(f, labels, h, scale)).all(), (correct, ref_correct)
+    for got, want, name in ((grad_f, f64.grad, "features"), (grad_h, h64.grad, "class_vectors")):
+        err = (got.double() - want).abs().max().item()
+        assert err <= 1e-5 * want.abs().max().item() + 1e-8, f"grad {name}: max error {err}"
+
+
 def check_against_reference(f, labels, h, scale, grad_weights):
     """Native float32 loss, hits and gradients against the float64 reference."""
     f32, h32 = f.float().clone().requires_grad_(), h.float().clone().requires_grad_()
     loss, correct = angular_softmax_nll(f32, labels, h32, scale)
     (loss * grad_weights).sum().backward()
-
-    f64, h64 = f.double().clone().requires_grad_(), h.double().clone().requires_grad_()
-    ref_loss, ref_correct = angular_softmax_nll_reference(f64, labels, h64, scale)
-    (ref_loss * grad_weights.double()).sum().backward()
-
     assert loss.dtype == torch.float32 and loss.shape == (h.shape[0],)
     assert correct.dtype == torch.int64 and correct.shape == (h.shape[0],)
-    tol = 2e-6 * max(1.0, scale)
-    np.testing.assert_allclose(loss.detach().double(), ref_loss.detach(), rtol=1e-5, atol=tol)
-    assert ((correct - ref_correct).abs() <= ambiguous_pixels(f, labels, h, scale)).all(), (correct, ref_correct)
-    for got, want, name in ((f32.grad, f64.grad, "features"), (h32.grad, h64.grad, "class_vectors")):
-        err = (got.double() - want).abs().max().item()
-        assert err <= 1e-5 * want.abs().max().item() + 1e-8, f"grad {name}: max error {err}"
+    assert_matches_reference(f, labels, h, scale, grad_weights, loss, correct, f32.grad, h32.grad)
 
 
-# ------------------------------------------------------------------------------------ native vs reference
-@pytest.mark.parametrize("N, K, Cn, D, scale", [
+# Problem sizes (N, K, C, D, scale) every native implementation is checked on.
+NATIVE_CASES = [
     (1, 1, 3, 5, 1.0),
     (37, 3, 7, 3, 1.0),
     (257, 4, 500, 32, 1.0),     # the paper's C and D
-    (301, 2, 65, 32, 30.0),     # large scale; C just above a class block
+    (301, 2, 65, 32, 30.0),     # large scale; C just above a class tile (32 on CUDA, 16 on the CPU)
     (130, 3, 129, 17, 30.0),    # odd D and C
-    (67, 2, 20, 64, 5.0),
+    (67, 2, 20, 64, 5.0),       # the largest D the CUDA kernel takes
     (45, 2, 11, 70, 2.0),       # D > 64 (CPU only)
     (5, 2, 1, 4, 1.0),          # a single class: loss 0, every pixel correct
-])
+]
+
+
+# ------------------------------------------------------------------------------------ native vs reference
+@pytest.mark.parametrize("N, K, Cn, D, scale", NATIVE_CASES)
 def test_native_matches_reference(N, K, Cn, D, scale):
     f, labels, h = random_problem(N, K, Cn, D, seed=N + Cn)
     weights = torch.linspace(0.5, 2.0, K)

@@ -13,6 +13,8 @@
 #include <ucontext.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -78,8 +80,8 @@ Thread& current_thread(const char* who) {
   return s.threads[s.current];
 }
 
-// Stack-switch notes for AddressSanitizer (no-ops in a normal build). `leaving` is null when
-// the fiber ends for good.
+// Stack-switch notes for AddressSanitizer (no-ops in a normal build). fiber_leaving gets a null
+// fake_stack when the fiber ends for good.
 void fiber_entered() {
 #if DFFX_EMU_ASAN
   State& s = state();
