@@ -13,18 +13,19 @@
 namespace dffx {
 namespace {
 
-void validate(const float* vertices, const int32_t* triangles, const RasterShape& s) {
-  detail::require(s.batch > 0, "rasterize: batch must be positive, got " + std::to_string(s.batch));
-  detail::require(s.num_vertices > 0, "rasterize: the mesh has no vertices");
-  detail::require(s.num_triangles > 0, "rasterize: the mesh has no triangles");
-  detail::require(s.height > 0 && s.width > 0, "rasterize: image size must be positive, got " +
+// The mesh arguments of rasterize and mesh_landmark_visibility; `who` names the caller in messages.
+void validate(const float* vertices, const int32_t* triangles, const RasterShape& s, const std::string& who) {
+  detail::require(s.batch > 0, who + ": batch must be positive, got " + std::to_string(s.batch));
+  detail::require(s.num_vertices > 0, who + ": the mesh has no vertices");
+  detail::require(s.num_triangles > 0, who + ": the mesh has no triangles");
+  detail::require(s.height > 0 && s.width > 0, who + ": image size must be positive, got " +
                                                    std::to_string(s.height) + "x" + std::to_string(s.width));
-  detail::require(vertices && triangles, "rasterize: null input pointer");
+  detail::require(vertices && triangles, who + ": null input pointer");
   for (int64_t i = 0; i < s.num_triangles * 3; ++i)
     if (triangles[i] < 0 || triangles[i] >= s.num_vertices)
-      detail::fail("rasterize: triangle " + std::to_string(i / 3) + " has vertex index " +
+      detail::fail(who + ": triangle " + std::to_string(i / 3) + " has vertex index " +
                    std::to_string(triangles[i]) + " outside [0, " + std::to_string(s.num_vertices) + ")");
-  detail::require_finite(vertices, s.batch * s.num_vertices * 3, "rasterize: vertices");
+  detail::require_finite(vertices, s.batch * s.num_vertices * 3, (who + ": vertices").c_str());
 }
 
 // The landmark arguments of landmark_visibility and mesh_landmark_visibility.
@@ -82,7 +83,7 @@ void rasterize_rows(const float* v, const int32_t* tris, const RasterShape& s, i
 
 void rasterize(const float* vertices, const int32_t* triangles, const RasterShape& s, float* depth,
                int32_t* triangle_id, float* barycentric, int num_threads) {
-  validate(vertices, triangles, s);
+  validate(vertices, triangles, s, "rasterize");
   detail::require(depth && triangle_id && barycentric, "rasterize: null output pointer");
   // Work items are (image, band of rows). Every band scans all triangles, so use just enough
   // bands to keep the threads busy: one per image for large batches, several for a single image.
@@ -192,7 +193,7 @@ void mesh_visibility_one(const float* v, const int32_t* tris, const int32_t* lan
 void mesh_landmark_visibility(const float* vertices, const int32_t* triangles, const int32_t* landmark_index,
                               int64_t num_landmarks, const RasterShape& s, float tolerance, uint8_t* visible,
                               int num_threads) {
-  validate(vertices, triangles, s);
+  validate(vertices, triangles, s, "mesh_landmark_visibility");
   validate_landmarks(landmark_index, num_landmarks, s.num_vertices, tolerance, visible, "mesh_landmark_visibility");
   const int threads = detail::resolve_threads(num_threads, s.batch * s.num_triangles);
   if (s.batch >= threads) {  // one mesh per thread
