@@ -253,6 +253,22 @@ def test_aligner_rejects_bad_images(face_model):
     assert aligner.align(np.full((120, 120, 3), 128, np.uint8)) == []  # no face: empty result
 
 
+@pytest.mark.parametrize("boxes, message", [
+    ([[np.nan, 0, 100, 100]], "box 0 must be finite"),
+    ([[10, 10, 90, 90], [0, 0, np.inf, 100]], "box 1 must be finite"),
+    ([[100, 100, 50, 50]], "x1 > x0"),
+    ([[50, 50, 50, 80]], "x1 > x0"),
+    ([[1, 2, 3]], r"shape \(F, 4\)"),
+    ([["a", "b", "c", "d"]], "must be numbers"),
+])
+def test_aligner_names_malformed_boxes(dff_aligner, boxes, message):
+    image = np.full((120, 120, 3), 128, np.uint8)
+    with pytest.raises(ValueError, match=message):
+        dff_aligner.align(image, boxes)
+    assert dff_aligner.align(image, np.zeros((0, 4))) == []
+    assert len(dff_aligner.align(image, [10, 10, 110, 110])) == 1  # one box (4,) is one face
+
+
 def test_shipped_cascades_on_aflw2000_sample(face_model, aflw2000_dir):
     """The paper's protocol (GT boxes, NME by sqrt(w*h)) on the 16-image AFLW2000-3D sample:
     both cascades far better than the mean shape, DFF better than SIFT (docs/alignment.md)."""

@@ -140,23 +140,24 @@ class FaceAligner:
 
         Args:
             image: uint8 (H, W, 3) BGR (as cv2.imread gives) or (H, W) grey.
-            boxes: optional (F, 4) face boxes x0, y0, x1, y1 (landmark-box convention); when None,
-                faces are found with :func:`dffx.detect.detect_faces` (the ``detector`` given
-                at construction), and those scoring below ``min_score`` after alignment are
-                dropped.
+            boxes: optional (F, 4) face boxes x0, y0, x1, y1 (landmark-box convention; one (4,)
+                box is one face); when None, faces are found with :meth:`detect` (the
+                ``detector`` and ``min_face_size`` given at construction), and those scoring
+                below ``min_score`` after alignment are dropped.
 
         Returns:
             one :class:`FaceAlignment` per face, in box (or detector score) order; an empty list
             when no face is found.
 
         Raises:
-            ValueError: empty image, wrong dtype or shape, malformed boxes.
+            ValueError: empty image, wrong dtype or shape, malformed boxes (not (F, 4) numbers,
+                not finite, or x1 <= x0 or y1 <= y0; :meth:`checked_boxes`).
         """
         img = self.checked_image(image)
         detected = boxes is None
         if detected:
             boxes = self.detect(img)
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        boxes = self.checked_boxes(boxes)
         if len(boxes) == 0:
             return []
         result = align_in_image(self.model, self.cascade, self.features, img, boxes, self.refine,
@@ -173,6 +174,29 @@ class FaceAligner:
         if detected and self.min_score is not None:
             out = [face for face in out if face.score is None or face.score >= self.min_score]
         return out
+
+    @staticmethod
+    def checked_boxes(boxes) -> np.ndarray:
+        """Face boxes as float64 (F, 4) x0, y0, x1, y1 (one box (4,) becomes (1, 4)).
+
+        Raises:
+            ValueError: not numbers, not (F, 4) or (4,), NaN or inf, or a box whose x1 <= x0
+                or y1 <= y0 (the message names the box).
+        """
+        try:
+            array = np.asarray(boxes, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"boxes must be numbers x0, y0, x1, y1, got {boxes!r:.80}") from err
+        if array.ndim == 1 and array.shape == (4,):
+            array = array[None]
+        if array.ndim != 2 or array.shape[1] != 4:
+            if array.size == 0:
+                return np.zeros((0, 4))
+            raise ValueError(f"boxes must have shape (F, 4) (x0, y0, x1, y1), got {array.shape}")
+        for i, (x0, y0, x1, y1) in enumerate(array):
+            if not (np.isfinite([x0, y0, x1, y1]).all() and x1 > x0 and y1 > y0):
+                raise ValueError(f"box {i} must be finite with x1 > x0 and y1 > y0, got {array[i].tolist()}")
+        return array
 
     @staticmethod
     def checked_image(image) -> np.ndarray:
