@@ -270,6 +270,37 @@ def test_mixed_precision_only_on_cuda():
     assert train_mod._amp_dtype(TrainConfig(data=".", out="x.pt", amp="fp16"), torch.device("cuda")) == torch.float16
 
 
+def test_autocast_step_feeds_the_loss_float32(data_dir):
+    """The mixed-precision forward of the training module (the code CUDA runs with bfloat16
+    autocast; here CPU autocast, since the trainer enables it only on CUDA): the network runs in
+    bfloat16, the loss head gets float32 features and gives a float32 loss and float32
+    gradients close to those of the float32 pass."""
+    from dffx.nn import AngularSoftmaxLoss, DFFNet
+    from dffx.segment import load_segmentations
+
+    torch.manual_seed(0)
+    segs = load_segmentations(data_dir / "segmentations.npz")
+    head = AngularSoftmaxLoss(torch.as_tensor(segs.lut), n_patches=segs.n_patches, dim=TINY.out_dim, scale=16.0)
+    train_mod._unit_class_vectors(head)
+    module = train_mod._TrainModule(DFFNet(TINY), head)
+    images, tri = train_mod._collate([FakeSynthDataset(data_dir)[i] for i in range(2)])
+    seen = []
+    module.head.register_forward_pre_hook(lambda _, args: seen.append(args[0].dtype))
+    runs = {}
+    for amp in (None, torch.bfloat16):
+        module.zero_grad()
+        out = module(images, tri, amp, 2048, None, torch.Generator().manual_seed(1))
+        out.total.backward()
+        runs[amp] = (out.total.item(), module.net.head.weight.grad.clone(), module.head.h.grad.clone())
+        assert out.total.dtype == torch.float32 and module.net.head.weight.grad.dtype == torch.float32
+    assert seen == [torch.float32, torch.float32]
+    (loss32, grad32, h32), (loss16, grad16, h16) = runs[None], runs[torch.bfloat16]
+    assert loss16 != loss32  # the network did run in bfloat16
+    assert abs(loss16 - loss32) < 0.02 * abs(loss32)
+    for a, b in ((grad16, grad32), (h16, h32)):
+        assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.95
+
+
 def test_step_sampler_is_a_function_of_the_step():
     whole = list(StepSampler(10, 3, seed=1, start_step=0, end_step=8))
     tail = list(StepSampler(10, 3, seed=1, start_step=5, end_step=8))
