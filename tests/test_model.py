@@ -106,9 +106,8 @@ def write_obj(path, vertices):
     path.write_text("".join(f"v {x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in vertices))
 
 
-def test_published_facexmodel_layout(face_model, ict_dir, tmp_path):
-    """ICT-FaceKit as published: FaceXModel/ with one .obj per identity and expression."""
-    folder = tmp_path / "ICT-FaceKit" / "FaceXModel"
+def small_published_model(ict_dir, folder):
+    """A published-layout FaceXModel folder with 3 identities and 3 expressions of the real model."""
     folder.mkdir(parents=True)
     shutil.copy(ict_dir / "generic_neutral_mesh.obj", folder)
     shutil.copy(ict_dir / "vertex_indices.json", folder)
@@ -118,6 +117,14 @@ def test_published_facexmodel_layout(face_model, ict_dir, tmp_path):
         names = list(d["expression_names"])
         for name in ("jawOpen", "browDown_L", "PupilDilate_L"):
             write_obj(folder / f"{name}.obj", d["expression"][names.index(name)])
+    return folder
+
+
+def test_published_facexmodel_layout(face_model, ict_dir, tmp_path, monkeypatch):
+    """ICT-FaceKit as published: FaceXModel/ with one .obj per identity and expression."""
+    monkeypatch.setenv("DFFX_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "ICT-FaceKit" / "FaceXModel"
+    small_published_model(ict_dir, folder)
     model = dffx.load_face_model(folder.parent, n_identity=3)  # the repository root works too
     assert model.n_identity == 3
     assert model.expression_names == ("browDown_L", "jawOpen")  # PupilDilate_L moves no face vertex
@@ -126,6 +133,58 @@ def test_published_facexmodel_layout(face_model, ict_dir, tmp_path):
         np.testing.assert_allclose(model.expression_basis[:, :, j],
                                    face_model.expression_basis[:, :, face_model.expression_names.index(name)], atol=2e-6)
     np.testing.assert_array_equal(model.triangles, face_model.triangles)
+
+
+def test_published_layout_is_parsed_once_then_read_from_the_cache(ict_dir, tmp_path, monkeypatch):
+    import dffx.model.face_model as fm
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DFFX_CACHE_DIR", str(cache))
+    folder = small_published_model(ict_dir, tmp_path / "FaceXModel")
+    first = dffx.load_face_model(folder, n_identity=2)
+    assert len(list(cache.glob("ict-facexmodel-*.npz"))) == 1 and not list(cache.glob("*.tmp.npz"))
+
+    def no_parsing(path):
+        raise AssertionError(f"parsed {path} although it is cached")
+
+    with monkeypatch.context() as m:
+        m.setattr(fm, "read_obj_vertices", no_parsing)
+        again = dffx.load_face_model(folder, n_identity=2)
+    for name in ("mean", "identity_basis", "expression_basis", "triangles", "landmarks160"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(first, name), err_msg=name)
+    assert again.identity_names == first.identity_names and again.expression_names == first.expression_names
+
+    # An edited .obj is parsed again (a new cache entry); a damaged cache file is parsed over.
+    with np.load(ict_dir / "shapes.npz") as d:
+        write_obj(folder / "identity001.obj", d["identity"][5])
+    edited = dffx.load_face_model(folder, n_identity=2)
+    assert not np.array_equal(edited.identity_basis, first.identity_basis)
+    assert len(list(cache.glob("ict-facexmodel-*.npz"))) == 2
+    for f in cache.glob("ict-facexmodel-*.npz"):
+        f.write_bytes(b"not an npz")
+    np.testing.assert_array_equal(dffx.load_face_model(folder, n_identity=2).identity_basis, edited.identity_basis)
+
+
+@pytest.mark.parametrize("setting", ["off", "unwritable"])
+def test_published_layout_loads_without_a_cache(ict_dir, tmp_path, monkeypatch, setting):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("DFFX_CACHE_DIR", "" if setting == "off" else str(blocker / "cache"))
+    folder = small_published_model(ict_dir, tmp_path / "FaceXModel")
+    assert dffx.load_face_model(folder, n_identity=2).n_identity == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FaceXModel", "a-file"]
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    from dffx.config import cache_dir
+
+    monkeypatch.delenv("DFFX_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_dir() == tmp_path / "dffx"
+    monkeypatch.setenv("DFFX_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+    monkeypatch.setenv("DFFX_CACHE_DIR", "")
+    assert cache_dir() is None
 
 
 def test_model_path_from_environment(monkeypatch, ict_dir):

@@ -12,6 +12,9 @@ from pathlib import Path
 from .errors import ModelNotFoundError
 
 FACE_MODEL_ENV = "DFFX_FACE_MODEL"
+# Folder for files dffx derives from user data (the parsed published ICT-FaceKit model); an empty
+# value turns caching off. Default: $XDG_CACHE_HOME/dffx, else ~/.cache/dffx.
+CACHE_ENV = "DFFX_CACHE_DIR"
 
 HOW_TO_GET_ICT = (
     "dffx uses the ICT-FaceKit morphable model (MIT licence), which is not bundled. Get it with "
@@ -52,3 +55,14 @@ def configured_face_model_path() -> Path | None:
         return face_model_path(None)
     except ModelNotFoundError:
         return None
+
+
+def cache_dir() -> Path | None:
+    """Where dffx caches files derived from user data: ``$DFFX_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/dffx``, else ``~/.cache/dffx``; None when ``DFFX_CACHE_DIR`` is set to an
+    empty string (caching off). The folder may not exist yet."""
+    env = os.environ.get(CACHE_ENV)
+    if env is not None:
+        return Path(env).expanduser() if env else None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "dffx"
