@@ -242,6 +242,33 @@ def test_cli_align_writes_json_and_overlay_and_survives_bad_files(tmp_path):
     assert cv2.imread(str(tmp_path / "out" / "face_generated_overlay.png")).shape == cv2.imread(str(photo)).shape
 
 
+def test_cli_align_takes_folders(tmp_path, capsys):
+    """A folder stands for its image files (sorted, not recursive; other files skipped); an empty
+    folder and a second input with an already written name get error lines."""
+    import shutil
+
+    from conftest import REPO
+    from dffx.cli import main
+
+    photos = tmp_path / "photos"
+    (photos / "nested").mkdir(parents=True)
+    shutil.copy(REPO / "examples" / "face_generated.png", photos / "b.png")
+    shutil.copy(REPO / "examples" / "face_generated.png", photos / "a.JPG")  # a PNG named .JPG: read anyway
+    shutil.copy(REPO / "examples" / "face_generated.png", photos / "nested" / "c.png")
+    (photos / "notes.txt").write_text("not an image")
+    (tmp_path / "empty").mkdir()
+    shutil.copy(REPO / "examples" / "face_generated.png", tmp_path / "b.png")
+    code = main(["align", str(photos), str(tmp_path / "empty"), str(tmp_path / "b.png"),
+                 "--out", str(tmp_path / "out"), "--features", "sift", "--box", "120,130,290,330"])
+    assert code == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json", "a_overlay.png", "b.json",
+                                                                     "b_overlay.png"]
+    out, err = capsys.readouterr()
+    assert out.index("a.JPG: 1 face") < out.index("b.png: 1 face")
+    assert "empty: no image files in this folder" in err
+    assert f"{tmp_path / 'b.png'}: same name as {photos / 'b.png'}" in err
+
+
 def test_aligner_rejects_bad_images(face_model):
     from dffx.align import FaceAligner
 

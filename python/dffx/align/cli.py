@@ -82,15 +82,20 @@ def _cmd_align(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
-    for name in args.images:
+    written = {}  # output stem -> the input that wrote it
+    for name in expand_image_arguments(args.images):
         image = cv2.imread(name, cv2.IMREAD_COLOR) if Path(name).is_file() else None
-        if image is None:
-            print(f"dffx align: error: {name}: {'not an image' if Path(name).is_file() else 'no such file'}",
-                  file=sys.stderr)
+        stem = Path(name).stem
+        problem = ("no such file" if not Path(name).exists() else
+                   "no image files in this folder" if Path(name).is_dir() else
+                   "not an image" if image is None else
+                   f"same name as {written[stem]}, whose results it would overwrite" if stem in written else None)
+        if problem:
+            print(f"dffx align: error: {name}: {problem}", file=sys.stderr)
             failed += 1
             continue
+        written[stem] = name
         faces = aligner.align(image, box)
-        stem = Path(name).stem
         record = {"image": str(name), "face_boxes": "given" if box is not None else args.detector,
                   "faces": [f.to_json() for f in faces]}
         (out / f"{stem}.json").write_text(json.dumps(record, indent=1))
@@ -98,6 +103,22 @@ def _cmd_align(args) -> int:
             raise OSError(f"could not write {out / (stem + '_overlay.png')}")
         print(f"{name}: {len(faces)} face(s)" + ("" if faces else " (no face found)"))
     return 1 if failed else 0
+
+
+# Extensions of the files a folder argument of ``dffx align`` contributes (what cv2.imread reads).
+IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".jp2", ".pbm", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+
+
+def expand_image_arguments(names: list[str]) -> list[str]:
+    """``dffx align``'s arguments with each folder replaced by its image files (by extension,
+    sorted, not recursive); a folder without any stays as it is, so that it gets an error line."""
+    out = []
+    for name in names:
+        path = Path(name)
+        found = sorted(str(f) for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS) \
+            if path.is_dir() else []
+        out.extend(found or [name])
+    return out
 
 
 def _cmd_track(args) -> int:
@@ -138,7 +159,7 @@ def _cmd_track(args) -> int:
 def add_align_parsers(sub) -> None:
     """Add ``align`` and ``track`` to the ``dffx`` subcommands."""
     p = sub.add_parser("align", help="68 landmarks, visibility and head pose of every face in photos (Sec. III-C)")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", help="image files, or folders (their image files, not recursive)")
     p.add_argument("--out", required=True, help="output folder: NAME.json and NAME_overlay.png per image")
     p.add_argument("--box", default=None, help="face box X0,Y0,X1,Y1 (default: detect faces)")
     add_aligner_arguments(p)
