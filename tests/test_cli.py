@@ -6,11 +6,11 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 import dffx
 import dffx._C as C
+from dffx.config import cache_dir
 
 
 def run(*args, env=None):
@@ -30,6 +30,7 @@ def test_info_json_reports_the_build():
     assert Path(facts["library"]).is_file()
     assert {"dff_default.pt", "cascade_dff.npz", "cascade_sift.npz", "mtcnn_box_calibration.json"} <= set(facts["weights"])
     assert facts["face_detectors"] == ["mtcnn", "haar"]
+    assert facts["cache_dir"] == (str(cache_dir()) if cache_dir() else None)
     assert Path(run("info", "--cmake-dir").stdout.strip()) == Path(facts["cmake_dir"])
     assert "native_backend" in run("info").stdout
 

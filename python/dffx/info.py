@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import __version__
 from ._native import _C
-from .config import FACE_MODEL_ENV, configured_face_model_path
+from .config import FACE_MODEL_ENV, cache_dir, configured_face_model_path
 
 
 def package_dir() -> Path:
@@ -42,7 +42,8 @@ def info() -> dict:
 
     Keys: version, native_version, native_backend ("cpu" or "cpu+cuda"), cuda_compiled,
     cuda_architectures (list of str), cuda_device_count, gpu_visible, torch (version or None),
-    face_model (path or None), face_model_env, weights (the files shipped in ``dffx/weights``),
+    face_model (path or None), face_model_env, cache_dir (where the parsed published ICT-FaceKit
+    model is cached; None when caching is off), weights (the files shipped in ``dffx/weights``),
     face_detectors (``dffx.detect.DETECTORS`` whose models are installed), cmake_dir (folder
     holding dffxConfig.cmake), include_dir, library (path of libdffx_core).
     """
@@ -65,6 +66,7 @@ def info() -> dict:
         "torch": torch_version,
         "face_model": str(model) if model else None,
         "face_model_env": os.environ.get(FACE_MODEL_ENV),
+        "cache_dir": str(cache_dir()) if cache_dir() else None,
         "weights": sorted(p.name for p in (pkg / "weights").iterdir() if p.suffix in (".pt", ".npz", ".json")),
         "face_detectors": _installed_detectors(),
         "cmake_dir": str(cmake_dir()),
