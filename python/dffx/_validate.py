@@ -74,3 +74,18 @@ def as_uint8_image(image, name: str = "image") -> np.ndarray:
     if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)):
         raise ValueError(f"{name} must be uint8 (H, W), (H, W, 3) or (H, W, 4), got {img.dtype} {img.shape}")
     return img
+
+
+def as_bgr_image(image, name: str = "image") -> np.ndarray:
+    """uint8 (H, W, 3) BGR from an (H, W, 3) BGR or (H, W) grey uint8 image (grey is repeated
+    into the three channels; a BGR image is returned as it is, without a copy).
+
+    Raises:
+        ValueError: empty, not uint8, or another shape (BGRA included).
+    """
+    img = np.asarray(image)
+    if img.size == 0:
+        raise ValueError(f"empty {name}")
+    if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
+        raise ValueError(f"{name} must be uint8 (H, W, 3) BGR or (H, W) grey, got {img.dtype} {img.shape}")
+    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img

@@ -52,7 +52,7 @@ def info() -> dict:
         torch_version = metadata.version("torch")
     except metadata.PackageNotFoundError:
         torch_version = None
-    model = configured_face_model_path()
+    model, cache = configured_face_model_path(), cache_dir()
     libs = sorted((pkg / "lib").glob("libdffx_core*"))
     archs = [a for a in _C.cuda_architectures().split(";") if a]
     return {
@@ -66,7 +66,7 @@ def info() -> dict:
         "torch": torch_version,
         "face_model": str(model) if model else None,
         "face_model_env": os.environ.get(FACE_MODEL_ENV),
-        "cache_dir": str(cache_dir()) if cache_dir() else None,
+        "cache_dir": str(cache) if cache else None,
         "weights": sorted(p.name for p in (pkg / "weights").iterdir() if p.suffix in (".pt", ".npz", ".json")),
         "face_detectors": _installed_detectors(),
         "cmake_dir": str(cmake_dir()),

@@ -201,10 +201,9 @@ bool release_barrier() {
     total += t.predicate * (t.wait == Wait::BarrierCount);
   }
   const int n = static_cast<int>(s.threads.size());
-  if (plain + counting + done != n || plain + counting == 0) {
-    if (plain + counting == 0) return false;
+  if (plain + counting == 0) return false;
+  if (plain + counting + done != n)
     throw std::runtime_error("emulator: " + block_name() + ": deadlock, threads wait at a barrier and at a shuffle");
-  }
   if (done > 0)
     throw std::runtime_error("emulator: " + block_name() + ": " + std::to_string(done) +
                              " threads exited while others wait at __syncthreads (divergent barrier)");

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validate import as_bgr_image
 from ..detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE_SIZE, DETECTORS, MTCNN_MIN_FACE_SIZE
 from ..geometry.camera import project
 from .cascade import Cascade
@@ -187,30 +188,22 @@ class FaceAligner:
             array = np.asarray(boxes, dtype=np.float64)
         except (TypeError, ValueError) as err:
             raise ValueError(f"boxes must be numbers x0, y0, x1, y1, got {boxes!r:.80}") from err
-        if array.ndim == 1 and array.shape == (4,):
-            array = array[None]
+        if array.size == 0:
+            return np.zeros((0, 4))
+        array = array[None] if array.shape == (4,) else array
         if array.ndim != 2 or array.shape[1] != 4:
-            if array.size == 0:
-                return np.zeros((0, 4))
             raise ValueError(f"boxes must have shape (F, 4) (x0, y0, x1, y1), got {array.shape}")
-        for i, (x0, y0, x1, y1) in enumerate(array):
-            if not (np.isfinite([x0, y0, x1, y1]).all() and x1 > x0 and y1 > y0):
-                raise ValueError(f"box {i} must be finite with x1 > x0 and y1 > y0, got {array[i].tolist()}")
+        bad = np.flatnonzero(~(np.isfinite(array).all(axis=1) & (array[:, 2] > array[:, 0])
+                               & (array[:, 3] > array[:, 1])))
+        if len(bad):
+            raise ValueError(f"box {bad[0]} must be finite with x1 > x0 and y1 > y0, got {array[bad[0]].tolist()}")
         return array
 
     @staticmethod
     def checked_image(image) -> np.ndarray:
-        """uint8 (H, W, 3) BGR from a BGR or (H, W) grey uint8 image (grey is repeated).
-
-        Raises:
-            ValueError: empty image, another dtype or shape.
-        """
-        img = np.asarray(image)
-        if img.size == 0:
-            raise ValueError("empty image")
-        if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
-            raise ValueError(f"image must be uint8 (H, W, 3) BGR or (H, W) grey, got {img.dtype} {img.shape}")
-        return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+        """uint8 (H, W, 3) BGR from a BGR or (H, W) grey uint8 image
+        (:func:`dffx._validate.as_bgr_image`). Raises ValueError: empty, another dtype or shape."""
+        return as_bgr_image(image)
 
     def align_many(self, images, boxes=None) -> list[list[FaceAlignment]]:
         """:meth:`align` over a list of images (``boxes``: None or one (F, 4) array per image)."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validate import as_bgr_image
 from ..detect.boxes import paired_iou
 from ..preprocess import crop_face, crop_to_image
 from .cascade import Cascade
@@ -256,10 +257,10 @@ class CascadePredictor:
         self.refine, self.converged_iou, self.mirror = refine, converged_iou, bool(mirror)
 
     def predict(self, image, box):
-        """:class:`dffx.eval.predictors.Prediction` for the face in ``box`` of a BGR uint8 image."""
+        """:class:`dffx.eval.predictors.Prediction` for the face in ``box`` of a BGR (or grey) uint8
+        image; ValueError for another image (:func:`dffx._validate.as_bgr_image`)."""
         from ..eval.predictors import Prediction
 
-        image = image if image.ndim == 3 else np.repeat(image[..., None], 3, 2)
-        result = align_in_image(self.model, self.cascade, self.features, image, box, self.refine,
+        result = align_in_image(self.model, self.cascade, self.features, as_bgr_image(image), box, self.refine,
                                 self.converged_iou, mirror=self.mirror)
         return Prediction(result.landmarks[0], result.camera[0])

@@ -255,8 +255,6 @@ def _require(root: Path, name: str) -> Path:
 
 def _read_repacked(path: Path):
     """(neutral, identity, identity names, expression, expression names) of a shapes.npz."""
-    if not path.is_file():
-        raise ModelNotFoundError(f"face model file missing: '{path}'. {HOW_TO_GET_ICT}")
     with np.load(path) as d:
         return (d["neutral"], d["identity"], [str(s) for s in d["identity_names"]],
                 d["expression"], [str(s) for s in d["expression_names"]])
