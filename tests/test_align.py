@@ -629,3 +629,66 @@ def test_aligner_and_refine_reject_bad_arguments(face_model, dff_aligner):
         align_in_image(face_model, dff_aligner.cascade, dff_aligner.features, image, [[10, 10, 60, 60]], 1, 0.0)
     with pytest.raises(ValueError, match="no face boxes"):
         align_in_image(face_model, dff_aligner.cascade, dff_aligner.features, image, np.zeros((0, 4)))
+
+
+def test_cascade_runs_many_faces_a_chunk_at_a_time(dff_aligner, face_model, aflw2000_dir, monkeypatch):
+    """A photo of many faces holds one chunk's DFF maps at a time (6.4 MB a face), and every
+    face comes out as in a single batch (up to float rounding: the products' blocking depends on
+    the batch size)."""
+    from dffx.align import cascade as cascade_module
+    from dffx.preprocess import crop_face
+
+    names = ["image00050", "image00251", "image04331", "image00081", "image00430"]
+    crops = np.stack([crop_face(image, box)[0] for image, _, box in _aflw2000_faces(aflw2000_dir, names)])
+    assert len(crops) == 5
+    cascade, features = dff_aligner.cascade, dff_aligner.features
+    whole = cascade.run(face_model, features, crops)
+
+    seen = []
+    prepare = features.prepare
+    monkeypatch.setattr(features, "prepare", lambda c: seen.append(len(c)) or prepare(c))
+    monkeypatch.setattr(cascade_module, "RUN_CHUNK", 2)
+    chunked = cascade.run(face_model, features, crops)
+    assert seen == [2, 2, 1]
+    np.testing.assert_allclose(chunked.X, whole.X, atol=1e-3)
+    np.testing.assert_allclose(chunked.camera, whole.camera, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(chunked.score, whole.score, atol=1e-5)
+    assert np.array_equal(chunked.V, whole.V)
+    assert chunked.params.shape == whole.params.shape
+
+
+def test_aligner_gives_the_same_results_from_several_threads(dff_aligner, aflw2000_dir):
+    """One FaceAligner shared by threads (a server's workers) gives each image what a serial call
+    gives, bit for bit, and leaves the process's BLAS thread count as it found it (dffx._blas)."""
+    import threading
+
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+
+    faces = _aflw2000_faces(aflw2000_dir, ["image00050", "image00251", "image04331", "image00081"])
+    assert len(faces) == 4
+    serial = [dff_aligner.align(image, box) for image, _, box in faces]
+    before = blas_threads()
+    threaded, errors = [None] * len(faces), []
+    start = threading.Barrier(len(faces))
+
+    def work(i):
+        try:
+            start.wait()
+            threaded[i] = dff_aligner.align(faces[i][0], faces[i][2])
+        except Exception as err:  # reported below: an exception in a thread would be lost
+            errors.append(repr(err))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(faces))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for one, other in zip(serial, threaded):
+        assert np.array_equal(one[0].landmarks, other[0].landmarks)
+        assert np.array_equal(one[0].visible, other[0].visible)
+        assert one[0].score == other[0].score
+    assert blas_threads() == before
