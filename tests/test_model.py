@@ -219,3 +219,21 @@ def test_bad_model_arguments(face_model, ict_dir, tmp_path):
         face_model.shape(np.zeros(79))
     with pytest.raises(ValueError, match="NaN"):
         face_model.shape(p_exp=np.full(55, np.nan))
+
+
+def test_write_obj_round_trips_the_mesh_and_names_bad_input(face_model, tmp_path):
+    from dffx.model.obj import read_obj_faces, read_obj_vertices, write_obj
+
+    vertices = face_model.mean.reshape(-1, 3)
+    path = write_obj(tmp_path / "mean.obj", vertices, face_model.triangles, comment="mean face\nsecond line")
+    np.testing.assert_allclose(read_obj_vertices(path), vertices, atol=5e-5)
+    assert np.array_equal(np.asarray(read_obj_faces(path)), face_model.triangles)
+    assert path.read_text().startswith("# mean face\n# second line\nv ")
+    with pytest.raises(ValueError, match="vertices must be"):
+        write_obj(tmp_path / "x.obj", vertices[:, :2], face_model.triangles)
+    with pytest.raises(ValueError, match="vertices must be"):
+        write_obj(tmp_path / "x.obj", np.full((3, 3), np.nan), [[0, 1, 2]])
+    with pytest.raises(ValueError, match="triangles must be"):
+        write_obj(tmp_path / "x.obj", vertices[:2], [[0, 1, 2]])
+    with pytest.raises(ValueError, match="triangles must be"):
+        write_obj(tmp_path / "x.obj", vertices, np.zeros((4, 3)))

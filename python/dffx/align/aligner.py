@@ -51,6 +51,27 @@ class FaceAlignment:
             record["score"] = round(self.score, 4)
         return record
 
+    def write_obj(self, path, triangles: np.ndarray):
+        """Write the dense face mesh as a Wavefront OBJ file (``dffx align --mesh``).
+
+        The positions are the image-pixel ``vertices`` with y negated, (x, -y, depth): a
+        right-handed frame with x right, y up and z towards the camera, in which the mesh is the
+        model's shape (eq. 3) scaled, rotated and shifted (eq. 2), so the triangles keep their
+        front-facing winding. Seen from +z with y up it lies over the photo.
+
+        Args:
+            path: the .obj file to write.
+            triangles: int (T, 3) the model's triangles (``FaceAligner.model.triangles``).
+
+        Returns:
+            the path written. Raises ValueError for triangles that do not index this mesh.
+        """
+        from ..model.obj import write_obj
+
+        pose = ", ".join(f"{k} {v:.1f}" for k, v in self.pose.items())
+        return write_obj(path, np.asarray(self.vertices, np.float64) * [1.0, -1.0, 1.0], triangles,
+                         comment=f"dffx face mesh: x, -y, depth in image pixels; {pose} degrees")
+
 
 # Re-crop passes after the first run, the box IoU at which a face needs no more of them, and the
 # score under which a detected face is dropped;
