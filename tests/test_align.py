@@ -637,6 +637,16 @@ def test_mirror_averaging_lowers_the_error_on_the_sample(face_model, aflw2000_di
     assert len(plain) == 16 and np.mean(mirrored) < np.mean(plain) - 0.002
 
 
+def test_align_many_gives_each_image_its_own_result_and_checks_the_boxes(dff_aligner, aflw2000_dir):
+    faces = _aflw2000_faces(aflw2000_dir, ["image00050", "image00251"])
+    images, boxes = [image for image, _, _ in faces], [box for _, _, box in faces]
+    many = dff_aligner.align_many(images, [boxes[0], None])
+    assert np.array_equal(many[0][0].landmarks, dff_aligner.align(images[0], boxes[0])[0].landmarks)
+    assert [len(m) for m in many] == [1, len(dff_aligner.align(images[1]))]
+    with pytest.raises(ValueError, match="one entry per image: 1 for 2 images"):
+        dff_aligner.align_many(images, boxes[:1])
+
+
 def test_aligner_and_refine_reject_bad_arguments(face_model, dff_aligner):
     from dffx.align import FaceAligner
     from dffx.align.predictor import align_in_image

@@ -227,8 +227,15 @@ class FaceAligner:
         return as_bgr_image(image)
 
     def align_many(self, images, boxes=None) -> list[list[FaceAlignment]]:
-        """:meth:`align` over a list of images (``boxes``: None or one (F, 4) array per image)."""
-        boxes = [None] * len(images) if boxes is None else boxes
+        """:meth:`align` over a list of images (``boxes``: None, or one entry per image: an
+        (F, 4) array, or None to detect that image's faces). Each image is aligned on its own:
+        on a CPU a batch of faces gains under 10% per face over one face at a time (the faces of
+        one image are aligned together). Raises ValueError when ``boxes`` and ``images`` differ
+        in length, and as :meth:`align` does."""
+        images = list(images)
+        boxes = [None] * len(images) if boxes is None else list(boxes)
+        if len(boxes) != len(images):
+            raise ValueError(f"boxes must hold one entry per image: {len(boxes)} for {len(images)} images")
         return [self.align(im, b) for im, b in zip(images, boxes)]
 
 
