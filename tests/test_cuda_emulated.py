@@ -85,6 +85,25 @@ def test_thread_order_exposes_a_missing_barrier(emu):
     assert not np.array_equal(racy[0], racy[1])  # the result depends on the order: a race
 
 
+def test_shared_memory_starts_undefined_in_every_block(emu):
+    """A shared total each block initialises counts its 64 threads; one it does not is NaN in
+    every block, the first too (a static array would start at zero there, and later blocks
+    would continue from the previous block's total)."""
+    np.testing.assert_array_equal(emu.selftest(7)[:3], [64.0, 64.0, 64.0])
+    assert np.isnan(emu.selftest(8)[:3]).all()
+
+
+def test_shared_array_rewrite_covers_every_declaration_or_refuses():
+    text = ("__shared__ __align__(16) float hs[kClassTile * DT];\n"
+            "  __shared__ double part[kReduceThreads];")
+    out, count = build.poison_shared_arrays(text)
+    assert count == 2
+    assert "float hs[kClassTile * DT]; ::dffx_emu::poison_shared(hs, sizeof(hs));" in out
+    assert "double part[kReduceThreads]; ::dffx_emu::poison_shared(part, sizeof(part));" in out
+    with pytest.raises(RuntimeError, match="does not understand"):
+        build.poison_shared_arrays("extern __shared__ float dynamic[];")
+
+
 @pytest.mark.parametrize("which, message", [
     (4, "divergent barrier"),
     (5, "mask does not name the warp's lanes"),

@@ -1,10 +1,11 @@
 """Compile dffx's CUDA kernels (``csrc/cuda/*.cu``) as C++ against the CPU emulator beside this
 file, into one shared library with a C interface (``c_api.cpp``) for ctypes. Tests only.
 
-The kernel files are not changed: a copy of each is compiled after one textual rewrite, a launch
+The kernel files are not changed: a copy of each is compiled after two textual rewrites, a launch
 ``kernel<<<grid, block, shared, stream>>>(args)`` becoming
-``::dffx_emu::Launch(grid, block, shared, stream).run(kernel, args)``; a ``#line`` directive keeps
-compiler messages pointing at the original file. Usage: ``python build.py [OUT_DIR] [--sanitize]``.
+``::dffx_emu::Launch(grid, block, shared, stream).run(kernel, args)``, and every ``__shared__``
+array declaration followed by a call that poisons it in each block (:func:`poison_shared_arrays`);
+a ``#line`` directive keeps compiler messages pointing at the original file. Usage: ``python build.py [OUT_DIR] [--sanitize]``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ OPTIMISE = ("-O2",)
 SANITIZE = ("-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer")
 # name or name<template args>, then <<<config>>>(
 LAUNCH = re.compile(r"([A-Za-z_]\w*(?:<[^<>()]*>)?)\s*<<<(.*?)>>>\s*\(", re.S)
+# A static shared array: __shared__ [__align__(n)] type name[size];
+SHARED = re.compile(r"(__shared__\s+(?:__align__\(\s*\d+\s*\)\s+)?[A-Za-z_][\w:]*\s+([A-Za-z_]\w*)\s*\[[^\];]+\]\s*;)")
 
 
 def rewrite_launches(source: str, name: str = "<source>") -> tuple[str, int]:
@@ -46,6 +49,22 @@ def rewrite_launches(source: str, name: str = "<source>") -> tuple[str, int]:
     rewritten, count = LAUNCH.subn(r"::dffx_emu::Launch(\2).run(\1, ", source)
     if "<<<" in rewritten:
         raise RuntimeError(f"{name}: a kernel launch the emulator's rewrite does not understand")
+    return rewritten, count
+
+
+def poison_shared_arrays(source: str, name: str = "<source>") -> tuple[str, int]:
+    """Follow every ``__shared__`` array declaration of one .cu file with a call that fills the
+    array with 0xFF bytes (NaN floats and doubles, -1 integers) the first time a thread of each
+    block reaches it: shared memory starts undefined in every block on a GPU, so a kernel that
+    reads an entry before writing it gets NaN here instead of the zeros of a static array or
+    the previous block's values. Returns (new source, arrays poisoned).
+
+    Raises:
+        RuntimeError: a ``__shared__`` the pattern did not match (it would go unpoisoned).
+    """
+    rewritten, count = SHARED.subn(r"\1 ::dffx_emu::poison_shared(\2, sizeof(\2));", source)
+    if rewritten.count("__shared__") != count:
+        raise RuntimeError(f"{name}: a __shared__ declaration the emulator's rewrite does not understand")
     return rewritten, count
 
 
@@ -115,6 +134,7 @@ def build(out_dir: Path, compiler: str | None = None, sanitize: bool = False) ->
         text, launches = rewrite_launches(original.read_text(), original.name)
         if launches == 0:
             raise RuntimeError(f"{original.name}: no kernel launch found")
+        text, _ = poison_shared_arrays(text, original.name)
         copy = work / (original.name + ".cpp")
         copy.write_text(f'#line 1 "{original}"\n' + text)
         sources.append(copy)

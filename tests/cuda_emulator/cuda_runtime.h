@@ -101,6 +101,11 @@ inline int max(int a, int b) { return a > b ? a : b; }
 // ------------------------------------------------------------------ launches
 namespace dffx_emu {
 
+// Fills a __shared__ array with 0xFF bytes the first time a thread of the running block reaches
+// its declaration (build.py inserts the call after each one): shared memory is undefined when a
+// block starts, and a NaN shows a read before the first write.
+void poison_shared(void* array, size_t bytes);
+
 // Runs body() once per thread of every block of `grid` (blocks in order, the threads of a
 // block as fibers that switch only at __syncthreads / warp shuffles). Returns the error a real
 // launch would report for this configuration (cudaErrorInvalidConfiguration) without running.

@@ -20,6 +20,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "cuda_runtime.h"
@@ -67,6 +68,7 @@ struct State {
   std::string kernel_error;  // an exception thrown inside a kernel body
   const void* scheduler_stack = nullptr;  // AddressSanitizer: the scheduler's stack, as a fiber sees it
   size_t scheduler_stack_size = 0;
+  std::unordered_set<const void*> poisoned;  // __shared__ arrays poisoned in the running block
 };
 
 State& state() {
@@ -220,6 +222,7 @@ bool release_barrier() {
 void run_block() {
   State& s = state();
   const int n = static_cast<int>(s.threads.size());
+  s.poisoned.clear();  // every block starts with undefined shared memory
   for (int i = 0; i < n; ++i) {
     Thread& t = s.threads[i];
     t = Thread{};
@@ -295,6 +298,12 @@ void Launch::record(cudaError_t err) {
 }
 
 int sm_count() { return state().settings.sm_count; }
+
+void poison_shared(void* array, size_t bytes) {
+  State& s = state();
+  if (s.current < 0) throw std::logic_error("emulator: __shared__ array declared outside an emulated kernel");
+  if (s.poisoned.insert(array).second) std::memset(array, 0xFF, bytes);
+}
 
 }  // namespace dffx_emu
 

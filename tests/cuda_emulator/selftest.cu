@@ -29,6 +29,17 @@ __global__ void reverse_block(const float* in, float* out, bool barrier) {
   out[i] = tile[blockDim.x - 1 - threadIdx.x];
 }
 
+// Right with `initialise`: every block counts its threads into one shared total. Without it the
+// total starts from whatever shared memory held (on a GPU: anything; here: NaN in every block).
+__global__ void count_into_shared(float* out, bool initialise) {
+  __shared__ float total[1];
+  if (initialise && threadIdx.x == 0) total[0] = 0.0f;
+  __syncthreads();
+  atomicAdd(total, 1.0f);
+  __syncthreads();
+  if (threadIdx.x == 0) out[blockIdx.x] = total[0];
+}
+
 // Wrong: half the block leaves before a barrier the other half waits at.
 __global__ void divergent_barrier(float* out) {
   if (threadIdx.x < 16) return;
@@ -61,6 +72,8 @@ extern "C" int dffx_emu_selftest(int which, const float* in, float* out, const c
       case 4: divergent_barrier<<<1, 64>>>(out); break;
       case 5: partial_warp_shuffle<<<1, 48>>>(out); break;
       case 6: warp_sums<<<1, 2048>>>(out); break;  // more threads than a block may have
+      case 7: count_into_shared<<<3, 64>>>(out, true); break;
+      case 8: count_into_shared<<<3, 64>>>(out, false); break;
       default: throw std::invalid_argument("no such self-test");
     }
     launched("launch");
