@@ -11,7 +11,9 @@ yet; latency does not depend on the weight values.
 * ``reference``: the same conversion, then the unfused float32 net in eval mode, contiguous
   (NCHW) layout, under ``torch.no_grad``;
 * ``extractor_bfloat16``: the extractor with ``precision="bfloat16"`` (weights and activations
-  in bfloat16; faster where the CPU has AMX or AVX512-BF16, slower elsewhere).
+  in bfloat16; faster where the CPU has AMX or AVX512-BF16, slower elsewhere);
+* ``onnxruntime``: the same network exported to ONNX (``dffx export-onnx``) and run by
+  :class:`dffx.nn.onnx_runtime.OnnxDFFExtractor` (skipped without onnx and onnxruntime).
 
 Each float32 benchmark checks that the two float32 paths agree (max abs difference of the unit
 features <= 1e-4); the bfloat16 one that its unit features point where the float32 ones do
@@ -150,3 +152,19 @@ def test_extract_extractor_cuda(benchmark, cuda_extractor, cuda_reference_net, c
 def test_extract_reference_cuda(benchmark, cuda_extractor, cuda_reference_net, cuda_torch, batch):
     _bench_cuda(benchmark, cuda_torch, batch, lambda images: _reference_cuda(cuda_reference_net, images),
                 cuda_extractor.extract)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_extract_onnxruntime(benchmark, weights_file, extractor, tmp_path_factory, batch):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from dffx.nn.onnx_export import export_onnx
+    from dffx.nn.onnx_runtime import OnnxDFFExtractor
+
+    benchmark.group = f"dff-extract-b{batch}"
+    onnx_extractor = OnnxDFFExtractor(export_onnx(tmp_path_factory.mktemp("onnx") / "bench.onnx", weights_file))
+    images = _images(batch)
+    onnx_extractor.extract(images)  # warm-up
+    out = benchmark(onnx_extractor.extract, images)
+    assert out.shape == (batch, 32, SIZE, SIZE)
+    assert np.abs(out - extractor.extract(images).numpy()).max() <= TOL

@@ -160,6 +160,15 @@ def test_align_dff_bfloat16(benchmark, face_model, aligner, photo):
     assert len(faces) == 1 and nme_box(faces[0].landmarks, exact[0].landmarks) < 0.03
 
 
+@pytest.mark.benchmark(group="latency-align")
+def test_align_dff_onnxruntime(benchmark, face_model, aligner, photo):
+    pytest.importorskip("onnxruntime")
+    on_ort = dffx.FaceAligner("dff", model=face_model, refine=0, backend="onnxruntime")
+    faces = benchmark(on_ort.align, photo, BOX[None])
+    exact = aligner.align(photo, BOX[None])
+    assert len(faces) == 1 and np.abs(faces[0].landmarks - exact[0].landmarks).max() < 0.2
+
+
 def _clip(photo, count: int = 10) -> list:
     """The portrait moved 3 / 2 px, turned 1 deg and zoomed 1.2% per frame (tests/test_tracker.py)."""
     h, w = photo.shape[:2]

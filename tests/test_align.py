@@ -305,6 +305,8 @@ def test_aligner_rejects_bad_images(face_model):
         aligner.align(np.zeros((0, 0, 3), np.uint8))
     with pytest.raises(ValueError, match="uint8"):
         aligner.align(np.zeros((50, 50, 3), np.float32))
+    with pytest.raises(ValueError, match="cv2.imread returns None"):
+        aligner.align(None)  # what cv2.imread gives for a missing file
     assert aligner.align(np.full((120, 120, 3), 128, np.uint8)) == []  # no face: empty result
 
 

@@ -28,7 +28,8 @@ def test_info_json_reports_the_build():
     assert (Path(facts["cmake_dir"]) / "dffxConfig.cmake").is_file()
     assert (Path(facts["include_dir"]) / "dffx" / "dffx.hpp").is_file()
     assert Path(facts["library"]).is_file()
-    assert {"dff_default.pt", "cascade_dff.npz", "cascade_sift.npz", "mtcnn_box_calibration.json"} <= set(facts["weights"])
+    assert {"dff_default.pt", "dff_default.onnx", "cascade_dff.npz", "cascade_sift.npz",
+            "mtcnn_box_calibration.json"} <= set(facts["weights"])
     assert facts["face_detectors"] == ["mtcnn", "haar"]
     assert facts["cache_dir"] == (str(cache_dir()) if cache_dir() else None)
     assert Path(run("info", "--cmake-dir").stdout.strip()) == Path(facts["cmake_dir"])

@@ -81,8 +81,11 @@ def as_bgr_image(image, name: str = "image") -> np.ndarray:
     into the three channels; a BGR image is returned as it is, without a copy).
 
     Raises:
-        ValueError: empty, not uint8, or another shape (BGRA included).
+        ValueError: None (what cv2.imread returns for a file it cannot read), empty, not uint8,
+        or another shape (BGRA included).
     """
+    if image is None:
+        raise ValueError(f"{name} is None (cv2.imread returns None for a missing or unreadable file)")
     img = np.asarray(image)
     if img.size == 0:
         raise ValueError(f"empty {name}")

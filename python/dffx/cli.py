@@ -58,7 +58,7 @@ def _cmd_eval(args) -> int:
                        yaw_csv=Path(args.yaw_csv) if args.yaw_csv else None, detector=args.detector,
                        progress=not args.no_progress, cascade=Path(args.cascade) if args.cascade else None,
                        refine=args.refine, converged_iou=args.converged_iou, precision=args.precision,
-                       mirror=args.mirror)
+                       mirror=args.mirror, backend=args.backend)
     summary, rows = evaluate(opts, load_face_model(args.model))
     if args.per_image:
         write_per_image_csv(rows, Path(args.per_image))
@@ -185,6 +185,14 @@ def _missing(message: str) -> int:
     return 1
 
 
+def _cmd_export_onnx(args) -> int:
+    from .nn.onnx_export import export_onnx
+
+    out = export_onnx(args.out, args.weights, args.opset)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``dffx`` command."""
     parser = argparse.ArgumentParser(prog="dffx", description="Large-pose face alignment with the Deep Face Feature")
@@ -221,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "box by this IoU (default: every face gets all --refine passes)")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
                    help="dff: the network's dtype; bfloat16 is ~2x faster (network) on CPUs with AMX/AVX512-BF16")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+                   help="dff: where the network runs (default torch; onnxruntime: CPU, float32)")
     p.add_argument("--mirror", action="store_true",
                    help="dff/sift: also align the mirror image and average the two (default off: the paper's protocol)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -302,6 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_train_cascade)
+    p = sub.add_parser("export-onnx", help="write a DFF network as ONNX (ONNX Runtime, TensorRT, ...; needs torch "
+                                           "and onnx)")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--weights", default=None, help="DFF weights: a shipped name or a .pt file (default: the shipped "
+                                                   "default network)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    p.set_defaults(run=_cmd_export_onnx)
+
     p = train_sub.add_parser("template", help="add the alignment-confidence template to a cascade file")
     p.add_argument("--cascade", required=True, help="cascade .npz to read")
     p.add_argument("--data", required=True, help="a dffx synth output folder (its train split is used)")
@@ -317,7 +335,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, ImportError) as exc:
         print(f"dffx {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -41,17 +41,20 @@ def info() -> dict:
     """Build and environment facts as a JSON-serialisable dict.
 
     Keys: version, native_version, native_backend ("cpu" or "cpu+cuda"), cuda_compiled,
-    cuda_architectures (list of str), cuda_device_count, gpu_visible, torch (version or None),
+    cuda_architectures (list of str), cuda_device_count, gpu_visible, torch and onnxruntime
+    (versions or None: the DFF network's two backends),
     face_model (path or None), face_model_env, cache_dir (where the parsed published ICT-FaceKit
     model is cached; None when caching is off), weights (the files shipped in ``dffx/weights``),
     face_detectors (``dffx.detect.DETECTORS`` whose models are installed), cmake_dir (folder
     holding dffxConfig.cmake), include_dir, library (path of libdffx_core).
     """
     pkg = package_dir()
-    try:  # metadata only: importing torch would cost a second
-        torch_version = metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        torch_version = None
+    versions = {}
+    for name in ("torch", "onnxruntime"):
+        try:  # metadata only: importing torch would cost seconds
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
     model, cache = configured_face_model_path(), cache_dir()
     libs = sorted((pkg / "lib").glob("libdffx_core*"))
     archs = [a for a in _C.cuda_architectures().split(";") if a]
@@ -63,11 +66,12 @@ def info() -> dict:
         "cuda_architectures": archs,
         "cuda_device_count": int(_C.cuda_device_count()),
         "gpu_visible": gpu_visible(),
-        "torch": torch_version,
+        "torch": versions["torch"],
+        "onnxruntime": versions["onnxruntime"],
         "face_model": str(model) if model else None,
         "face_model_env": os.environ.get(FACE_MODEL_ENV),
         "cache_dir": str(cache) if cache else None,
-        "weights": sorted(p.name for p in (pkg / "weights").iterdir() if p.suffix in (".pt", ".npz", ".json")),
+        "weights": sorted(p.name for p in (pkg / "weights").iterdir() if p.suffix in (".pt", ".onnx", ".npz", ".json")),
         "face_detectors": _installed_detectors(),
         "cmake_dir": str(cmake_dir()),
         "include_dir": str(pkg / "include"),

@@ -2,7 +2,7 @@
 "5 ms extraction, 8.8 ms per iteration, under 35 ms in total" on a GTX 1070).
 
 usage: python tools/device/latency.py PHOTO --box X0,Y0,X1,Y1 [--device cpu|cuda] [--precision float32|bfloat16]
-       [--repeat 30] [--json OUT]
+       [--backend torch|onnxruntime] [--repeat 30] [--json OUT]
 
 Stages, each timed on its own (median of ``--repeat`` runs after 5 warm-ups; on CUDA every
 stage ends with ``torch.cuda.synchronize()`` so it includes the work it queued):
@@ -32,9 +32,13 @@ import numpy as np
 
 def timer(device: str):
     """A function f(fn) -> milliseconds of one call of fn, synchronised on CUDA."""
-    import torch
+    if device.startswith("cuda"):
+        import torch
 
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+        sync = torch.cuda.synchronize
+    else:
+        def sync():
+            pass
 
     def once(fn) -> float:
         sync()
@@ -59,6 +63,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
                         help="the DFF network's dtype (dffx.nn.DFFExtractor)")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+                        help="where the DFF network runs (FaceAligner(backend=...); onnxruntime: CPU, float32)")
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
@@ -70,7 +76,7 @@ def main(argv=None) -> int:
     if image is None:
         raise SystemExit(f"cannot read image {args.photo}")
     box = np.array([float(v) for v in args.box.split(",")])
-    aligner = dffx.FaceAligner("dff", device=args.device, refine=0, precision=args.precision)
+    aligner = dffx.FaceAligner("dff", device=args.device, refine=0, precision=args.precision, backend=args.backend)
     cascade, features, model = aligner.cascade, aligner.features, aligner.model
     crop = crop_face(image, box)[0][None]  # (1, 224, 224, 3) uint8 BGR
     once = timer(args.device)
@@ -86,6 +92,7 @@ def main(argv=None) -> int:
         "device": args.device,
         "device_name": _device_name(args.device),
         "precision": args.precision,
+        "backend": args.backend,
         "extract": median_ms(once, lambda: features.prepare(crop), args.repeat),
         "extract-b8": median_ms(once, lambda: features.prepare(np.repeat(crop, 8, axis=0)), args.repeat) / 8,
         "iteration": median_ms(once, iteration, args.repeat),
@@ -103,11 +110,15 @@ def main(argv=None) -> int:
 
 
 def _device_name(device: str) -> str:
-    import torch
+    import os
+    import sys
 
     if device.startswith("cuda"):
+        import torch
+
         return torch.cuda.get_device_name()
-    return f"cpu ({torch.get_num_threads()} torch threads)"
+    torch = sys.modules.get("torch")  # not imported by the onnxruntime backend
+    return f"cpu ({torch.get_num_threads()} torch threads)" if torch else f"cpu ({os.cpu_count()} cores)"
 
 
 if __name__ == "__main__":

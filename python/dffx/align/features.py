@@ -19,7 +19,7 @@ class DFFLandmarkFeatures:
     """DFF sampled at the 160 landmarks: F in R^(160*32) = R^5120 (eq. 4-5).
 
     Args:
-        extractor: a :class:`dffx.nn.DFFExtractor`.
+        extractor: a :class:`dffx.nn.DFFExtractor` or :class:`dffx.nn.onnx_runtime.OnnxDFFExtractor`.
     """
 
     name = "dff"
@@ -33,14 +33,18 @@ class DFFLandmarkFeatures:
         return self.n_landmarks * 32
 
     def prepare(self, crops: np.ndarray):
-        """DFF maps of uint8 BGR crops (B, 224, 224, 3) -> float32 torch (B, 32, 224, 224) on the
-        extractor's device: on a GPU the maps stay there and only F (B, 5120) comes back. The
-        network's output is kept as it is (channels-last, read-only; ``extract(copy=False)``):
-        :meth:`sample` reads it in place."""
+        """DFF maps of uint8 BGR crops (B, 224, 224, 3) -> float32 (B, 32, 224, 224): a torch
+        tensor on the extractor's device (on a GPU the maps stay there and only F (B, 5120) comes
+        back), or NumPy from the ONNX Runtime extractor. The network's output is kept as it is
+        (channels-last, read-only; ``extract(copy=False)``): :meth:`sample` reads it in place."""
+        maps = [self.extractor.extract(crops[i:i + 16], copy=False) for i in range(0, len(crops), 16)]
+        if len(maps) == 1:
+            return maps[0]
+        if isinstance(maps[0], np.ndarray):
+            return np.concatenate(maps)
         import torch
 
-        maps = [self.extractor.extract(crops[i:i + 16], copy=False) for i in range(0, len(crops), 16)]
-        return maps[0] if len(maps) == 1 else torch.cat(maps)
+        return torch.cat(maps)
 
     def sample(self, prepared, points: np.ndarray, visible: np.ndarray) -> np.ndarray:
         """F (B, 5120) float32 NumPy from maps (B, 32, H, W) (torch on any device, or NumPy),

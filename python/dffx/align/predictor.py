@@ -43,9 +43,42 @@ def default_cascade_path(features: str):
     return Path(__file__).resolve().parents[1] / "weights" / f"cascade_{features}.npz"
 
 
-def make_features(kind: str, weights=None, device=None, precision: str = "float32"):
-    """Landmark features by name: "dff" (DFFExtractor with ``weights`` and ``precision``) or "sift"."""
+# Where the DFF network runs: PyTorch (CPU or CUDA, float32 or bfloat16) or ONNX Runtime (CPU,
+# float32, the shipped dff_default.onnx; no PyTorch needed). docs/alignment.md, "Latency".
+BACKENDS = ("torch", "onnxruntime")
+
+
+def resolve_backend(backend: str | None) -> str:
+    """The DFF network's backend: ``backend`` itself, or for None "torch" when PyTorch is
+    installed and "onnxruntime" otherwise. Raises ValueError for an unknown name."""
+    if backend is None:
+        import importlib.util
+
+        return "torch" if importlib.util.find_spec("torch") is not None else "onnxruntime"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def make_features(kind: str, weights=None, device=None, precision: str = "float32", backend: str | None = "torch"):
+    """Landmark features by name: "dff" (the network ``weights`` on ``backend``: a
+    :class:`dffx.nn.DFFExtractor` with ``device`` and ``precision``, or an
+    :class:`dffx.nn.onnx_runtime.OnnxDFFExtractor`) or "sift".
+
+    Raises:
+        ValueError: unknown kind or backend; with "onnxruntime", a precision other than float32
+        or a device other than the CPU.
+    """
     if kind == "dff":
+        backend = resolve_backend(backend)
+        if backend == "onnxruntime":
+            if precision != "float32":
+                raise ValueError(f"the onnxruntime backend runs the network in float32, not {precision!r}")
+            if device is not None and str(device) != "cpu":
+                raise ValueError(f"the onnxruntime backend runs on the CPU, not {device!r}")
+            from ..nn.onnx_runtime import OnnxDFFExtractor
+
+            return DFFLandmarkFeatures(OnnxDFFExtractor(weights))
         from ..nn import DFFExtractor
 
         return DFFLandmarkFeatures(DFFExtractor(weights, device=device, precision=precision))
@@ -62,7 +95,8 @@ def file_sha256(path) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def cascade_features(cascade: Cascade, weights=None, device=None, precision: str = "float32"):
+def cascade_features(cascade: Cascade, weights=None, device=None, precision: str = "float32",
+                     backend: str | None = "torch"):
     """The landmark features a cascade was trained with.
 
     A DFF cascade's descent directions (eq. 9-10) only fit the network they were learned on, so
@@ -76,6 +110,9 @@ def cascade_features(cascade: Cascade, weights=None, device=None, precision: str
             cascade recorded if it still exists (else the shipped default, with a warning).
         device: torch device for the DFF network.
         precision: the DFF network's dtype, "float32" or "bfloat16" (:class:`dffx.nn.DFFExtractor`).
+        backend: where the network runs (:func:`make_features`): with "onnxruntime", ``weights``
+            names a shipped ONNX file or is the path of one, whose recorded source SHA-256 is
+            checked.
 
     Returns:
         :class:`DFFLandmarkFeatures` or :class:`SIFTLandmarkFeatures`.
@@ -89,9 +126,14 @@ def cascade_features(cascade: Cascade, weights=None, device=None, precision: str
         # a shipped network is recorded by name; one from outside the package by its file's path
         recorded = cascade.info.get("dff_weights")
         weights = cascade.info.get("dff_network") or (recorded if recorded and Path(recorded).is_file() else None)
-    features = make_features("dff", weights, device, precision)
-    expected, path = cascade.info.get("dff_sha256"), features.extractor.weights_path
-    if expected and (path is None or file_sha256(path) != expected):
+    features = make_features("dff", weights, device, precision, backend)
+    extractor, expected = features.extractor, cascade.info.get("dff_sha256")
+    if hasattr(extractor, "source_sha256"):  # an ONNX file records the weights it was exported from
+        path, actual = extractor.path, extractor.source_sha256
+    else:
+        path = extractor.weights_path
+        actual = file_sha256(path) if path is not None else None
+    if expected and actual != expected:
         import warnings
 
         warnings.warn(f"DFF weights {path or '(in memory)'} are not the network this cascade was trained with "
@@ -246,13 +288,15 @@ class CascadePredictor:
         refine, converged_iou: re-crop passes (:func:`align_in_image`).
         precision: the DFF network's dtype, "float32" or "bfloat16" (:class:`dffx.nn.DFFExtractor`).
         mirror: also align the mirror image and average (:mod:`dffx.align.mirror`).
+        backend: where the DFF network runs, "torch" or "onnxruntime" (:func:`make_features`).
     """
 
     def __init__(self, model, cascade, weights=None, device=None, refine: int = 0,
-                 converged_iou: float | None = None, precision: str = "float32", mirror: bool = False):
+                 converged_iou: float | None = None, precision: str = "float32", mirror: bool = False,
+                 backend: str = "torch"):
         self.model = model
         self.cascade = cascade if isinstance(cascade, Cascade) else Cascade.load(cascade)
-        self.features = cascade_features(self.cascade, weights, device, precision)
+        self.features = cascade_features(self.cascade, weights, device, precision, backend)
         self.name = self.cascade.features
         self.refine, self.converged_iou, self.mirror = refine, converged_iou, bool(mirror)
 

@@ -56,7 +56,7 @@ class MeanShapePredictor:
 
 def _cascade(features: str):
     def build(model, cascade=None, refine: int = 0, converged_iou: float | None = None, precision: str = "float32",
-              mirror: bool = False):
+              mirror: bool = False, backend: str = "torch"):
         from ..align import Cascade, CascadePredictor
         from ..align.predictor import default_cascade_path
 
@@ -65,7 +65,7 @@ def _cascade(features: str):
             raise ValueError(f"cascade file {cascade} was trained with {directions.features!r} features, "
                              f"not {features!r}")
         return CascadePredictor(model, directions, refine=refine, converged_iou=converged_iou, precision=precision,
-                                mirror=mirror)
+                                mirror=mirror, backend=backend)
     return build
 
 
@@ -73,7 +73,7 @@ METHODS = {"mean-shape": MeanShapePredictor, "sift": _cascade("sift"), "dff": _c
 
 
 def make_predictor(method: str, model, cascade=None, refine: int = 0, converged_iou: float | None = None,
-                   precision: str = "float32", mirror: bool = False):
+                   precision: str = "float32", mirror: bool = False, backend: str = "torch"):
     """Build the predictor named ``method``; ValueError lists the available ones.
 
     ``dff`` and ``sift`` are the cascade of Sec. III-C with the shipped descent directions
@@ -81,7 +81,8 @@ def make_predictor(method: str, model, cascade=None, refine: int = 0, converged_
     train cascade`` for the same features (a DFF cascade brings the network it records), run
     with ``refine`` re-crop passes, which stop early for faces whose box moved less than
     ``converged_iou`` (:func:`dffx.align.predictor.align_in_image`); ``precision`` is the DFF
-    network's dtype (:class:`dffx.nn.DFFExtractor`); ``mirror`` averages with the mirror image
+    network's dtype (:class:`dffx.nn.DFFExtractor`) and ``backend`` where it runs ("torch" or
+    "onnxruntime", :class:`dffx.FaceAligner`); ``mirror`` averages with the mirror image
     (:mod:`dffx.align.mirror`).
 
     Raises:
@@ -101,4 +102,4 @@ def make_predictor(method: str, model, cascade=None, refine: int = 0, converged_
     from ..align.predictor import check_converged_iou
 
     check_converged_iou(converged_iou)
-    return METHODS[method](model, cascade, refine, converged_iou, precision, mirror)
+    return METHODS[method](model, cascade, refine, converged_iou, precision, mirror, backend)

@@ -48,6 +48,7 @@ class EvalOptions:
     converged_iou: float | None = None  # dff/sift: box IoU that ends a face's re-crop passes; None: all run
     precision: str = "float32"  # dff: the network's dtype (dffx.nn.DFFExtractor), float32 or bfloat16
     mirror: bool = False  # dff/sift: also align the mirror image and average (dffx.align.mirror)
+    backend: str = "torch"  # dff: where the network runs, torch or onnxruntime (dffx.FaceAligner)
 
 
 def _load(opts: EvalOptions):
@@ -109,7 +110,8 @@ def evaluate(opts: EvalOptions, model=None) -> tuple[dict, list[dict]]:
 
     model = model if model is not None else load_face_model()
     predictor = make_predictor(opts.method, model, opts.cascade, refine=opts.refine,
-                               converged_iou=opts.converged_iou, precision=opts.precision, mirror=opts.mirror)
+                               converged_iou=opts.converged_iou, precision=opts.precision, mirror=opts.mirror,
+                               backend=opts.backend)
     samples, report = _load(opts)
     if not samples:
         raise ValueError(f"no usable samples under '{opts.root}' ({len(report.skipped)} skipped)")
@@ -160,6 +162,8 @@ def _summarize(opts, rows, report, samples, stats) -> dict:
         summary["mirror"] = True
     if opts.precision != "float32":
         summary["precision"] = opts.precision
+    if opts.backend != "torch":
+        summary["backend"] = opts.backend
     if opts.dataset in ("aflw2000-3d", "aflw"):
         yaws = np.array([r["yaw"] for r in rows], np.float64)
         summary.update(summarize_bins(np.array([r["nme"] for r in rows]), yaws))
@@ -208,6 +212,8 @@ def format_table(summary: dict) -> str:
         lines.append("mirror averaging: each face also aligned in the mirror image, the two averaged")
     if "precision" in summary:
         lines.append(f"network precision: {summary['precision']}")
+    if "backend" in summary:
+        lines.append(f"network backend: {summary['backend']}")
     if "bins" in summary:
         lines.append(f"yaw bins from {summary['yaw_source']}; NME normalised by {summary['normalisation']}")
         header = f"{'Method':<24}{'[0,30]':>8}{'[30,60]':>9}{'[60,90]':>9}{'Mean':>8}{'Std':>8}"

@@ -3,6 +3,8 @@
 * :class:`DFFNet` / :class:`DFFNetConfig` -- the U-Net (Fig. 1) mapping (B, 3, H, W) RGB in [0, 1]
   to (B, 32, H, W) unit vectors; :func:`save_weights` / :func:`load_weights` for weights files.
 * :class:`DFFExtractor` -- inference API: BGR uint8 images or RGB float tensors in, features out.
+* :class:`OnnxDFFExtractor` -- the same on ONNX Runtime, without PyTorch (the shipped
+  ``dff_default.onnx``); :func:`export_onnx` writes such a file (``dffx export-onnx``).
 * :class:`AngularSoftmaxLoss` -- the per-segmentation patch classifiers (angular softmax, m = 1).
 * :func:`train_dff` / :class:`TrainConfig` -- the trainer behind ``dffx train dff``.
 
@@ -16,6 +18,7 @@ _EXPORTS = {
     "AngularSoftmaxLoss": "loss", "angular_softmax_nll": "loss", "angular_softmax_nll_reference": "loss",
     "DFFExtractor": "extractor", "default_weights_path": "extractor", "images_to_tensor": "extractor",
     "cpu_has_native_bfloat16": "extractor",
+    "OnnxDFFExtractor": "onnx_runtime", "export_onnx": "onnx_export",
     "DFFNetConfig": "config", "TrainConfig": "config",
     "TrainResult": "train", "train_dff": "train",
     "DFFNet": "unet", "count_parameters": "unet", "estimate_macs": "unet", "fuse_for_inference": "unet",

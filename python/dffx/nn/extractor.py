@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .images import bgr_batch
 from .unet import DFFNet, fuse_for_inference, load_weights
 
 DEFAULT_WEIGHTS_NAME = "dff_default.pt"
@@ -95,40 +96,8 @@ def images_to_tensor(images, device=None) -> torch.Tensor:
             wrong rank or channel count (grayscale, BGRA), empty image or batch, list items of
             different sizes, non-finite values, or float values outside [0, 1].
     """
-    if isinstance(images, (list, tuple)):
-        if len(images) == 0:
-            raise ValueError("empty image list")
-        arrays = []
-        for i, img in enumerate(images):
-            if not isinstance(img, np.ndarray):
-                raise ValueError(f"list items must be BGR uint8 (H, W, 3) NumPy arrays, item {i} is "
-                                 f"{type(img).__name__}")
-            if img.ndim != 3:
-                raise ValueError(f"list items must be (H, W, 3) BGR images, item {i} has shape {img.shape}")
-            arrays.append(img)
-        shapes = {a.shape for a in arrays}
-        if len(shapes) > 1:
-            raise ValueError(f"images in a batch must have the same size, got shapes {sorted(shapes)}")
-        dtypes = {a.dtype for a in arrays}
-        if dtypes != {np.dtype(np.uint8)}:
-            raise ValueError(f"list items must be uint8 BGR images, got dtypes {sorted(map(str, dtypes))}")
-        images = np.stack(arrays)
-    if isinstance(images, np.ndarray):
-        arr = images
-        if arr.dtype != np.uint8:
-            raise ValueError(f"NumPy images must be uint8 BGR (H, W, 3) or (B, H, W, 3), got dtype {arr.dtype}; "
-                             "pass float input as a torch tensor (B, 3, H, W) RGB in [0, 1]")
-        if arr.ndim == 2:
-            raise ValueError(f"images need 3 colour channels (BGR), got a 2-D grayscale array {arr.shape}; "
-                             "convert with cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)")
-        if arr.ndim == 3:
-            arr = arr[None]
-        if arr.ndim != 4:
-            raise ValueError(f"NumPy images must be (H, W, 3) or (B, H, W, 3), got shape {images.shape}")
-        if arr.shape[-1] != 3:
-            raise ValueError(f"images need 3 colour channels (BGR), got {arr.shape[-1]} (shape {images.shape})")
-        if arr.size == 0:
-            raise ValueError(f"empty image or batch, shape {images.shape}")
+    if isinstance(images, (list, tuple, np.ndarray)):
+        arr = bgr_batch(images)
         rgb = torch.from_numpy(np.ascontiguousarray(arr[..., ::-1]))
         rgb = rgb.to(device) if device is not None else rgb
         return rgb.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
