@@ -5,7 +5,7 @@
 #
 #   bash tools/device/pack.sh            # then run check.sh there with carry [".device"]
 #
-# .device/ holds (about 31 MB):
+# .device/ holds (about 24 MB):
 #   eigen/         the cmeel-eigen wheel: Eigen headers for the build (the GPU machine has no
 #                  package index; its image has torch, pybind11, scikit-build-core, cmake, nvcc)
 #   face_model.npz the face model in dffx's compact format (FaceModel.save, ~15 MB), from
