@@ -169,6 +169,47 @@ def test_align_dff_onnxruntime(benchmark, face_model, aligner, photo):
     assert len(faces) == 1 and np.abs(faces[0].landmarks - exact[0].landmarks).max() < 0.2
 
 
+class _GivenMaps:
+    """Landmark features whose maps are computed already: the cascade's work without the network."""
+
+    def __init__(self, features, maps):
+        self.features, self.maps = features, maps
+
+    def prepare(self, crops):
+        return self.maps
+
+    def sample(self, prepared, points, visible):
+        return self.features.sample(prepared, points, visible)
+
+
+@pytest.fixture(scope="module")
+def cascade_inputs(aligner, photo, tmp_path_factory):
+    """(C++ cascade, Python cascade's features on given maps, crop, maps) for one face."""
+    from dffx import _C
+    from dffx.align.export import write_cascade_file
+
+    crop = crop_face(photo, BOX)[0][None]
+    maps = aligner.features.extractor.extract(crop).numpy()
+    path = write_cascade_file(tmp_path_factory.mktemp("cascade") / "cascade.dffx", aligner.model, aligner.cascade)
+    return _C.Cascade.load(str(path)), _GivenMaps(aligner.features, maps), crop, maps
+
+
+@pytest.mark.benchmark(group="cascade-run")
+def test_cascade_run_cpp(benchmark, cascade_inputs):
+    """dffx::Cascade::run: 3 iterations and the score on one face's DFF maps (no network)."""
+    cpp, _, _, maps = cascade_inputs
+    result = benchmark(cpp.run, maps)
+    assert result["landmarks"].shape == (1, 68, 2)
+
+
+@pytest.mark.benchmark(group="cascade-run")
+def test_cascade_run_python(benchmark, aligner, cascade_inputs):
+    """Its twin, dffx.align.Cascade.run on the same maps; the landmarks agree within 1e-3 px."""
+    cpp, given, crop, maps = cascade_inputs
+    state = benchmark(aligner.cascade.run, aligner.model, given, crop)
+    assert np.abs(cpp.run(maps)["landmarks"] - state.X).max() < 1e-3
+
+
 def _clip(photo, count: int = 10) -> list:
     """The portrait moved 3 / 2 px, turned 1 deg and zoomed 1.2% per frame (tests/test_tracker.py)."""
     h, w = photo.shape[:2]

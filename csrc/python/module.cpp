@@ -248,6 +248,37 @@ py::array sample_landmark_features_backward(carray<float> maps, carray<float> po
 
 }  // namespace
 
+template <class T>
+py::array_t<T> to_array(const std::vector<T>& values, std::vector<int64_t> shape) {
+  py::array_t<T> out(shape);
+  std::copy(values.begin(), values.end(), out.mutable_data());
+  return out;
+}
+
+py::dict cascade_run(const dffx::Cascade& cascade, carray<float> maps, bool channels_last, int threads) {
+  const int64_t S = cascade.crop_size(), C = cascade.channels();
+  if (channels_last)
+    expect_shape(maps, {-1, S, S, C}, "maps");
+  else
+    expect_shape(maps, {-1, C, S, S}, "maps");
+  const int64_t B = maps.shape(0), M = cascade.num_params(), N = cascade.num_vertices();
+  if (B == 0) throw py::value_error("maps: no faces");
+  dffx::CascadeResult r;
+  {
+    const float* data = maps.data();
+    py::gil_scoped_release release;
+    r = cascade.run(data, B, channels_last, threads);
+  }
+  py::dict out;
+  out["landmarks"] = to_array(r.landmarks, {B, 68, 2});
+  out["visible"] = to_array(r.visible, {B, 68});
+  out["cameras"] = to_array(r.cameras, {B, 6});
+  out["params"] = to_array(r.params, {B, M});
+  out["vertices"] = to_array(r.vertices, {B, N, 3});
+  out["scores"] = r.scores.empty() ? py::object(py::none()) : py::object(to_array(r.scores, {B}));
+  return out;
+}
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "dffx native core (C++ CPU kernels, optional CUDA kernels)";
   m.def("version", &dffx::version);
@@ -255,6 +286,15 @@ PYBIND11_MODULE(_C, m) {
   m.def("cuda_architectures", &dffx::cuda_architectures);
   m.def("cuda_device_count", &dffx::cuda_device_count);
   m.def("rotation_matrix", &rotation_matrix, py::arg("pitch"), py::arg("yaw"), py::arg("roll"));
+  py::class_<dffx::Cascade>(m, "Cascade")
+      .def_static("load", &dffx::Cascade::load, py::arg("path"))
+      .def("run", &cascade_run, py::arg("maps"), py::arg("channels_last") = false, py::arg("threads") = 0)
+      .def_property_readonly("crop_size", &dffx::Cascade::crop_size)
+      .def_property_readonly("channels", &dffx::Cascade::channels)
+      .def_property_readonly("num_landmarks", &dffx::Cascade::num_landmarks)
+      .def_property_readonly("num_params", &dffx::Cascade::num_params)
+      .def_property_readonly("num_vertices", &dffx::Cascade::num_vertices)
+      .def_property_readonly("stages", &dffx::Cascade::stages);
   m.def("project", &project, py::arg("vertices"), py::arg("cameras"));
   m.def("rasterize", &rasterize, py::arg("vertices"), py::arg("triangles"), py::arg("height"), py::arg("width"),
         py::arg("threads") = 0);

@@ -21,7 +21,16 @@ fi
 cmake -S "${repo_root}/examples/cpp" -B "${build_dir}" -Ddffx_DIR="${cmake_dir}" -DCMAKE_BUILD_TYPE=Release
 cmake --build "${build_dir}" --config Release --parallel
 
-# Single-config generators put the program in the build dir, multi-config ones in Release/.
-exe="${build_dir}/dffx_example"
-[[ -x "${exe}" ]] || exe="${build_dir}/Release/dffx_example"
-"${exe}"
+# Single-config generators put the programs in the build dir, multi-config ones in Release/.
+bin="${build_dir}"
+[[ -x "${bin}/dffx_example" ]] || bin="${build_dir}/Release"
+"${bin}/dffx_example"
+
+# The cascade on DFF maps: its inputs come from the Python package (PyTorch and the face model).
+if [[ -n "${DFFX_FACE_MODEL:-}" ]] && "${python}" -c "import torch" 2>/dev/null; then
+  "${python}" "${repo_root}/examples/cpp/write_align_inputs.py" "${build_dir}/align-inputs"
+  "${bin}/dffx_align_maps" "${build_dir}/align-inputs/cascade.dffx" "${build_dir}/align-inputs/maps.f32" \
+    "${build_dir}/align-inputs/expected.f32"
+else
+  echo "dffx_align_maps skipped: it needs PyTorch and DFFX_FACE_MODEL to write its inputs"
+fi

@@ -193,6 +193,20 @@ def _cmd_export_onnx(args) -> int:
     return 0
 
 
+def _cmd_export_cascade(args) -> int:
+    from .align.cascade import Cascade
+    from .align.export import write_cascade_file
+    from .align.predictor import default_cascade_path
+    from .model import load_face_model
+
+    cascade = Cascade.load(args.cascade or default_cascade_path("dff"))
+    out = write_cascade_file(args.out, load_face_model(args.model), cascade)
+    network = cascade.info.get("dff_network") or cascade.info.get("dff_weights")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB); run it on the maps of the DFF network "
+          f"{network!r} (dffx export-onnx --weights {network or 'default'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``dffx`` command."""
     parser = argparse.ArgumentParser(prog="dffx", description="Large-pose face alignment with the Deep Face Feature")
@@ -319,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "default network)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
     p.set_defaults(run=_cmd_export_onnx)
+
+    p = sub.add_parser("export-cascade", help="write the face model and a DFF cascade as one file for C++ "
+                                              "(dffx::Cascade, csrc/include/dffx/cascade.hpp)")
+    p.add_argument("--out", required=True, help="the file to write")
+    p.add_argument("--cascade", default=None, help="a DFF cascade .npz (default: the shipped one)")
+    p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
+    p.set_defaults(run=_cmd_export_cascade)
 
     p = train_sub.add_parser("template", help="add the alignment-confidence template to a cascade file")
     p.add_argument("--cascade", required=True, help="cascade .npz to read")

@@ -7,3 +7,4 @@
 #include "dffx/shape_fit.hpp"
 #include "dffx/angular_softmax.hpp"
 #include "dffx/sampling.hpp"
+#include "dffx/cascade.hpp"

@@ -1,0 +1,238 @@
+// The alignment cascade (paper Sec. III-C, eq. 4-8) and its file format (contract in cascade.hpp).
+#include "dffx/cascade.hpp"
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "dffx/camera.hpp"
+#include "dffx/raster.hpp"
+#include "dffx/sampling.hpp"
+#include "dffx/shape_fit.hpp"
+
+namespace dffx {
+namespace {
+
+// File layout, little-endian (dffx.align.export.write_cascade_file writes it):
+//   "DFFXCAS1", uint32 count, then per array: uint32 name length, name, uint8 dtype
+//   (0 float32, 1 float64, 2 int32), uint32 ndim, int64 dims[ndim], the row-major data.
+constexpr char kMagic[8] = {'D', 'F', 'F', 'X', 'C', 'A', 'S', '1'};
+constexpr int kLandmarks68 = 68;
+constexpr double kMinScale = 1e-3;  // the cascade keeps s above this (as dffx.align.Cascade.step)
+
+struct Array {
+  uint8_t dtype = 0;
+  std::vector<int64_t> dims;
+  std::vector<char> bytes;
+};
+
+[[noreturn]] void bad_file(const std::string& path, const std::string& what) {
+  throw std::runtime_error("dffx cascade file " + path + ": " + what);
+}
+
+template <class T>
+T read_value(std::ifstream& in, const std::string& path) {
+  T value{};
+  if (!in.read(reinterpret_cast<char*>(&value), sizeof value)) bad_file(path, "truncated");
+  return value;
+}
+
+std::map<std::string, Array> read_arrays(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) bad_file(path, "cannot be opened (missing or unreadable)");
+  char magic[8];
+  if (!in.read(magic, 8) || std::memcmp(magic, kMagic, 8) != 0)
+    bad_file(path, "not a dffx cascade file (write one with `dffx export-cascade`)");
+  const uint32_t count = read_value<uint32_t>(in, path);
+  std::map<std::string, Array> arrays;
+  for (uint32_t i = 0; i < count; ++i) {
+    const uint32_t name_length = read_value<uint32_t>(in, path);
+    if (name_length > 256) bad_file(path, "malformed array name");
+    std::string name(name_length, '\0');
+    if (!in.read(name.data(), name_length)) bad_file(path, "truncated");
+    Array a;
+    a.dtype = read_value<uint8_t>(in, path);
+    if (a.dtype > 2) bad_file(path, name + ": unknown dtype code");
+    const uint32_t ndim = read_value<uint32_t>(in, path);
+    if (ndim > 8) bad_file(path, name + ": malformed shape");
+    int64_t elements = 1;
+    for (uint32_t d = 0; d < ndim; ++d) {
+      a.dims.push_back(read_value<int64_t>(in, path));
+      if (a.dims.back() < 0 || a.dims.back() > (int64_t{1} << 32)) bad_file(path, name + ": malformed shape");
+      elements *= a.dims.back();
+    }
+    const int64_t item = a.dtype == 1 ? 8 : 4;
+    if (elements > (int64_t{1} << 31)) bad_file(path, name + ": too large");
+    a.bytes.resize(static_cast<size_t>(elements * item));
+    if (!in.read(a.bytes.data(), static_cast<std::streamsize>(a.bytes.size()))) bad_file(path, "truncated");
+    arrays[name] = std::move(a);
+  }
+  return arrays;
+}
+
+// The array `name` as T, checked against dims (-1: any size there).
+template <class T>
+std::vector<T> take(const std::map<std::string, Array>& arrays, const std::string& path, const std::string& name,
+                    const std::vector<int64_t>& dims) {
+  const uint8_t code = std::is_same_v<T, float> ? 0 : std::is_same_v<T, double> ? 1 : 2;
+  const auto it = arrays.find(name);
+  if (it == arrays.end()) bad_file(path, "array '" + name + "' is missing");
+  const Array& a = it->second;
+  bool ok = a.dtype == code && a.dims.size() == dims.size();
+  for (size_t d = 0; ok && d < dims.size(); ++d) ok = dims[d] < 0 || dims[d] == a.dims[d];
+  if (!ok) bad_file(path, "array '" + name + "' has the wrong dtype or shape");
+  std::vector<T> out(a.bytes.size() / sizeof(T));
+  std::memcpy(out.data(), a.bytes.data(), a.bytes.size());
+  return out;
+}
+
+int64_t dim(const std::map<std::string, Array>& arrays, const std::string& name, size_t axis) {
+  const auto it = arrays.find(name);
+  return it == arrays.end() || it->second.dims.size() <= axis ? -1 : it->second.dims[axis];
+}
+
+}  // namespace
+
+struct Cascade::Geometry {
+  std::vector<float> screen;   // (N, 3)
+  std::vector<float> X, U;     // (68, 2), (L, 2)
+  std::vector<uint8_t> V;      // (L,)
+};
+
+Cascade Cascade::load(const std::string& path) {
+  const auto arrays = read_arrays(path);
+  Cascade c;
+  const int64_t n = dim(arrays, "mean", 0), m = dim(arrays, "prior_variance", 0);
+  const int64_t L = dim(arrays, "landmarks160", 0), K = dim(arrays, "R_X", 0), D1 = dim(arrays, "R_X", 1);
+  c.mean_ = take<float>(arrays, path, "mean", {n, 3});
+  c.prior_ = take<float>(arrays, path, "prior_variance", {m});
+  c.basis_rows_ = take<float>(arrays, path, "basis_rows", {m, 3 * n});
+  c.triangles_ = take<int32_t>(arrays, path, "triangles", {-1, 3});
+  c.landmarks68_ = take<int32_t>(arrays, path, "landmarks68", {kLandmarks68});
+  c.landmarks160_ = take<int32_t>(arrays, path, "landmarks160", {L});
+  c.mean_camera_ = take<double>(arrays, path, "mean_camera", {kCameraParams});
+  c.R_X_ = take<float>(arrays, path, "R_X", {K, D1, 2 * kLandmarks68});
+  c.R_w_ = take<float>(arrays, path, "R_w", {K, D1, kCameraParams});
+  const auto scalars = take<double>(arrays, path, "scalars", {5});  // w_reg, tolerance, crop, C, m1
+  c.w_reg_ = scalars[0];
+  c.tolerance_ = static_cast<float>(scalars[1]);
+  c.crop_size_ = static_cast<int64_t>(scalars[2]);
+  c.channels_ = static_cast<int64_t>(scalars[3]);
+  c.n_identity_ = static_cast<int64_t>(scalars[4]);
+  c.stages_ = static_cast<int>(K);
+  if (arrays.count("template")) c.template_ = take<float>(arrays, path, "template", {L, c.channels_});
+  if (n <= 0 || m <= 0 || K <= 0 || L < kLandmarks68 || c.crop_size_ <= 0 || c.channels_ <= 0 ||
+      D1 != L * c.channels_ + 1 || c.n_identity_ < 0 || c.n_identity_ > m || !(c.w_reg_ >= 0))
+    bad_file(path, "sizes that do not fit together");
+  for (const auto* index : {&c.triangles_, &c.landmarks68_, &c.landmarks160_})
+    for (int32_t v : *index)
+      if (v < 0 || v >= n) bad_file(path, "a vertex index out of range");
+  for (float v : c.prior_)
+    if (!(v > 0)) bad_file(path, "prior variances must be > 0");
+  // The shape fit reads the model at the 68 landmarks: mean68 (68, 3), basis68 (68, 3, M).
+  c.mean68_.resize(kLandmarks68 * 3);
+  c.basis68_.resize(kLandmarks68 * 3 * m);
+  for (int l = 0; l < kLandmarks68; ++l)
+    for (int k = 0; k < 3; ++k) {
+      const int64_t column = 3 * int64_t{c.landmarks68_[l]} + k;
+      c.mean68_[l * 3 + k] = c.mean_[column];
+      for (int64_t j = 0; j < m; ++j) c.basis68_[(l * 3 + k) * m + j] = c.basis_rows_[j * 3 * n + column];
+    }
+  return c;
+}
+
+void Cascade::update_geometry(const float* params, const double* camera, Geometry& g, int num_threads) const {
+  const int64_t n = num_vertices(), m = num_params(), L = num_landmarks();
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Eigen::Map<const RowMajor> basis(basis_rows_.data(), m, 3 * n);
+  Eigen::Map<const Eigen::VectorXf> p(params, m), mean(mean_.data(), 3 * n);
+  const Eigen::VectorXf shape = mean + basis.transpose() * p;  // eq. 3
+  float cam[kCameraParams];
+  for (int i = 0; i < kCameraParams; ++i) cam[i] = static_cast<float>(camera[i]);
+  g.screen.resize(3 * n);
+  project_weak_perspective(shape.data(), cam, 1, n, true, g.screen.data());  // eq. 2
+  g.V.resize(L);
+  const RasterShape raster{1, n, static_cast<int64_t>(triangles_.size() / 3), crop_size_, crop_size_};
+  mesh_landmark_visibility(g.screen.data(), triangles_.data(), landmarks160_.data(), L, raster, tolerance_,
+                           g.V.data(), num_threads);
+  g.X.resize(2 * kLandmarks68);
+  g.U.resize(2 * L);
+  for (int l = 0; l < kLandmarks68; ++l)
+    for (int k = 0; k < 2; ++k) g.X[2 * l + k] = g.screen[3 * int64_t{landmarks68_[l]} + k];
+  for (int64_t l = 0; l < L; ++l)
+    for (int k = 0; k < 2; ++k) g.U[2 * l + k] = g.screen[3 * int64_t{landmarks160_[l]} + k];
+}
+
+CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last, int num_threads) const {
+  if (batch <= 0) throw std::invalid_argument("dffx::Cascade::run: batch must be positive");
+  if (!maps) throw std::invalid_argument("dffx::Cascade::run: null maps");
+  const int64_t n = num_vertices(), m = num_params(), L = num_landmarks(), C = channels_, S = crop_size_;
+  const int64_t D1 = L * C + 1;
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  CascadeResult out;
+  out.batch = batch;
+  out.landmarks.resize(batch * kLandmarks68 * 2);
+  out.visible.resize(batch * kLandmarks68);
+  out.cameras.resize(batch * kCameraParams);
+  out.params.resize(batch * m);
+  out.vertices.resize(batch * n * 3);
+  if (!template_.empty()) out.scores.resize(batch);
+
+  // Every face starts from the mean shape under the mean camera: one geometry for all.
+  Geometry start;
+  const std::vector<float> zeros(m, 0.0f);
+  update_geometry(zeros.data(), mean_camera_.data(), start, num_threads);
+  const LandmarkModel fit_model{mean68_.data(), basis68_.data(), prior_.data(), kLandmarks68, m};
+  const SamplingShape sampling{1, C, S, S, L, channels_last};
+  std::vector<float> Z(D1), x_hat(2 * kLandmarks68), weights(kLandmarks68), p(m);
+
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* face_maps = maps + b * C * S * S;
+    Geometry g = start;
+    double camera[kCameraParams];
+    std::copy(mean_camera_.begin(), mean_camera_.end(), camera);
+    std::fill(p.begin(), p.end(), 0.0f);
+    for (int k = 0; k < stages_; ++k) {
+      sample_landmark_features(face_maps, g.U.data(), g.V.data(), sampling, Z.data(), num_threads);  // eq. 4-5
+      Z[D1 - 1] = 1.0f;
+      Eigen::Map<const Eigen::VectorXf> z(Z.data(), D1);
+      Eigen::Map<const RowMajor> R_X(R_X_.data() + k * D1 * 2 * kLandmarks68, D1, 2 * kLandmarks68);
+      Eigen::Map<const RowMajor> R_w(R_w_.data() + k * D1 * kCameraParams, D1, kCameraParams);
+      const Eigen::VectorXf dX = R_X.transpose() * z, dw = R_w.transpose() * z;
+      for (int i = 0; i < 2 * kLandmarks68; ++i) x_hat[i] = g.X[i] + dX[i];
+      for (int i = 0; i < kCameraParams; ++i) camera[i] += static_cast<double>(dw[i]);
+      camera[0] = std::max(camera[0], kMinScale);
+      float cam32[kCameraParams];
+      for (int i = 0; i < kCameraParams; ++i) cam32[i] = static_cast<float>(camera[i]);
+      std::fill(weights.begin(), weights.end(), static_cast<float>(1.0 / (camera[0] * camera[0])));
+      fit_shape(fit_model, x_hat.data(), weights.data(), cam32, 1, FitWeights{1.0, w_reg_}, p.data(), 1);  // eq. 6-8
+      update_geometry(p.data(), camera, g, num_threads);
+    }
+    if (!template_.empty()) {  // the alignment score at the final landmarks
+      sample_landmark_features(face_maps, g.U.data(), g.V.data(), sampling, Z.data(), num_threads);
+      double total = 0.0;
+      int64_t seen = 0;
+      for (int64_t l = 0; l < L; ++l) {
+        if (!g.V[l]) continue;
+        double cosine = 0.0;
+        for (int64_t c = 0; c < C; ++c) cosine += double{Z[l * C + c]} * double{template_[l * C + c]};
+        total += cosine;
+        ++seen;
+      }
+      out.scores[b] = seen > 0 ? total / static_cast<double>(seen) : -1.0;
+    }
+    std::copy(g.X.begin(), g.X.end(), out.landmarks.begin() + b * kLandmarks68 * 2);
+    std::copy(g.V.begin(), g.V.begin() + kLandmarks68, out.visible.begin() + b * kLandmarks68);
+    std::copy(camera, camera + kCameraParams, out.cameras.begin() + b * kCameraParams);
+    std::copy(p.begin(), p.end(), out.params.begin() + b * m);
+    std::copy(g.screen.begin(), g.screen.end(), out.vertices.begin() + b * n * 3);
+  }
+  return out;
+}
+
+}  // namespace dffx

@@ -1,0 +1,76 @@
+// The alignment cascade of paper Sec. III-C (eq. 4-8) in C++, for programs that run the DFF
+// network themselves (ONNX Runtime, TensorRT, ...: `dffx export-onnx`) and want the landmarks,
+// visibility, camera and 3D shape without Python.
+//
+// A cascade file (`dffx export-cascade --out FILE`) holds the face model restricted to what the
+// cascade uses (mean shape, bases, prior, triangles, the 68 and 160 landmark vertices) and the
+// learned descent directions. Per face, starting from the mean shape under the mean camera:
+//
+//   for k in 0..K-1:
+//     V   = visibility of the 160 landmarks from the depth test of the current mesh (raster.hpp)
+//     F   = DFF sampled at the 160 projected landmarks, hidden ones zero (sampling.hpp, eq. 4-5)
+//     X^  = X + [F, 1] R_X[k];   w <- w + [F, 1] R_w[k];   s >= 1e-3
+//     p   = the regularised least-squares fit of eq. 6-8 to X^ under w (shape_fit.hpp), with
+//           landmark weights 1 / s^2 (the landmark term in model units) and the file's w_reg
+//     mesh = S(p) = mean + B p (eq. 3), projected with w (eq. 2): new X (68), U (160), V
+//   score = mean cosine between F at the final landmarks and the file's template, over the
+//           visible landmarks (-1 when none is visible)
+//
+// Everything is in the pixels of the canonical face crop (crop_size x crop_size, 224; built as
+// dffx.preprocess.crop_face builds it); mapping back to the photo is the caller's (the crop is a
+// scale and a shift). This is dffx.align.Cascade.run (its twin in Python); tests compare them.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dffx {
+
+/// What Cascade::run returns for B faces (row-major).
+struct CascadeResult {
+  int64_t batch = 0;
+  std::vector<float> landmarks;  ///< (B, 68, 2) iBUG landmarks, crop pixels (x right, y down)
+  std::vector<uint8_t> visible;  ///< (B, 68) depth-test visibility of those landmarks
+  std::vector<double> cameras;   ///< (B, 6) w = (s, pitch, yaw, roll, tx, ty), crop pixels, radians
+  std::vector<float> params;     ///< (B, M) shape parameters (p_id then p_exp)
+  std::vector<float> vertices;   ///< (B, N, 3) the projected mesh: x, y, depth in crop pixels
+  std::vector<double> scores;    ///< (B,) alignment confidence in [-1, 1]; empty without a template
+};
+
+class Cascade {
+ public:
+  /// Read a cascade file. Throws std::runtime_error naming the file and the problem (missing,
+  /// not a cascade file, a missing or malformed array, sizes that do not fit together).
+  static Cascade load(const std::string& path);
+
+  int64_t crop_size() const { return crop_size_; }         ///< the crop's side, pixels (224)
+  int64_t channels() const { return channels_; }           ///< DFF dimension C (32)
+  int64_t num_landmarks() const { return landmarks160_.size(); }  ///< L, sampled landmarks (160)
+  int64_t num_params() const { return prior_.size(); }     ///< M
+  int64_t num_vertices() const { return mean_.size() / 3; }  ///< N
+  int stages() const { return stages_; }                   ///< K
+  const std::vector<int32_t>& triangles() const { return triangles_; }  ///< (T, 3)
+
+  /// Align B faces from their DFF maps: (B, C, S, S) float32, or (B, S, S, C) with
+  /// channels_last, S = crop_size(), unit C-vectors per pixel. num_threads <= 0: all cores
+  /// (for the visibility and sampling kernels). Throws std::invalid_argument for B <= 0 or a
+  /// null pointer.
+  CascadeResult run(const float* maps, int64_t batch, bool channels_last = false, int num_threads = 0) const;
+
+ private:
+  struct Geometry;
+  void update_geometry(const float* params, const double* camera, Geometry& g, int num_threads) const;
+
+  int64_t crop_size_ = 0, channels_ = 0, n_identity_ = 0;
+  int stages_ = 0;
+  float tolerance_ = 1.0f;
+  double w_reg_ = 0.0;
+  std::vector<float> mean_, basis_rows_, prior_;  // (N*3), (M, N*3), (M)
+  std::vector<float> mean68_, basis68_;           // (68, 3), (68, 3, M) for the shape fit
+  std::vector<int32_t> triangles_, landmarks68_, landmarks160_;
+  std::vector<double> mean_camera_;               // (6)
+  std::vector<float> R_X_, R_w_;                  // (K, D + 1, 136), (K, D + 1, 6)
+  std::vector<float> template_;                   // (L, C) or empty
+};
+
+}  // namespace dffx

@@ -1,0 +1,80 @@
+"""``dffx::Cascade`` (csrc/cpu/cascade.cpp), the alignment cascade in C++, against its Python twin
+:meth:`dffx.align.Cascade.run` on the DFF maps of real faces; its file (``dffx export-cascade``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dffx import _C
+
+
+@pytest.fixture(scope="module")
+def aligner(face_model):
+    from dffx.align import FaceAligner
+
+    return FaceAligner(model=face_model, backend="torch", device="cpu", refine=0)
+
+
+@pytest.fixture(scope="module")
+def cascade_file(tmp_path_factory, face_model):
+    from dffx.cli import main
+
+    path = tmp_path_factory.mktemp("cpp") / "cascade.dffx"
+    assert main(["export-cascade", "--out", str(path)]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def crops(aflw2000_dir):
+    from test_align import _aflw2000_faces
+
+    from dffx.preprocess import crop_face
+
+    names = ["image00050", "image00251", "image04331", "image00081", "image00430"]  # yaw 0-70 degrees
+    return np.stack([crop_face(image, box)[0] for image, _, box in _aflw2000_faces(aflw2000_dir, names)])
+
+
+def test_cpp_cascade_matches_the_python_cascade(aligner, cascade_file, crops, face_model):
+    cascade = _C.Cascade.load(str(cascade_file))
+    assert (cascade.stages, cascade.crop_size, cascade.channels, cascade.num_landmarks) == (3, 224, 32, 160)
+    assert (cascade.num_params, cascade.num_vertices) == (face_model.n_params, face_model.n_vertices)
+    want = aligner.cascade.run(face_model, aligner.features, crops)
+    maps = aligner.features.extractor.extract(crops).numpy()  # (B, 32, 224, 224)
+    for channels_last, array in ((False, maps), (True, np.ascontiguousarray(maps.transpose(0, 2, 3, 1)))):
+        got = cascade.run(array, channels_last=channels_last)
+        # float32 products in another order, and the projection in float32 (Python: float64)
+        np.testing.assert_allclose(got["landmarks"], want.X, atol=1e-3)
+        np.testing.assert_array_equal(got["visible"], want.V[:, :68])
+        np.testing.assert_allclose(got["cameras"], want.camera, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(got["params"], want.params, atol=1e-3)
+        np.testing.assert_allclose(got["scores"], want.score, atol=1e-5)
+        shape = face_model.shape(want.params[:, :face_model.n_identity], want.params[:, face_model.n_identity:])
+        from dffx.geometry.camera import project
+
+        np.testing.assert_allclose(got["vertices"], project(shape, want.camera), atol=2e-3)
+
+
+def test_cpp_cascade_names_bad_files_and_maps(tmp_path, cascade_file, face_model):
+    from dffx.align.cascade import Cascade
+    from dffx.align.export import write_cascade_file
+    from dffx.align.predictor import default_cascade_path
+
+    with pytest.raises(RuntimeError, match="cannot be opened"):
+        _C.Cascade.load(str(tmp_path / "missing.dffx"))
+    (tmp_path / "other.dffx").write_bytes(b"PK\x03\x04 not a cascade")
+    with pytest.raises(RuntimeError, match="not a dffx cascade file"):
+        _C.Cascade.load(str(tmp_path / "other.dffx"))
+    (tmp_path / "cut.dffx").write_bytes(cascade_file.read_bytes()[:100_000])
+    with pytest.raises(RuntimeError, match="truncated"):
+        _C.Cascade.load(str(tmp_path / "cut.dffx"))
+    with pytest.raises(ValueError, match="only DFF cascades"):
+        write_cascade_file(tmp_path / "sift.dffx", face_model, Cascade.load(default_cascade_path("sift")))
+    cascade = _C.Cascade.load(str(cascade_file))
+    with pytest.raises(ValueError, match=r"maps must have shape \(\*, 32, 224, 224\)"):
+        cascade.run(np.zeros((1, 32, 112, 112), np.float32))
+    with pytest.raises(ValueError, match="no faces"):
+        cascade.run(np.zeros((0, 32, 224, 224), np.float32))
+    # Maps with no feature anywhere (all zeros): every landmark samples zeros, nothing crashes.
+    blank = cascade.run(np.zeros((1, 32, 224, 224), np.float32))
+    assert np.isfinite(blank["landmarks"]).all() and blank["scores"][0] <= 0.0
