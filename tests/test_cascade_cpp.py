@@ -39,7 +39,7 @@ def test_cpp_cascade_matches_the_python_cascade(aligner, cascade_file, crops, fa
     cascade = _C.Cascade.load(str(cascade_file))
     assert (cascade.stages, cascade.crop_size, cascade.channels, cascade.num_landmarks) == (3, 224, 32, 160)
     assert (cascade.num_params, cascade.num_vertices) == (face_model.n_params, face_model.n_vertices)
-    want = aligner.cascade.run(face_model, aligner.features, crops)
+    want = aligner.cascade.run(face_model, aligner.features, crops, native=False)
     maps = aligner.features.extractor.extract(crops).numpy()  # (B, 32, 224, 224)
     for channels_last, array in ((False, maps), (True, np.ascontiguousarray(maps.transpose(0, 2, 3, 1)))):
         got = cascade.run(array, channels_last=channels_last)
@@ -78,3 +78,30 @@ def test_cpp_cascade_names_bad_files_and_maps(tmp_path, cascade_file, face_model
     # Maps with no feature anywhere (all zeros): every landmark samples zeros, nothing crashes.
     blank = cascade.run(np.zeros((1, 32, 224, 224), np.float32))
     assert np.isfinite(blank["landmarks"]).all() and blank["scores"][0] <= 0.0
+
+
+def test_cascade_run_uses_the_cpp_twin_for_maps_in_cpu_memory(aligner, crops, face_model, cascade_file):
+    """Cascade.run's default path (the C++ cascade, fed the extractor's channels-last output in
+    place) against its Python loop; the in-memory file reads as the one on disk."""
+    native = aligner.cascade.run(face_model, aligner.features, crops)
+    loop = aligner.cascade.run(face_model, aligner.features, crops, native=False)
+    np.testing.assert_allclose(native.X, loop.X, atol=1e-3)
+    np.testing.assert_allclose(native.U, loop.U, atol=1e-3)
+    np.testing.assert_array_equal(native.V, loop.V)
+    np.testing.assert_allclose(native.camera, loop.camera, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(native.score, loop.score, atol=1e-5)
+    assert native.params.dtype == np.float32 and native.params.shape == loop.params.shape
+    maps = aligner.features.extractor.extract(crops[:1]).numpy()
+    from_disk = _C.Cascade.load(str(cascade_file)).run(maps)
+    in_memory = aligner.cascade._native(face_model).run(maps)
+    for key in ("landmarks", "cameras", "scores"):
+        np.testing.assert_array_equal(from_disk[key], in_memory[key])
+
+
+def test_cpp_cascade_batches_split_between_threads_give_the_same_faces(aligner, crops, cascade_file):
+    maps = aligner.features.extractor.extract(crops).numpy()
+    cascade = _C.Cascade.load(str(cascade_file))
+    one, two, alone = cascade.run(maps, threads=1), cascade.run(maps, threads=2), cascade.run(maps[2:3])
+    for key in ("landmarks", "visible", "cameras", "params", "scores", "dense_visible"):
+        np.testing.assert_array_equal(one[key], two[key], err_msg=key)
+        np.testing.assert_array_equal(one[key][2:3], alone[key], err_msg=key)

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "dffx/raster.hpp"
 #include "dffx/sampling.hpp"
 #include "dffx/shape_fit.hpp"
+#include "internal.hpp"
 
 namespace dffx {
 namespace {
@@ -36,15 +38,14 @@ struct Array {
 }
 
 template <class T>
-T read_value(std::ifstream& in, const std::string& path) {
+T read_value(std::istream& in, const std::string& path) {
   T value{};
   if (!in.read(reinterpret_cast<char*>(&value), sizeof value)) bad_file(path, "truncated");
   return value;
 }
 
-std::map<std::string, Array> read_arrays(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) bad_file(path, "cannot be opened (missing or unreadable)");
+// `path` names the source in messages (a file path, or "(in memory)").
+std::map<std::string, Array> read_arrays(std::istream& in, const std::string& path) {
   char magic[8];
   if (!in.read(magic, 8) || std::memcmp(magic, kMagic, 8) != 0)
     bad_file(path, "not a dffx cascade file (write one with `dffx export-cascade`)");
@@ -105,7 +106,19 @@ struct Cascade::Geometry {
 };
 
 Cascade Cascade::load(const std::string& path) {
-  const auto arrays = read_arrays(path);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) bad_file(path, "cannot be opened (missing or unreadable)");
+  return parse(in, path);
+}
+
+Cascade Cascade::from_bytes(const void* data, size_t size) {
+  if (!data && size) throw std::invalid_argument("dffx::Cascade::from_bytes: null data");
+  std::istringstream in(std::string(static_cast<const char*>(data), size), std::ios::binary);
+  return parse(in, "(in memory)");
+}
+
+Cascade Cascade::parse(std::istream& in, const std::string& path) {
+  const auto arrays = read_arrays(in, path);
   Cascade c;
   const int64_t n = dim(arrays, "mean", 0), m = dim(arrays, "prior_variance", 0);
   const int64_t L = dim(arrays, "landmarks160", 0), K = dim(arrays, "R_X", 0), D1 = dim(arrays, "R_X", 1);
@@ -181,6 +194,8 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
   out.cameras.resize(batch * kCameraParams);
   out.params.resize(batch * m);
   out.vertices.resize(batch * n * 3);
+  out.dense_landmarks.resize(batch * L * 2);
+  out.dense_visible.resize(batch * L);
   if (!template_.empty()) out.scores.resize(batch);
 
   // Every face starts from the mean shape under the mean camera: one geometry for all.
@@ -189,16 +204,18 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
   update_geometry(zeros.data(), mean_camera_.data(), start, num_threads);
   const LandmarkModel fit_model{mean68_.data(), basis68_.data(), prior_.data(), kLandmarks68, m};
   const SamplingShape sampling{1, C, S, S, L, channels_last};
-  std::vector<float> Z(D1), x_hat(2 * kLandmarks68), weights(kLandmarks68), p(m);
 
-  for (int64_t b = 0; b < batch; ++b) {
+  // One face: eq. 4-8 for K stages, then the score. Faces are independent, so a batch is split
+  // between threads, each face's kernels then on one thread; a single face gets the threads.
+  auto align_face = [&](int64_t b, int kernel_threads) {
+    std::vector<float> Z(D1), x_hat(2 * kLandmarks68), weights(kLandmarks68), p(m);
     const float* face_maps = maps + b * C * S * S;
     Geometry g = start;
     double camera[kCameraParams];
     std::copy(mean_camera_.begin(), mean_camera_.end(), camera);
     std::fill(p.begin(), p.end(), 0.0f);
     for (int k = 0; k < stages_; ++k) {
-      sample_landmark_features(face_maps, g.U.data(), g.V.data(), sampling, Z.data(), num_threads);  // eq. 4-5
+      sample_landmark_features(face_maps, g.U.data(), g.V.data(), sampling, Z.data(), kernel_threads);  // eq. 4-5
       Z[D1 - 1] = 1.0f;
       Eigen::Map<const Eigen::VectorXf> z(Z.data(), D1);
       Eigen::Map<const RowMajor> R_X(R_X_.data() + k * D1 * 2 * kLandmarks68, D1, 2 * kLandmarks68);
@@ -211,10 +228,10 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
       for (int i = 0; i < kCameraParams; ++i) cam32[i] = static_cast<float>(camera[i]);
       std::fill(weights.begin(), weights.end(), static_cast<float>(1.0 / (camera[0] * camera[0])));
       fit_shape(fit_model, x_hat.data(), weights.data(), cam32, 1, FitWeights{1.0, w_reg_}, p.data(), 1);  // eq. 6-8
-      update_geometry(p.data(), camera, g, num_threads);
+      update_geometry(p.data(), camera, g, kernel_threads);
     }
     if (!template_.empty()) {  // the alignment score at the final landmarks
-      sample_landmark_features(face_maps, g.U.data(), g.V.data(), sampling, Z.data(), num_threads);
+      sample_landmark_features(face_maps, g.U.data(), g.V.data(), sampling, Z.data(), kernel_threads);
       double total = 0.0;
       int64_t seen = 0;
       for (int64_t l = 0; l < L; ++l) {
@@ -231,6 +248,15 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
     std::copy(camera, camera + kCameraParams, out.cameras.begin() + b * kCameraParams);
     std::copy(p.begin(), p.end(), out.params.begin() + b * m);
     std::copy(g.screen.begin(), g.screen.end(), out.vertices.begin() + b * n * 3);
+    std::copy(g.U.begin(), g.U.end(), out.dense_landmarks.begin() + b * L * 2);
+    std::copy(g.V.begin(), g.V.end(), out.dense_visible.begin() + b * L);
+  };
+  if (batch == 1) {
+    align_face(0, num_threads);
+  } else {
+    detail::parallel_for(batch, num_threads, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) align_face(b, 1);
+    });
   }
   return out;
 }

@@ -275,6 +275,8 @@ py::dict cascade_run(const dffx::Cascade& cascade, carray<float> maps, bool chan
   out["cameras"] = to_array(r.cameras, {B, 6});
   out["params"] = to_array(r.params, {B, M});
   out["vertices"] = to_array(r.vertices, {B, N, 3});
+  out["dense_landmarks"] = to_array(r.dense_landmarks, {B, cascade.num_landmarks(), 2});
+  out["dense_visible"] = to_array(r.dense_visible, {B, cascade.num_landmarks()});
   out["scores"] = r.scores.empty() ? py::object(py::none()) : py::object(to_array(r.scores, {B}));
   return out;
 }
@@ -288,6 +290,13 @@ PYBIND11_MODULE(_C, m) {
   m.def("rotation_matrix", &rotation_matrix, py::arg("pitch"), py::arg("yaw"), py::arg("roll"));
   py::class_<dffx::Cascade>(m, "Cascade")
       .def_static("load", &dffx::Cascade::load, py::arg("path"))
+      .def_static(
+          "from_bytes",
+          [](py::bytes data) {
+            const std::string buffer = data;
+            return dffx::Cascade::from_bytes(buffer.data(), buffer.size());
+          },
+          py::arg("data"))
       .def("run", &cascade_run, py::arg("maps"), py::arg("channels_last") = false, py::arg("threads") = 0)
       .def_property_readonly("crop_size", &dffx::Cascade::crop_size)
       .def_property_readonly("channels", &dffx::Cascade::channels)

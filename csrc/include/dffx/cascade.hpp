@@ -20,7 +20,9 @@
 // dffx.preprocess.crop_face builds it); mapping back to the photo is the caller's (the crop is a
 // scale and a shift). This is dffx.align.Cascade.run (its twin in Python); tests compare them.
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <iosfwd>
 #include <string>
 #include <vector>
 
@@ -34,6 +36,8 @@ struct CascadeResult {
   std::vector<double> cameras;   ///< (B, 6) w = (s, pitch, yaw, roll, tx, ty), crop pixels, radians
   std::vector<float> params;     ///< (B, M) shape parameters (p_id then p_exp)
   std::vector<float> vertices;   ///< (B, N, 3) the projected mesh: x, y, depth in crop pixels
+  std::vector<float> dense_landmarks;  ///< (B, L, 2) the L sampled landmarks (the first 68 are the iBUG 68)
+  std::vector<uint8_t> dense_visible;  ///< (B, L) their visibility
   std::vector<double> scores;    ///< (B,) alignment confidence in [-1, 1]; empty without a template
 };
 
@@ -42,6 +46,10 @@ class Cascade {
   /// Read a cascade file. Throws std::runtime_error naming the file and the problem (missing,
   /// not a cascade file, a missing or malformed array, sizes that do not fit together).
   static Cascade load(const std::string& path);
+
+  /// The same from the bytes of such a file in memory (a file embedded in a program, or
+  /// dffx.align.export.cascade_file_bytes). Throws std::runtime_error like load.
+  static Cascade from_bytes(const void* data, size_t size);
 
   int64_t crop_size() const { return crop_size_; }         ///< the crop's side, pixels (224)
   int64_t channels() const { return channels_; }           ///< DFF dimension C (32)
@@ -52,13 +60,15 @@ class Cascade {
   const std::vector<int32_t>& triangles() const { return triangles_; }  ///< (T, 3)
 
   /// Align B faces from their DFF maps: (B, C, S, S) float32, or (B, S, S, C) with
-  /// channels_last, S = crop_size(), unit C-vectors per pixel. num_threads <= 0: all cores
-  /// (for the visibility and sampling kernels). Throws std::invalid_argument for B <= 0 or a
-  /// null pointer.
+  /// channels_last, S = crop_size(), unit C-vectors per pixel. num_threads <= 0: all cores;
+  /// the faces of a batch are split between the threads (one face: its visibility and sampling
+  /// kernels get them). The result does not depend on the thread count. Thread-safe (const).
+  /// Throws std::invalid_argument for B <= 0 or a null pointer.
   CascadeResult run(const float* maps, int64_t batch, bool channels_last = false, int num_threads = 0) const;
 
  private:
   struct Geometry;
+  static Cascade parse(std::istream& in, const std::string& source);
   void update_geometry(const float* params, const double* camera, Geometry& g, int num_threads) const;
 
   int64_t crop_size_ = 0, channels_ = 0, n_identity_ = 0;

@@ -140,6 +140,8 @@ class Cascade:
     template: np.ndarray | None = None
     # (model, mean camera bytes, one-face CascadeState): the start every face shares (initial_state)
     _mean_start: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    # (model, dffx._C.Cascade): the C++ cascade run() uses for maps in CPU memory
+    _native_cascade: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def stages(self) -> int:
@@ -186,6 +188,15 @@ class Cascade:
         return CascadeState(*(np.repeat(a, batch, axis=0) for a in (start.camera, start.params, start.X, start.U,
                                                                      start.V)))
 
+    def _native(self, model):
+        """The C++ twin of this cascade for ``model`` (``dffx::Cascade``), made once per model."""
+        from .. import _C
+        from .export import cascade_file_bytes
+
+        if self._native_cascade is None or self._native_cascade[0] is not model:
+            self._native_cascade = (model, _C.Cascade.from_bytes(cascade_file_bytes(model, self)))
+        return self._native_cascade[1]
+
     def step(self, model, k: int, state: CascadeState, F: np.ndarray) -> CascadeState:
         """Iteration k: eq. 4-5 updates, the eq. 6-8 shape fit per face, re-projection."""
         Z = _design(np.asarray(F, np.float32))
@@ -201,23 +212,35 @@ class Cascade:
         weights = np.repeat((1.0 / camera[:, 0] ** 2)[:, None], 68, axis=1)
         return fit_shape(model, landmarks, camera, landmark_weights=weights, w_reg=self.w_reg).reshape(len(camera), -1)
 
-    def run(self, model, extractor_features, crops: np.ndarray, cameras=None) -> CascadeState:
+    def run(self, model, extractor_features, crops: np.ndarray, cameras=None, native: bool = True) -> CascadeState:
         """Align faces in canonical crops (B, 224, 224, 3) uint8 BGR; returns the final state,
         scored against the template when the cascade has one (one more feature sampling).
 
         Faces run ``RUN_CHUNK`` at a time: a face's DFF maps (6.4 MB) are held through all
         iterations, so memory stays bounded for a photo of many faces. Each face's result does
-        not depend on the others in its batch."""
+        not depend on the others in its batch.
+
+        With ``native`` (default), DFF maps in CPU memory and the mean start (no ``cameras``)
+        run the C++ cascade (``dffx::Cascade``: 12 against 16 ms for one face, 6 against 7 ms per
+        face in batches of 16, on a 2-core CPU; landmarks within 1e-4 px of this loop's, its
+        twin); CUDA maps, SIFT and given cameras run the loop below."""
         if len(crops) <= RUN_CHUNK:
-            return self._run_batch(model, extractor_features, crops, cameras)
+            return self._run_batch(model, extractor_features, crops, cameras, native)
         parts = [self._run_batch(model, extractor_features, crops[lo:lo + RUN_CHUNK],
-                                 None if cameras is None else cameras[lo:lo + RUN_CHUNK])
+                                 None if cameras is None else cameras[lo:lo + RUN_CHUNK], native)
                  for lo in range(0, len(crops), RUN_CHUNK)]
         return CascadeState(*(None if getattr(parts[0], f.name) is None
                               else np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(CascadeState)))
 
-    def _run_batch(self, model, extractor_features, crops: np.ndarray, cameras=None) -> CascadeState:
+    def _run_batch(self, model, extractor_features, crops: np.ndarray, cameras=None,
+                   native: bool = True) -> CascadeState:
         prepared = extractor_features.prepare(crops)
+        maps = _cpu_maps(prepared) if native and cameras is None and self.features == "dff" else None
+        if maps is not None:
+            result = self._native(model).run(maps[0], channels_last=maps[1])
+            return CascadeState(camera=result["cameras"], params=result["params"], X=result["landmarks"],
+                                U=result["dense_landmarks"], V=result["dense_visible"].astype(bool),
+                                score=result["scores"])
         state = self.initial_state(model, len(crops), cameras)
         for k in range(self.stages):
             F = extractor_features.sample(prepared, state.U, state.V)
@@ -226,6 +249,24 @@ class Cascade:
             state.score = alignment_score(extractor_features.sample(prepared, state.U, state.V), state.V,
                                           self.template)
         return state
+
+
+def _cpu_maps(prepared):
+    """(float32 C-contiguous array, channels_last) for DFF maps in CPU memory that the C++
+    cascade can read in place: a (B, 32, 224, 224) NumPy array, or a CPU torch tensor stored
+    contiguous or channels-last (the extractor's output); None for anything else (CUDA)."""
+    if isinstance(prepared, np.ndarray):
+        ok = prepared.dtype == np.float32 and prepared.flags.c_contiguous and prepared.shape[-1] == CROP_SIZE
+        return (prepared, False) if ok else None
+    import torch
+
+    if prepared.device.type != "cpu" or prepared.dtype != torch.float32 or prepared.shape[-1] != CROP_SIZE:
+        return None
+    if prepared.is_contiguous():
+        return prepared.numpy(), False
+    if prepared.is_contiguous(memory_format=torch.channels_last):
+        return prepared.permute(0, 2, 3, 1).numpy(), True
+    return None
 
 
 # ---------------------------------------------------------------------- training (eq. 9-11)

@@ -11,6 +11,7 @@ uint32 ndim, int64 dims, row-major data.
 
 from __future__ import annotations
 
+import io
 import struct
 from pathlib import Path
 
@@ -21,15 +22,23 @@ _DTYPES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.int32):
 
 
 def write_cascade_file(path, model, cascade) -> Path:
-    """Write ``model`` (:class:`dffx.FaceModel`) and ``cascade`` (a DFF or SIFT
-    :class:`dffx.align.Cascade`) for ``dffx::Cascade::load``.
+    """Write ``model`` (:class:`dffx.FaceModel`) and a DFF ``cascade`` (:class:`dffx.align.Cascade`)
+    for ``dffx::Cascade::load`` (:func:`cascade_file_bytes`). Returns the path written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(cascade_file_bytes(model, cascade))
+    return path
+
+
+def cascade_file_bytes(model, cascade) -> bytes:
+    """The file of :func:`write_cascade_file` as bytes (``dffx::Cascade::from_bytes`` reads them).
 
     The C++ cascade samples DFF maps, so only a cascade of DFF features is of use there; its
     network is the one the cascade file records (``cascade.info["dff_network"]``), which the
     caller runs (``dffx export-onnx``).
 
-    Returns:
-        the path written. Raises ValueError for a SIFT cascade (C++ has no SIFT).
+    Raises:
+        ValueError: a SIFT cascade (C++ has no SIFT).
     """
     from ..ops.raster import DEFAULT_VISIBILITY_TOLERANCE
     from .cascade import CROP_SIZE
@@ -52,13 +61,11 @@ def write_cascade_file(path, model, cascade) -> Path:
     }
     if cascade.template is not None:
         arrays["template"] = np.asarray(cascade.template, np.float32)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(MAGIC + struct.pack("<I", len(arrays)))
-        for name, array in arrays.items():
-            array = np.ascontiguousarray(array)
-            f.write(struct.pack("<I", len(name)) + name.encode() + struct.pack("<BI", _DTYPES[array.dtype], array.ndim))
-            f.write(struct.pack(f"<{array.ndim}q", *array.shape))
-            f.write(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
-    return path
+    f = io.BytesIO()
+    f.write(MAGIC + struct.pack("<I", len(arrays)))
+    for name, array in arrays.items():
+        array = np.ascontiguousarray(array)
+        f.write(struct.pack("<I", len(name)) + name.encode() + struct.pack("<BI", _DTYPES[array.dtype], array.ndim))
+        f.write(struct.pack(f"<{array.ndim}q", *array.shape))
+        f.write(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+    return f.getvalue()
