@@ -1,5 +1,5 @@
 """Inputs for ``dffx_align_maps`` (align_maps.cpp): the cascade file, the DFF maps of three faces
-and the landmarks dffx's Python cascade finds in them.
+and the landmarks the Python loop of dffx.align.Cascade.run (its twin) finds in them.
 
 usage: python examples/cpp/write_align_inputs.py OUT_DIR   (needs PyTorch and $DFFX_FACE_MODEL)
 
@@ -33,7 +33,7 @@ def main(out: Path) -> None:
         crops.append(crop_face(cv2.warpAffine(photo, M, (w, h), borderMode=cv2.BORDER_REPLICATE), box)[0])
     crops = np.stack(crops)
     maps = aligner.features.extractor.extract(crops).numpy()
-    state = aligner.cascade.run(aligner.model, aligner.features, crops)
+    state = aligner.cascade.run(aligner.model, aligner.features, crops, native=False)  # the Python loop
     write_cascade_file(out / "cascade.dffx", aligner.model, aligner.cascade)
     maps.astype("<f4").tofile(out / "maps.f32")
     state.X.astype("<f4").tofile(out / "expected.f32")
