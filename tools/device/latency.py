@@ -10,9 +10,11 @@ stage ends with ``torch.cuda.synchronize()`` so it includes the work it queued):
 * ``extract``: the DFF maps of one 224x224 crop (``DFFLandmarkFeatures.prepare``);
 * ``initial-geometry``: the mean shape under the mean camera, projected, with visibility (the
   same for every face, so computed once per model and copied: microseconds after the first call);
-* ``iteration``: one cascade iteration: F at the 160 landmarks (fused sampling kernel), the
-  eq. 4-5 update, the eq. 6-8 shape fit, re-projection, depth buffer and visibility;
-* ``cascade``: ``Cascade.run`` on the crop (extraction, K iterations, the alignment score);
+* ``iteration``: one iteration of the Python cascade loop (the path CUDA maps take): F at the
+  160 landmarks (fused sampling kernel), the eq. 4-5 update, the eq. 6-8 shape fit,
+  re-projection, depth buffer and visibility;
+* ``cascade``: ``Cascade.run`` on the crop (extraction, K iterations, the alignment score; maps
+  in CPU memory run the C++ cascade, ``dffx::Cascade``);
 * ``align``: ``FaceAligner(refine=0).align`` with the given box (crop, cascade, mesh and pose).
 
 Times are milliseconds. The ``extract-b8`` row is per image of a batch of 8.
