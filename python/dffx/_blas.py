@@ -53,9 +53,7 @@ def single_threaded_blas():
 def _set_counts(counts: list[int]) -> None:
     for lib, count in zip(_blas_libraries(), counts):
         lib.set_num_threads(count)
-    release = getattr(_openblas_controller_class(), "clear_controlling_thread", None)
-    if release is not None:  # threadpoolctl >= 3.8: let the next change come from any thread
-        release()
+    _release_control()
 
 
 @lru_cache(maxsize=1)
@@ -66,7 +64,14 @@ def _blas_libraries() -> list:
 
 
 @lru_cache(maxsize=1)
-def _openblas_controller_class():
+def _release_control_function():
+    """threadpoolctl >= 3.8's ``OpenBLASController.clear_controlling_thread`` (lets the next change
+    come from any thread); a no-op for older versions, which have no controlling thread."""
     import threadpoolctl
 
-    return getattr(threadpoolctl, "OpenBLASController", None)
+    release = getattr(getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None)
+    return release if release is not None else (lambda: None)
+
+
+def _release_control() -> None:
+    _release_control_function()()

@@ -48,7 +48,7 @@ def cascade_file_bytes(model, cascade) -> bytes:
     channels = cascade.R_X.shape[1] // len(model.landmarks160)
     arrays = {
         "mean": np.asarray(model.mean, np.float32).reshape(-1, 3),
-        "basis_rows": np.asarray(model._basis_rows, np.float32),
+        "basis_rows": np.asarray(model.basis_rows, np.float32),
         "prior_variance": np.asarray(model.prior_variance, np.float32),
         "triangles": np.asarray(model.triangles, np.int32),
         "landmarks68": np.asarray(model.landmarks68, np.int32),

@@ -132,7 +132,7 @@ class FaceModel:
         """
         pid, pex = self._split_params(p_id, p_exp)
         batched = any(p is not None and p.ndim == 2 for p in (pid, pex))
-        rows = self._basis_rows
+        rows = self.basis_rows
         m1 = self.n_identity
         out = self.mean.reshape(1, -1).astype(np.float32)  # a copy: callers may modify the result
         with _blas.single_threaded_blas():  # see dffx._blas: BLAS threads would slow the network
@@ -145,7 +145,7 @@ class FaceModel:
         return out if batched else out[0]
 
     @property
-    def _basis_rows(self) -> np.ndarray:
+    def basis_rows(self) -> np.ndarray:
         """float32 (M, 3n): [A_id | A_exp] with one row per parameter, so that S(p) is a single
         matrix product (about twice as fast as an einsum over the (n, 3, M) layout)."""
         if "basis_rows" not in self._cache:

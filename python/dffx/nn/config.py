@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 _NORMS = ("batch", "group", "none")
+
+
+def is_weights_name(weights) -> bool:
+    """A bare word like "default" or "base8" (not an existing file) names a shipped network:
+    ``dffx/weights/dff_<name>.pt``, or ``.onnx`` for the ONNX Runtime extractor."""
+    return (isinstance(weights, str) and re.fullmatch(r"[A-Za-z0-9_-]+", weights) is not None
+            and not Path(weights).exists())
 _AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
 

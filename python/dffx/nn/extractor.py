@@ -20,13 +20,13 @@ black too.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import is_weights_name
 from .images import bgr_batch
 from .unet import DFFNet, fuse_for_inference, load_weights
 
@@ -51,12 +51,6 @@ def shipped_weights_path(name: str) -> Path:
 
 def _shipped_names() -> list[str]:
     return sorted(p.stem[len("dff_"):] for p in default_weights_path().parent.glob("dff_*.pt"))
-
-
-def is_weights_name(weights) -> bool:
-    """A bare word like "default" or "base8" (not an existing file) names shipped weights."""
-    return (isinstance(weights, str) and re.fullmatch(r"[A-Za-z0-9_-]+", weights) is not None
-            and not Path(weights).exists())
 
 
 def _select_device(device) -> torch.device:

@@ -43,6 +43,7 @@ def export_onnx(out, weights=None, opset: int = ONNX_OPSET) -> Path:
 
     from ..align.predictor import file_sha256
     from .extractor import DFFExtractor
+    from .onnx_runtime import ONNX_FORMAT
 
     extractor = DFFExtractor(weights, device="cpu", channels_last=False)
     net, multiple = extractor.net, extractor.config.multiple
@@ -61,7 +62,7 @@ def export_onnx(out, weights=None, opset: int = ONNX_OPSET) -> Path:
                                         "features": {0: "batch", 2: "height", 3: "width"}})
     model = onnx.load(str(out))
     source = extractor.weights_path
-    metadata = {"dffx_format": "dffx.dff-onnx", "source_weights": source.name if source else "",
+    metadata = {"dffx_format": ONNX_FORMAT, "source_weights": source.name if source else "",
                 "source_sha256": file_sha256(source) if source else "", "multiple": str(multiple),
                 "out_dim": str(extractor.dim),
                 "input": "image float32 (B, 3, H, W) RGB in [0, 1], H and W multiples of 'multiple'"}

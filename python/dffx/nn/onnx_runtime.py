@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import is_weights_name
 from .images import bgr_batch, network_input
 
 ONNX_FORMAT = "dffx.dff-onnx"
@@ -49,7 +50,7 @@ class OnnxDFFExtractor:
             raise ImportError('the onnxruntime backend needs onnxruntime: pip install "dffx[onnx]"') from err
         if model is None or model == "default":
             path = shipped_onnx_path()
-        elif isinstance(model, str) and not Path(model).exists() and "/" not in model and "." not in model:
+        elif is_weights_name(model):
             path = shipped_onnx_path(model)
         elif isinstance(model, (str, os.PathLike)):
             path = Path(model)
