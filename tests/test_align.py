@@ -331,14 +331,16 @@ def test_shipped_cascades_on_aflw2000_sample(face_model, aflw2000_dir):
     both cascades far better than the mean shape, DFF better than SIFT (docs/alignment.md)."""
     from dffx.eval import EvalOptions, evaluate
 
-    def mean_nme(method):
-        summary, _ = evaluate(EvalOptions(dataset="aflw2000-3d", root=aflw2000_dir, method=method,
-                                          progress=False), face_model)
-        return summary["mean"]
-
-    mean_shape, sift, dff = mean_nme("mean-shape"), mean_nme("sift"), mean_nme("dff")
+    summaries = {method: evaluate(EvalOptions(dataset="aflw2000-3d", root=aflw2000_dir, method=method,
+                                              progress=False), face_model)[0]
+                 for method in ("mean-shape", "sift", "dff")}
+    mean_shape, sift, dff = (summaries[m]["mean"] for m in ("mean-shape", "sift", "dff"))
     assert sift < 0.5 * mean_shape
     assert dff < sift
+    # head pose against Pose_Para (MAE over pitch, yaw and roll, degrees; docs/alignment.md)
+    pose = {m: s["pose"]["mae"] for m, s in summaries.items()}
+    assert pose["dff"]["mean"] < 0.5 * pose["mean-shape"]["mean"]
+    assert pose["dff"]["mean"] < pose["sift"]["mean"] and pose["dff"]["yaw"] < pose["sift"]["yaw"]
 
 
 def _aflw2000_faces(aflw2000_dir, names):

@@ -5,7 +5,7 @@ import pytest
 
 import dffx
 from dffx.eval import (MeanShapePredictor, aflw21_from_68, interocular_distance, interpupil_distance, nme, nme_box,
-                       summarize_bins, yaw_bin)
+                       pose_errors, summarize_bins, summarize_pose, yaw_bin)
 
 
 def test_nme_hand_case_with_missing_points_and_mask():
@@ -91,3 +91,52 @@ def test_mean_shape_predictor_places_the_mean_face_in_the_box(face_model):
     assert dffx.eval.make_predictor("mean-shape", face_model).name == "mean-shape"
     with pytest.raises(ValueError, match="unknown method"):
         dffx.eval.make_predictor("magic", face_model)
+
+
+@pytest.mark.parametrize("pred, truth, signed, rotation", [
+    ((10.0, 20.0, -5.0), (10.0, 20.0, -5.0), (0, 0, 0), 0.0),
+    ((12.0, 0.0, 0.0), (0.0, 0.0, 0.0), (12, 0, 0), 12.0),  # one elementary rotation: the angle itself
+    ((0.0, -30.0, 0.0), (0.0, 45.0, 0.0), (0, -75, 0), 75.0),
+    ((0.0, 0.0, 179.0), (0.0, 0.0, -179.0), (0, 0, -2), 2.0),  # wrapped, not 358
+])
+def test_pose_errors_hand_cases(pred, truth, signed, rotation):
+    e = pose_errors(pred, truth)
+    np.testing.assert_allclose([e["pitch"], e["yaw"], e["roll"]], signed, atol=1e-9)
+    assert e["rotation"] == pytest.approx(rotation, abs=1e-6)
+
+
+def test_pose_rotation_error_is_the_angle_between_the_two_rotations():
+    from dffx.geometry.camera import euler_from_rotation, rotation_matrix
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        truth = rng.uniform(-80, 80, 3)
+        axis = rng.normal(size=3)
+        axis /= np.linalg.norm(axis)
+        angle = rng.uniform(0, 40)
+        # rotate the truth by `angle` degrees about `axis` (Rodrigues), read the Euler angles back
+        k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+        t = np.radians(angle)
+        delta = np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * k @ k
+        pred = np.degrees(euler_from_rotation(delta @ rotation_matrix(*np.radians(truth))))
+        assert pose_errors(pred, truth)["rotation"] == pytest.approx(angle, abs=1e-5)
+
+
+def test_pose_errors_reject_bad_input():
+    with pytest.raises(ValueError, match="3 finite angles"):
+        pose_errors((0, 0), (0, 0, 0))
+    with pytest.raises(ValueError, match="3 finite angles"):
+        pose_errors((0, np.nan, 0), (0, 0, 0))
+
+
+def test_pose_summary_hand_case():
+    errors = [pose_errors(p, (0, 0, 0)) for p in [(2, -4, 0), (-2, 8, 3), (0, 0, -6)]]
+    summary = summarize_pose(errors, np.array([10.0, -45.0, 20.0]))
+    assert summary["mae"]["pitch"] == pytest.approx(4 / 3) and summary["mae"]["yaw"] == pytest.approx(4.0)
+    assert summary["mae"]["roll"] == pytest.approx(3.0) and summary["mae"]["mean"] == pytest.approx((4 / 3 + 7) / 3)
+    assert summary["bias"]["yaw"] == pytest.approx(4 / 3) and summary["bias"]["roll"] == pytest.approx(-1.0)
+    assert summary["counts"] == {"0-30": 2, "30-60": 1, "60-90": 0}
+    assert summary["bins"]["0-30"] == pytest.approx((2 + 4 + 0 + 0 + 0 + 6) / 6)
+    assert summary["bins"]["30-60"] == pytest.approx(13 / 3) and summary["bins"]["60-90"] is None
+    with pytest.raises(ValueError, match="one yaw per face"):
+        summarize_pose(errors, np.zeros(2))

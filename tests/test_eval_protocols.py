@@ -52,6 +52,14 @@ def test_aflw2000_matches_hand_computation(face_model, tmp_path):
     assert all(0 < v <= 51 for v in inner) and min(inner) < 51
     assert summary["inner_visible"]["mean"] is not None
     assert "[0,30]" in format_table(summary) and "Table III" in format_table(summary)
+    # head pose: the mean shape is frontal, so its errors are minus the true angles (Pose_Para, float32 in
+    # the file, degrees)
+    truth = np.array([np.degrees(scipy.io.loadmat(root / f"{r['name']}.mat")["Pose_Para"][0, :3]) for r in rows])
+    np.testing.assert_allclose([[r["pose_pitch"], r["pose_yaw"], r["pose_roll"]] for r in rows], -truth, atol=1e-5)
+    pose = summary["pose"]
+    np.testing.assert_allclose([pose["mae"][k] for k in ("pitch", "yaw", "roll")], np.abs(truth).mean(0), atol=1e-5)
+    np.testing.assert_allclose([pose["bias"][k] for k in ("pitch", "yaw", "roll")], -truth.mean(0), atol=1e-5)
+    assert "Head pose" in format_table(summary)
 
 
 def test_aflw2000_yaw_source_decides_the_bins(face_model):

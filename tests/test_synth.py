@@ -333,3 +333,49 @@ def test_cli_train_cascade_mirror_augment_doubles_the_faces(synth_set, tmp_path,
     cascade = Cascade.load(path)
     assert cascade.info["mirror_augment"] is True and cascade.info["train_images"] == 12
     assert cascade.info["template_images"] == 6  # the template reads the original faces only
+
+
+def test_eval_synth_scores_the_held_out_renders(synth_set, face_model, tmp_path, capsys):
+    """`dffx eval synth`: the val split's renders, padded, with their stored landmarks, visibility
+    and camera as the truth; landmark NME and head-pose errors from them."""
+    import json
+
+    from dffx.cli import main
+    from dffx.data import load_synth_val
+    from dffx.data.synth_renders import PAD
+    from dffx.eval import EvalOptions, evaluate
+    from dffx.synth import SynthDataset
+
+    out, _ = synth_set
+    val = SynthDataset(out, "val")
+    samples, report = load_synth_val(out)
+    assert len(samples) == report.loaded == len(val) > 0
+    with np.load(out / "fits.npz") as fits:
+        assert all(fits["held_out"][s.extra["source"]] for s in samples)
+    raw = val.raw(0)
+    image = samples[0].load_image()
+    size = raw["image"].shape[0]
+    assert image.shape == (size + 2 * PAD, size + 2 * PAD, 3)
+    assert (image[:PAD] == 128).all() and (image[PAD:-PAD, PAD:-PAD] == raw["image"]).all()
+    np.testing.assert_allclose(samples[0].landmarks - PAD, raw["landmarks68"], atol=1e-4)
+    np.testing.assert_allclose(samples[0].extra["pose_deg"], np.degrees(raw["camera"][1:4]), atol=1e-4)
+
+    mean_shape, rows = evaluate(EvalOptions("synth", out, progress=False), face_model)
+    truth = np.array([s.extra["pose_deg"] for s in samples])
+    np.testing.assert_allclose([[r["pose_pitch"], r["pose_yaw"], r["pose_roll"]] for r in rows], -truth, atol=1e-9)
+    assert [r["visible_inner"] for r in rows] == [int(s.extra["visible68"][17:].sum()) for s in samples]
+    assert mean_shape["yaw_source"] == "render camera" and "stored with each render" in \
+        mean_shape["inner_visible"]["visibility"]
+    dff, _ = evaluate(EvalOptions("synth", out, method="dff", progress=False), face_model)
+    nme = {name: np.nanmean([v for v in s["bins"].values() if v is not None]) for name, s in
+           (("mean-shape", mean_shape), ("dff", dff))}
+    assert nme["dff"] < 0.5 * nme["mean-shape"]
+    assert dff["pose"]["mae"]["mean"] < 0.5 * mean_shape["pose"]["mae"]["mean"]
+
+    assert main(["eval", "synth", str(out), "--json", "--limit", "2", "--no-progress"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["n"] == 2 and printed["dataset"] == "synth" and "pose" in printed
+    with pytest.raises(FileNotFoundError):
+        load_synth_val(tmp_path)
+    with pytest.raises(ValueError, match="limit"):
+        load_synth_val(out, limit=0)

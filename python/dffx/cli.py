@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .detect import DEFAULT_DETECTOR, DETECTORS
+from .eval.protocols import DATASETS as EVAL_DATASETS
 
 
 def _cmd_info(args) -> int:
@@ -226,9 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=224, help="image side in pixels")
     p.set_defaults(run=_cmd_render_depth)
 
-    p = sub.add_parser("eval", help="benchmark protocols: NME by yaw bin (AFLW2000-3D, AFLW) or subset (300W)")
-    p.add_argument("dataset", choices=["aflw2000-3d", "aflw", "300w"])
-    p.add_argument("root", help="dataset folder in its official layout")
+    p = sub.add_parser("eval", help="benchmark protocols: NME by yaw bin (AFLW2000-3D, AFLW, held-out synthesized "
+                                    "renders) or subset (300W), and head-pose MAE where the truth is known")
+    p.add_argument("dataset", choices=list(EVAL_DATASETS))
+    p.add_argument("root", help="dataset folder in its official layout (synth: a folder 'dffx synth' wrote; its "
+                                "held-out renders are scored)")
     p.add_argument("--method", default="mean-shape", help="predictor: mean-shape, sift or dff (the cascade with the shipped directions)")
     p.add_argument("--limit", type=int, default=None, help="first N faces in the dataset's order")
     p.add_argument("--yaw-csv", default=None, help="AFLW2000-3D: name,yaw_deg lines that decide the yaw bins")

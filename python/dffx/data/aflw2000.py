@@ -107,6 +107,8 @@ def load_aflw2000_3d(root, yaw_csv=None, limit: int | None = None) -> tuple[list
       ``degrees(Pose_Para[0, 1])`` (signed; ``yaw_source = "Pose_Para"``). Note the two differ:
       the table may hold absolute yaws from another estimate (the shared sample's ``yaw.csv`` does);
     - ``extra``: ``pose_para`` float64 (7,) (pitch, yaw, roll in radians, tx, ty, tz, scale),
+      ``pose_deg`` float64 (3,) its pitch, yaw and roll in degrees (the signs of dffx's camera,
+      ``docs/design.md``),
       ``pt3d_68`` float64 (3, 68), ``roi`` float64 (4,) as stored (or None if the .mat lacks it;
       it is in the coordinates of the original AFLW photo, not of the 450x450 image).
 
@@ -174,7 +176,7 @@ def load_aflw2000_3d(root, yaw_csv=None, limit: int | None = None) -> tuple[list
             face_box=landmark_box(landmarks),
             yaw_deg=float(yaw),
             yaw_source=yaw_source,
-            extra={"pose_para": pose, "pt3d_68": pt3d, "roi": roi},
+            extra={"pose_para": pose, "pose_deg": np.degrees(pose[:3]), "pt3d_68": pt3d, "roi": roi},
         ))
     report.loaded = len(samples)
     return samples, report

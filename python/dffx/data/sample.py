@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,8 @@ class FaceSample:
 
     Attributes:
         name: identifier unique in its dataset (file stem, e.g. ``image00050``).
-        image_path: the image file the predictor reads.
+        image_path: the image file the predictor reads (for samples without a file of their own,
+            such as the renders of a synthesized set, the folder they come from; see ``read``).
         landmarks: float64 (K, 2) ground-truth points in GROUND-TRUTH pixel coordinates
             (0-based, x right, y down); NaN rows mark points that are not annotated.
             K = 68 for AFLW2000-3D and 300W, 21 for AFLW.
@@ -26,7 +28,12 @@ class FaceSample:
             ``(x0, y0, x1, y1)``: the image is this box of the original photo resized to the
             file's size, and a point (u, v) in the image maps to ground truth as
             ``x = x0 + u * (x1 - x0) / width``, ``y = y0 + v * (y1 - y0) / height`` (3DDFA's rule).
-        extra: loader-specific arrays (e.g. ``pt3d_68``, ``pose_para``, ``subset``).
+        extra: loader-specific arrays (e.g. ``pt3d_68``, ``pose_para``, ``subset``). Two keys
+            have a meaning shared by every loader that knows them: ``pose_deg``, float64 (3,) the
+            true head pose (pitch, yaw, roll) in degrees in dffx's camera convention
+            (``docs/design.md``), and ``visible68``, bool (68,) the true landmark visibility.
+        read: None when the image is the file at ``image_path``; otherwise a function returning
+            it (uint8 (H, W, 3) BGR), for images that live inside another file.
     """
 
     name: str
@@ -37,6 +44,18 @@ class FaceSample:
     yaw_source: str | None = None
     crop_box: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
+    read: Callable[[], np.ndarray] | None = None
+
+    def load_image(self):
+        """The image as uint8 (H, W, 3) BGR; ValueError if ``image_path`` cannot be decoded."""
+        if self.read is not None:
+            return self.read()
+        import cv2
+
+        image = cv2.imread(str(self.image_path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"cannot read image '{self.image_path}'")
+        return image
 
     def image_to_ground_truth(self, points: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
         """Map (..., 2) points from image pixels to ground-truth pixels (identity without crop_box).

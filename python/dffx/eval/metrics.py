@@ -117,3 +117,66 @@ def summarize_bins(errors: np.ndarray, yaws_deg: np.ndarray) -> dict:
         "std": float(np.std(present, ddof=1)) if len(present) > 1 else None,
         "complete": len(present) == len(YAW_BINS),
     }
+
+
+POSE_ANGLES = ("pitch", "yaw", "roll")
+
+
+def pose_errors(pred_deg, truth_deg) -> dict:
+    """Head-pose errors of one face, in degrees.
+
+    Args:
+        pred_deg, truth_deg: (3,) pitch, yaw, roll in degrees, both in dffx's camera convention
+            (R = Rx(-pitch) Ry(-yaw) Rz(-roll), ``docs/design.md``; the signs of AFLW2000-3D's
+            ``Pose_Para``).
+
+    Returns:
+        dict: ``pitch``, ``yaw``, ``roll``: signed errors pred - truth wrapped to [-180, 180)
+        (the per-angle errors whose absolute means are the head-pose benchmarks' MAE);
+        ``rotation``: the geodesic angle of R_pred R_truth^T in [0, 180], which no choice of
+        Euler convention changes.
+
+    Raises:
+        ValueError: an input is not 3 finite numbers.
+    """
+    from ..geometry.camera import rotation_matrix
+
+    pred, truth = (np.asarray(v, np.float64) for v in (pred_deg, truth_deg))
+    if pred.shape != (3,) or truth.shape != (3,) or not (np.isfinite(pred).all() and np.isfinite(truth).all()):
+        raise ValueError(f"poses must be 3 finite angles (pitch, yaw, roll), got {pred} and {truth}")
+    signed = (pred - truth + 180.0) % 360.0 - 180.0
+    relative = rotation_matrix(*np.radians(pred)) @ rotation_matrix(*np.radians(truth)).T
+    cos_angle = np.clip((np.trace(relative) - 1.0) / 2.0, -1.0, 1.0)
+    out = {name: float(e) for name, e in zip(POSE_ANGLES, signed)}
+    out["rotation"] = float(np.degrees(np.arccos(cos_angle)))
+    return out
+
+
+def summarize_pose(errors: list[dict], yaws_deg: np.ndarray) -> dict:
+    """Head-pose errors over a set: the benchmarks' MAE per angle and by |yaw| bin.
+
+    Args:
+        errors: one :func:`pose_errors` dict per face.
+        yaws_deg: (N,) the faces' yaw in degrees (for the bins, as :func:`yaw_bin`).
+
+    Returns:
+        dict: ``mae`` {pitch, yaw, roll, mean (of the three), rotation}: mean absolute error over
+        all faces in degrees (how head-pose papers report AFLW2000); ``bias`` {pitch, yaw, roll}:
+        mean signed error (a constant offset between two head frames shows here); ``bins``
+        {bin: mean of the three angles' MAE or None}; ``counts`` {bin: n}.
+
+    Raises:
+        ValueError: no faces, or as many yaws as faces not given.
+    """
+    yaws = np.asarray(yaws_deg, np.float64)
+    if not errors or len(errors) != len(yaws):
+        raise ValueError(f"need one yaw per face and at least one face, got {len(errors)} faces and {len(yaws)} yaws")
+    signed = np.array([[e[a] for a in POSE_ANGLES] for e in errors])
+    mae = dict(zip(POSE_ANGLES, np.abs(signed).mean(0).tolist()))
+    mae["mean"] = float(np.mean(list(mae.values())))
+    mae["rotation"] = float(np.mean([e["rotation"] for e in errors]))
+    labels = np.array([yaw_bin(y) for y in yaws])
+    per_face = np.abs(signed).mean(1)
+    bins = {b: (float(per_face[labels == b].mean()) if (labels == b).any() else None) for b in YAW_BINS}
+    return {"mae": mae, "bias": dict(zip(POSE_ANGLES, signed.mean(0).tolist())), "bins": bins,
+            "counts": {b: int((labels == b).sum()) for b in YAW_BINS}}

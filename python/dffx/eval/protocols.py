@@ -9,6 +9,15 @@
   box, which this layout lacks).
 * ``300w``: NME by inter-pupil and inter-ocular distance for the common (helen + lfpw test),
   challenging (ibug) and full sets, whichever are present.
+* ``synth``: the held-out (val) renders of a ``dffx synth`` set (:func:`dffx.data.load_synth_val`),
+  scored as ``aflw2000-3d`` but with exact truth: |yaw| bins from the render camera, Table III's
+  visible inner points from the depth-buffer visibility stored with each render.
+
+Head pose: where the truth is known (AFLW2000-3D's ``Pose_Para``, the render camera) each face
+also gets its pitch / yaw / roll errors and the summary their mean absolute error (MAE, degrees),
+the metric head-pose papers report on AFLW2000 (:func:`dffx.eval.metrics.summarize_pose`).
+AFLW2000-3D's angles were fitted with the BFM's head frame, not ICT-FaceKit's: the ``bias`` of
+the summary shows the offset between the two (docs/design.md, "Angle signs").
 
 Face boxes: by default every method starts from the ground-truth face box, i.e. the bounding
 box of the ground-truth landmarks (AFLW: the 68-point box rebuilt from the crop's roi), which is
@@ -25,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import (INNER_68, YAW_BINS, aflw21_from_68, interocular_distance, interpupil_distance,
-                      landmark_box_size, nme, nme_box, summarize_bins, yaw_bin)
+from .metrics import (INNER_68, POSE_ANGLES, YAW_BINS, aflw21_from_68, interocular_distance, interpupil_distance,
+                      landmark_box_size, nme, nme_box, pose_errors, summarize_bins, summarize_pose, yaw_bin)
 from .predictors import make_predictor
 
-DATASETS = ("aflw2000-3d", "aflw", "300w")
+DATASETS = ("aflw2000-3d", "aflw", "300w", "synth")
 
 
 @dataclass
@@ -60,16 +69,9 @@ def _load(opts: EvalOptions):
         return data.load_aflw_crops(opts.root, limit=opts.limit)
     if opts.dataset == "300w":
         return data.load_300w(opts.root, limit=opts.limit)
+    if opts.dataset == "synth":
+        return data.load_synth_val(opts.root, limit=opts.limit)
     raise ValueError(f"unknown dataset '{opts.dataset}'; choose one of {', '.join(DATASETS)}")
-
-
-def _read_image(path: Path) -> np.ndarray:
-    import cv2
-
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot read image '{path}'")
-    return image
 
 
 def _start_box(sample, image, size, detector: str | None, stats: dict) -> np.ndarray:
@@ -118,15 +120,18 @@ def evaluate(opts: EvalOptions, model=None) -> tuple[dict, list[dict]]:
     stats = {"detector_missed": 0}
     rows = []
     for sample in tqdm(samples, desc=f"{opts.dataset} / {opts.method}", unit="face", disable=not opts.progress):
-        image = _read_image(sample.image_path)
+        image = sample.load_image()
         size = image.shape[:2]
         box = _start_box(sample, image, size, opts.detector, stats)
-        pred68 = sample.image_to_ground_truth(predictor.predict(image, box).landmarks, size)
+        prediction = predictor.predict(image, box)
+        pred68 = sample.image_to_ground_truth(prediction.landmarks, size)
         row = {"name": sample.name, "yaw": sample.yaw_deg}
         gt = sample.landmarks
-        if opts.dataset == "aflw2000-3d":
+        if opts.dataset in ("aflw2000-3d", "synth"):
             row["nme"] = nme_box(pred68, gt)
-            visible = ground_truth_visibility(model, gt, size)
+            visible = sample.extra.get("visible68")
+            if visible is None:
+                visible = ground_truth_visibility(model, gt, size)
             inner_visible = np.zeros(68, bool)
             inner_visible[INNER_68] = visible[INNER_68]
             row["nme_inner_visible"] = nme_box(pred68, gt, mask=inner_visible)
@@ -138,6 +143,9 @@ def evaluate(opts: EvalOptions, model=None) -> tuple[dict, list[dict]]:
             row["subset"] = sample.extra.get("subset", "other")
             row["nme_ipn"] = nme(pred68, gt, interpupil_distance(gt))
             row["nme_ion"] = nme(pred68, gt, interocular_distance(gt))
+        if "pose_deg" in sample.extra and sample.crop_box is None:  # a crop's resize would distort angles
+            pose = pose_errors(np.degrees(prediction.camera[1:4]), sample.extra["pose_deg"])
+            row.update({f"pose_{k}": v for k, v in pose.items()})
         if sample.yaw_deg is not None:
             row["bin"] = yaw_bin(sample.yaw_deg)
         rows.append(row)
@@ -164,16 +172,23 @@ def _summarize(opts, rows, report, samples, stats) -> dict:
         summary["precision"] = opts.precision
     if opts.backend != "torch":
         summary["backend"] = opts.backend
-    if opts.dataset in ("aflw2000-3d", "aflw"):
+    if opts.dataset in ("aflw2000-3d", "aflw", "synth"):
         yaws = np.array([r["yaw"] for r in rows], np.float64)
         summary.update(summarize_bins(np.array([r["nme"] for r in rows]), yaws))
         summary["yaw_source"] = samples[0].yaw_source
-    if opts.dataset == "aflw2000-3d":
+    if opts.dataset in ("aflw2000-3d", "synth"):
         summary["normalisation"] = "sqrt(w * h) of the ground-truth 68-point box"
         inner = summarize_bins(np.array([r["nme_inner_visible"] for r in rows]), yaws)
-        inner["visibility"] = ("depth test of the ICT model fitted to the ground truth "
-                               "(dffx.eval.visibility); inner = iBUG points 18-68")
+        inner["visibility"] = ("depth test of the ICT model fitted to the ground truth (dffx.eval.visibility)"
+                               if opts.dataset == "aflw2000-3d" else "the depth-buffer visibility stored with each render")
+        inner["visibility"] += "; inner = iBUG points 18-68"
         summary["inner_visible"] = inner
+    if rows and all("pose_yaw" in r for r in rows):
+        pose = summarize_pose([{k: r[f"pose_{k}"] for k in (*POSE_ANGLES, "rotation")} for r in rows],
+                              np.array([r["yaw"] for r in rows], np.float64))
+        pose["truth"] = ("Pose_Para (fitted with the BFM's head frame)" if opts.dataset == "aflw2000-3d"
+                         else "the render camera")
+        summary["pose"] = pose
     elif opts.dataset == "aflw":
         summary["normalisation"] = ("max(w, h) of the 68-point face box = roi side / sqrt(2) (the published "
                                     "protocol uses sqrt(w * h) of that box, which this layout lacks)")
@@ -226,6 +241,15 @@ def format_table(summary: dict) -> str:
             lines.append(f"{summary['method']:<24}" + "".join(f"{cell(part['bins'][b]):>8} " for b in YAW_BINS)
                          + f"{cell(part['mean']):>7} {cell(part['std']):>7}")
             lines.append(f"{'(faces per bin)':<24}" + "".join(f"{part['counts'][b]:>8} " for b in YAW_BINS))
+    if "pose" in summary:
+        pose = summary["pose"]
+        lines += ["", f"Head pose, degrees (truth: {pose['truth']}); bins: mean of the three angles' MAE",
+                  f"{'MAE':<24}" + "".join(f"{name:>8} " for name in (*POSE_ANGLES, "mean", "rotation"))
+                  + "".join(f"{b:>8} " for b in YAW_BINS),
+                  f"{summary['method']:<24}" + "".join(f"{cell(pose['mae'][k]):>8} " for k in
+                                                     (*POSE_ANGLES, "mean", "rotation"))
+                  + "".join(f"{cell(pose['bins'][b]):>8} " for b in YAW_BINS),
+                  f"{'bias (mean signed)':<24}" + "".join(f"{cell(pose['bias'][k]):>8} " for k in POSE_ANGLES)]
     if "subsets" in summary:
         lines.append(f"NME normalised by {summary['normalisation']}")
         lines.append("")
