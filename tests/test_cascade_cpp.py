@@ -105,3 +105,30 @@ def test_cpp_cascade_batches_split_between_threads_give_the_same_faces(aligner, 
     for key in ("landmarks", "visible", "cameras", "params", "scores", "dense_visible"):
         np.testing.assert_array_equal(one[key], two[key], err_msg=key)
         np.testing.assert_array_equal(one[key][2:3], alone[key], err_msg=key)
+
+
+def test_cpp_camera_refit_follows_the_file(aligner, crops, face_model, tmp_path):
+    """The camera refit's settings travel in the file: 0 rounds in C++ is the Python loop without
+    the refit, and differs from the default; settings out of range are a named error."""
+    import copy
+
+    from dffx.align.export import write_cascade_file
+
+    plain = copy.copy(aligner.cascade)
+    plain.refit_rounds = 0
+    plain._native_cascade = None
+    want = plain.run(face_model, aligner.features, crops, native=False)
+    maps = aligner.features.extractor.extract(crops).numpy()
+    got = _C.Cascade.load(str(write_cascade_file(tmp_path / "plain.dffx", face_model, plain))).run(maps)
+    np.testing.assert_allclose(got["landmarks"], want.X, atol=1e-3)
+    np.testing.assert_allclose(got["cameras"], want.camera, rtol=1e-5, atol=1e-4)
+    # a run told to skip the refit is the file without it; Cascade.run passes the flag through
+    skipped = aligner.cascade._native(face_model).run(maps, camera_refit=False)
+    np.testing.assert_array_equal(skipped["landmarks"], got["landmarks"])
+    unrefit = aligner.cascade.run(face_model, aligner.features, crops, camera_refit=False)
+    np.testing.assert_allclose(unrefit.X, want.X, atol=1e-3)
+    refit = aligner.cascade.run(face_model, aligner.features, crops)
+    assert np.abs(refit.camera[:, 1:4] - want.camera[:, 1:4]).max() > 1e-3  # the refit moved the angles
+    plain.refit_rounds = 1000
+    with pytest.raises(RuntimeError, match="camera_refit"):
+        _C.Cascade.load(str(write_cascade_file(tmp_path / "bad.dffx", face_model, plain)))

@@ -3,6 +3,7 @@
 
 #include <Eigen/Dense>
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -27,6 +28,66 @@ namespace {
 constexpr char kMagic[8] = {'D', 'F', 'F', 'X', 'C', 'A', 'S', '1'};
 constexpr int kLandmarks68 = 68;
 constexpr double kMinScale = 1e-3;  // the cascade keeps s above this (as dffx.align.Cascade.step)
+
+// Right-handed rotation by a radians about axis 0 (x), 1 (y) or 2 (z), and its generator G
+// (d/da R(a) = R(a) G).
+Eigen::Matrix3d elementary(int axis, double a) {
+  Eigen::Matrix3d r = Eigen::Matrix3d::Identity();
+  const int i = (axis + 1) % 3, j = (axis + 2) % 3;
+  r(i, i) = r(j, j) = std::cos(a);
+  r(i, j) = -std::sin(a);
+  r(j, i) = std::sin(a);
+  return r;
+}
+
+Eigen::Matrix3d generator(int axis) {
+  Eigen::Matrix3d g = Eigen::Matrix3d::Zero();
+  const int i = (axis + 1) % 3, j = (axis + 2) % 3;
+  g(i, j) = -1.0;
+  g(j, i) = 1.0;
+  return g;
+}
+
+// The camera refit of dffx.align.camera_refit.refit_cameras (its twin) for one face: Gauss-Newton
+// steps on |P(w) q - x^|^2 / s0^2 + prior |angles - angles0|^2 from w0, with w = (s, pitch, yaw,
+// roll, tx, ty), R = Rx(-pitch) Ry(-yaw) Rz(-roll), x = s (R q)_x + tx, y = -s (R q)_y + ty.
+void refit_camera(const Eigen::Matrix<double, Eigen::Dynamic, 3>& q, const float* x_hat, const double* w0,
+                  double prior, int steps, double* w) {
+  using Vector6 = Eigen::Matrix<double, kCameraParams, 1>;
+  using Matrix6 = Eigen::Matrix<double, kCameraParams, kCameraParams>;
+  const Eigen::Map<const Vector6> start(w0);
+  Eigen::Map<Vector6> cam(w);
+  cam = start;
+  const double s0 = start[0];
+  Matrix6 K = Matrix6::Zero();
+  for (int a = 1; a <= 3; ++a) K(a, a) = prior;
+  for (int step = 0; step < steps; ++step) {
+    Eigen::Matrix3d e[3], dR[3];
+    for (int a = 0; a < 3; ++a) e[a] = elementary(a, -cam[1 + a]);
+    const Eigen::Matrix3d R = e[0] * e[1] * e[2];
+    dR[0] = -(e[0] * generator(0) * e[1] * e[2]);
+    dR[1] = -(e[0] * e[1] * generator(1) * e[2]);
+    dR[2] = -(e[0] * e[1] * e[2] * generator(2));
+    Matrix6 lhs = K;
+    Vector6 rhs = K * (cam - start);
+    for (Eigen::Index l = 0; l < q.rows(); ++l) {
+      const Eigen::Vector3d point = q.row(l).transpose(), rq = R * point;
+      for (int c = 0; c < 2; ++c) {
+        const double sign = c == 0 ? 1.0 : -1.0;  // image y points down
+        Vector6 j;
+        j[0] = sign * rq[c] / s0;
+        for (int a = 0; a < 3; ++a) j[1 + a] = sign * cam[0] * (dR[a] * point)[c] / s0;
+        j[4] = c == 0 ? 1.0 / s0 : 0.0;
+        j[5] = c == 1 ? 1.0 / s0 : 0.0;
+        const double error = (sign * cam[0] * rq[c] + cam[4 + c] - double{x_hat[2 * l + c]}) / s0;
+        lhs += j * j.transpose();
+        rhs += j * error;
+      }
+    }
+    cam -= lhs.ldlt().solve(rhs);
+    cam[0] = std::max(cam[0], kMinScale);
+  }
+}
 
 struct Array {
   uint8_t dtype = 0;
@@ -140,6 +201,14 @@ Cascade Cascade::parse(std::istream& in, const std::string& path) {
   c.n_identity_ = static_cast<int64_t>(scalars[4]);
   c.stages_ = static_cast<int>(K);
   if (arrays.count("template")) c.template_ = take<float>(arrays, path, "template", {L, c.channels_});
+  if (arrays.count("camera_refit")) {  // rounds, prior, Gauss-Newton steps
+    const auto refit = take<double>(arrays, path, "camera_refit", {3});
+    if (!(refit[0] >= 0 && refit[0] <= 100 && refit[1] >= 0 && refit[2] >= 0 && refit[2] <= 100))
+      bad_file(path, "a camera_refit array out of range");
+    c.refit_rounds_ = static_cast<int>(refit[0]);
+    c.refit_prior_ = refit[1];
+    c.refit_steps_ = static_cast<int>(refit[2]);
+  }
   if (n <= 0 || m <= 0 || K <= 0 || L < kLandmarks68 || c.crop_size_ <= 0 || c.channels_ <= 0 ||
       D1 != L * c.channels_ + 1 || c.n_identity_ < 0 || c.n_identity_ > m || !(c.w_reg_ >= 0))
     bad_file(path, "sizes that do not fit together");
@@ -182,7 +251,8 @@ void Cascade::update_geometry(const float* params, const double* camera, Geometr
     for (int k = 0; k < 2; ++k) g.U[2 * l + k] = g.screen[3 * int64_t{landmarks160_[l]} + k];
 }
 
-CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last, int num_threads) const {
+CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last, int num_threads,
+                           bool camera_refit) const {
   if (batch <= 0) throw std::invalid_argument("dffx::Cascade::run: batch must be positive");
   if (!maps) throw std::invalid_argument("dffx::Cascade::run: null maps");
   const int64_t n = num_vertices(), m = num_params(), L = num_landmarks(), C = channels_, S = crop_size_;
@@ -204,6 +274,8 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
   const std::vector<float> zeros(m, 0.0f);
   update_geometry(zeros.data(), mean_camera_.data(), start, num_threads);
   const LandmarkModel fit_model{mean68_.data(), basis68_.data(), prior_.data(), kLandmarks68, m};
+  Eigen::Map<const Eigen::VectorXf> mean68(mean68_.data(), 3 * kLandmarks68);
+  Eigen::Map<const RowMajor> basis68(basis68_.data(), 3 * kLandmarks68, m);
   const SamplingShape sampling{1, C, S, S, L, channels_last};
 
   // One face: eq. 4-8 for K stages, then the score. Faces are independent, so a batch is split
@@ -212,7 +284,7 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
     std::vector<float> Z(D1), x_hat(2 * kLandmarks68), weights(kLandmarks68), p(m);
     const float* face_maps = maps + b * C * S * S;
     Geometry g = start;
-    double camera[kCameraParams];
+    double camera[kCameraParams], regressed[kCameraParams];
     std::copy(mean_camera_.begin(), mean_camera_.end(), camera);
     std::fill(p.begin(), p.end(), 0.0f);
     for (int k = 0; k < stages_; ++k) {
@@ -229,6 +301,17 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
       for (int i = 0; i < kCameraParams; ++i) cam32[i] = static_cast<float>(camera[i]);
       std::fill(weights.begin(), weights.end(), static_cast<float>(1.0 / (camera[0] * camera[0])));
       fit_shape(fit_model, x_hat.data(), weights.data(), cam32, 1, FitWeights{1.0, w_reg_}, p.data(), 1);  // eq. 6-8
+      const int refit_rounds = camera_refit && k == stages_ - 1 ? refit_rounds_ : 0;
+      for (int round = 0; round < refit_rounds; ++round) {  // the camera refit
+        if (round == 0) std::copy(camera, camera + kCameraParams, regressed);
+        Eigen::Map<const Eigen::VectorXf> params(p.data(), m);
+        const Eigen::VectorXf points = mean68 + basis68 * params;  // the shape's 68 landmark vertices
+        refit_camera(points.cast<double>().reshaped<Eigen::RowMajor>(kLandmarks68, 3), x_hat.data(), regressed,
+                     refit_prior_, refit_steps_, camera);
+        for (int i = 0; i < kCameraParams; ++i) cam32[i] = static_cast<float>(camera[i]);
+        std::fill(weights.begin(), weights.end(), static_cast<float>(1.0 / (camera[0] * camera[0])));
+        fit_shape(fit_model, x_hat.data(), weights.data(), cam32, 1, FitWeights{1.0, w_reg_}, p.data(), 1);
+      }
       update_geometry(p.data(), camera, g, kernel_threads);
     }
     if (!template_.empty()) {  // the alignment score at the final landmarks

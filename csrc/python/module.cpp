@@ -255,7 +255,8 @@ py::array_t<T> to_array(const std::vector<T>& values, std::vector<int64_t> shape
   return out;
 }
 
-py::dict cascade_run(const dffx::Cascade& cascade, carray<float> maps, bool channels_last, int threads) {
+py::dict cascade_run(const dffx::Cascade& cascade, carray<float> maps, bool channels_last, int threads,
+                     bool camera_refit) {
   const int64_t S = cascade.crop_size(), C = cascade.channels();
   if (channels_last)
     expect_shape(maps, {-1, S, S, C}, "maps");
@@ -267,7 +268,7 @@ py::dict cascade_run(const dffx::Cascade& cascade, carray<float> maps, bool chan
   {
     const float* data = maps.data();
     py::gil_scoped_release release;
-    r = cascade.run(data, B, channels_last, threads);
+    r = cascade.run(data, B, channels_last, threads, camera_refit);
   }
   py::dict out;
   out["landmarks"] = to_array(r.landmarks, {B, 68, 2});
@@ -297,7 +298,8 @@ PYBIND11_MODULE(_C, m) {
             return dffx::Cascade::from_bytes(buffer.data(), buffer.size());
           },
           py::arg("data"))
-      .def("run", &cascade_run, py::arg("maps"), py::arg("channels_last") = false, py::arg("threads") = 0)
+      .def("run", &cascade_run, py::arg("maps"), py::arg("channels_last") = false, py::arg("threads") = 0,
+           py::arg("camera_refit") = true)
       .def_property_readonly("crop_size", &dffx::Cascade::crop_size)
       .def_property_readonly("channels", &dffx::Cascade::channels)
       .def_property_readonly("num_landmarks", &dffx::Cascade::num_landmarks)

@@ -59,7 +59,7 @@ def _cmd_eval(args) -> int:
                        yaw_csv=Path(args.yaw_csv) if args.yaw_csv else None, detector=args.detector,
                        progress=not args.no_progress, cascade=Path(args.cascade) if args.cascade else None,
                        refine=args.refine, converged_iou=args.converged_iou, precision=args.precision,
-                       mirror=args.mirror, backend=args.backend)
+                       mirror=args.mirror, backend=args.backend, camera_refit=not args.no_camera_refit)
     summary, rows = evaluate(opts, load_face_model(args.model))
     if args.per_image:
         write_per_image_csv(rows, Path(args.per_image))
@@ -250,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dff: where the network runs (default torch; onnxruntime: CPU, float32)")
     p.add_argument("--mirror", action="store_true",
                    help="dff/sift: also align the mirror image and average the two (default off: the paper's protocol)")
+    p.add_argument("--no-camera-refit", action="store_true",
+                   help="dff/sift: skip the camera refit after the last stage (the paper's cascade as it is)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--per-image", metavar="CSV", default=None, help="write per-face errors to CSV")
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")

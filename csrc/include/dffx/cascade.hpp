@@ -12,6 +12,10 @@
 //     X^  = X + [F, 1] R_X[k];   w <- w + [F, 1] R_w[k];   s >= 1e-3
 //     p   = the regularised least-squares fit of eq. 6-8 to X^ under w (shape_fit.hpp), with
 //           landmark weights 1 / s^2 (the landmark term in model units) and the file's w_reg
+//     after the last stage, the camera refit (dffx.align.camera_refit), `rounds` times:
+//       w   = Gauss-Newton fit of the projection of S(p)'s 68 landmark vertices to X^, with a
+//             prior kappa |angles - regressed angles|^2 (the file's camera_refit array)
+//       p   = the eq. 6-8 fit to X^ under the new w
 //     mesh = S(p) = mean + B p (eq. 3), projected with w (eq. 2): new X (68), U (160), V
 //   score = mean cosine between F at the final landmarks and the file's template, over the
 //           visible landmarks (-1 when none is visible)
@@ -63,8 +67,10 @@ class Cascade {
   /// channels_last, S = crop_size(), unit C-vectors per pixel. num_threads <= 0: all cores;
   /// the faces of a batch are split between the threads (one face: its visibility and sampling
   /// kernels get them). The result does not depend on the thread count. Thread-safe (const).
+  /// camera_refit = false skips the camera refit whatever the file says (a tracker's frames).
   /// Throws std::invalid_argument for B <= 0 or a null pointer.
-  CascadeResult run(const float* maps, int64_t batch, bool channels_last = false, int num_threads = 0) const;
+  CascadeResult run(const float* maps, int64_t batch, bool channels_last = false, int num_threads = 0,
+                    bool camera_refit = true) const;
 
  private:
   struct Geometry;
@@ -73,6 +79,8 @@ class Cascade {
 
   int64_t crop_size_ = 0, channels_ = 0, n_identity_ = 0;
   int stages_ = 0;
+  int refit_rounds_ = 0, refit_steps_ = 0;  // the camera refit; 0 rounds in files without it
+  double refit_prior_ = 0.0;
   float tolerance_ = 1.0f;
   double w_reg_ = 0.0;
   std::vector<float> mean_, basis_rows_, prior_;  // (N*3), (M, N*3), (M)

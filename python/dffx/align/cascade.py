@@ -25,6 +25,7 @@ from .. import _blas
 from ..geometry.camera import project
 from ..ops.raster import mesh_landmark_visibility
 from ..ops.shape_fit import fit_shape, fit_shared_shape
+from .camera_refit import MIN_SCALE, REFIT_PRIOR, REFIT_ROUNDS, refit_cameras
 from .confidence import alignment_score, landmark_template
 
 CROP_SIZE = 224
@@ -129,6 +130,9 @@ class Cascade:
         info: training metadata (data, lambdas, held-out errors per stage).
         template: float32 (L, C) mean unit landmark descriptor of training faces, which scores
             results (:mod:`dffx.align.confidence`); None in files written before it existed.
+        refit_rounds, refit_prior: the camera refit after the last stage
+            (:mod:`dffx.align.camera_refit`): rounds (0 turns it off) and the prior kappa
+            (cm^2 per rad^2). Settings of inference, not stored in the .npz.
     """
 
     features: str
@@ -138,6 +142,8 @@ class Cascade:
     w_reg: float = DEFAULT_W_REG
     info: dict = field(default_factory=dict)
     template: np.ndarray | None = None
+    refit_rounds: int = REFIT_ROUNDS
+    refit_prior: float = REFIT_PRIOR
     # (model, mean camera bytes, one-face CascadeState): the start every face shares (initial_state)
     _mean_start: tuple | None = field(default=None, init=False, repr=False, compare=False)
     # (model, dffx._C.Cascade): the C++ cascade run() uses for maps in CPU memory
@@ -197,14 +203,23 @@ class Cascade:
             self._native_cascade = (model, _C.Cascade.from_bytes(cascade_file_bytes(model, self)))
         return self._native_cascade[1]
 
-    def step(self, model, k: int, state: CascadeState, F: np.ndarray) -> CascadeState:
-        """Iteration k: eq. 4-5 updates, the eq. 6-8 shape fit per face, re-projection."""
+    def step(self, model, k: int, state: CascadeState, F: np.ndarray, refit: bool = True) -> CascadeState:
+        """Iteration k: eq. 4-5 updates, the eq. 6-8 shape fit per face, after the last stage
+        (with ``refit``) the camera refit (``refit_rounds``), re-projection."""
         Z = _design(np.asarray(F, np.float32))
         with _blas.single_threaded_blas():
-            X_hat = state.X.reshape(len(Z), -1) + Z @ self.R_X[k]
+            X_hat = (state.X.reshape(len(Z), -1) + Z @ self.R_X[k]).reshape(-1, 68, 2)
             camera = state.camera + (Z @ self.R_w[k]).astype(np.float64)
-        camera[:, 0] = np.maximum(camera[:, 0], 1e-3)
-        return update_geometry(model, CascadeState(camera, self.fit_shape(model, X_hat.reshape(-1, 68, 2), camera)))
+        camera[:, 0] = np.maximum(camera[:, 0], MIN_SCALE)
+        params = self.fit_shape(model, X_hat, camera)
+        if refit and k == self.stages - 1:
+            regressed = camera
+            for _ in range(self.refit_rounds):
+                m1 = model.n_identity
+                points = model.shape(params[:, :m1], params[:, m1:])[:, model.landmarks68]
+                camera = refit_cameras(points, X_hat, regressed, prior=self.refit_prior)
+                params = self.fit_shape(model, X_hat, camera)
+        return update_geometry(model, CascadeState(camera, params))
 
     def fit_shape(self, model, landmarks: np.ndarray, camera: np.ndarray) -> np.ndarray:
         """Shape parameters float32 (F, M) of eq. 6-8 for landmarks (F, 68, 2) under cameras (F, 6),
@@ -212,7 +227,8 @@ class Cascade:
         weights = np.repeat((1.0 / camera[:, 0] ** 2)[:, None], 68, axis=1)
         return fit_shape(model, landmarks, camera, landmark_weights=weights, w_reg=self.w_reg).reshape(len(camera), -1)
 
-    def run(self, model, extractor_features, crops: np.ndarray, cameras=None, native: bool = True) -> CascadeState:
+    def run(self, model, extractor_features, crops: np.ndarray, cameras=None, native: bool = True,
+            camera_refit: bool = True) -> CascadeState:
         """Align faces in canonical crops (B, 224, 224, 3) uint8 BGR; returns the final state,
         scored against the template when the cascade has one (one more feature sampling).
 
@@ -223,28 +239,31 @@ class Cascade:
         With ``native`` (default), DFF maps in CPU memory and the mean start (no ``cameras``)
         run the C++ cascade (``dffx::Cascade``: 12 against 16 ms for one face, 6 against 7 ms per
         face in batches of 16, on a 2-core CPU; landmarks within 1e-4 px of this loop's, its
-        twin); CUDA maps, SIFT and given cameras run the loop below."""
+        twin); CUDA maps, SIFT and given cameras run the loop below.
+
+        ``camera_refit`` runs the camera refit after the last stage (``refit_rounds`` rounds,
+        :mod:`dffx.align.camera_refit`); :class:`dffx.FaceTracker` turns it off."""
         if len(crops) <= RUN_CHUNK:
-            return self._run_batch(model, extractor_features, crops, cameras, native)
+            return self._run_batch(model, extractor_features, crops, cameras, native, camera_refit)
         parts = [self._run_batch(model, extractor_features, crops[lo:lo + RUN_CHUNK],
-                                 None if cameras is None else cameras[lo:lo + RUN_CHUNK], native)
+                                 None if cameras is None else cameras[lo:lo + RUN_CHUNK], native, camera_refit)
                  for lo in range(0, len(crops), RUN_CHUNK)]
         return CascadeState(*(None if getattr(parts[0], f.name) is None
                               else np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(CascadeState)))
 
     def _run_batch(self, model, extractor_features, crops: np.ndarray, cameras=None,
-                   native: bool = True) -> CascadeState:
+                   native: bool = True, camera_refit: bool = True) -> CascadeState:
         prepared = extractor_features.prepare(crops)
         maps = _cpu_maps(prepared) if native and cameras is None and self.features == "dff" else None
         if maps is not None:
-            result = self._native(model).run(maps[0], channels_last=maps[1])
+            result = self._native(model).run(maps[0], channels_last=maps[1], camera_refit=camera_refit)
             return CascadeState(camera=result["cameras"], params=result["params"], X=result["landmarks"],
                                 U=result["dense_landmarks"], V=result["dense_visible"].astype(bool),
                                 score=result["scores"])
         state = self.initial_state(model, len(crops), cameras)
         for k in range(self.stages):
             F = extractor_features.sample(prepared, state.U, state.V)
-            state = self.step(model, k, state, F)
+            state = self.step(model, k, state, F, refit=camera_refit)
         if self.template is not None:
             state.score = alignment_score(extractor_features.sample(prepared, state.U, state.V), state.V,
                                           self.template)

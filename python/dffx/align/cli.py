@@ -48,6 +48,9 @@ def add_aligner_arguments(p: argparse.ArgumentParser) -> None:
                         "negative: keep all)")
     p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
                    help="also align each face in the mirror image and average the two (default: FaceAligner's)")
+    p.add_argument("--camera-refit", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-fit camera and shape to the landmarks after the last stage (default: FaceAligner's, on; "
+                        "the tracker's frames run without it)")
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
 
 
@@ -66,6 +69,8 @@ def aligner_from_args(args):
         options["min_score"] = None if args.min_score < 0 else args.min_score
     if args.mirror is not None:
         options["mirror"] = args.mirror
+    if args.camera_refit is not None:
+        options["camera_refit"] = args.camera_refit
     if args.min_face_size is not None:
         options["min_face_size"] = args.min_face_size
     return FaceAligner(features=args.features, device=args.device, model=load_face_model(args.model),

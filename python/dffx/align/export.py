@@ -3,7 +3,8 @@
 
 The file holds the face model restricted to what the cascade reads (mean shape, the bases one
 row per parameter, prior variances, triangles, the 68 and 160 landmark vertices) and the
-cascade (mean camera, descent directions, ``w_reg``, the alignment-score template): about 24 MB
+cascade (mean camera, descent directions, ``w_reg``, the camera refit's rounds, prior and
+Gauss-Newton steps, the alignment-score template): about 24 MB
 for ICT-FaceKit and the shipped DFF cascade. Layout, little-endian: ``DFFXCAS1``, uint32 array
 count, then per array uint32 name length, name, uint8 dtype (0 float32, 1 float64, 2 int32),
 uint32 ndim, int64 dims, row-major data.
@@ -41,6 +42,7 @@ def cascade_file_bytes(model, cascade) -> bytes:
         ValueError: a SIFT cascade (C++ has no SIFT).
     """
     from ..ops.raster import DEFAULT_VISIBILITY_TOLERANCE
+    from .camera_refit import GAUSS_NEWTON_STEPS
     from .cascade import CROP_SIZE
 
     if cascade.features != "dff":
@@ -58,6 +60,7 @@ def cascade_file_bytes(model, cascade) -> bytes:
         "R_w": np.asarray(cascade.R_w, np.float32),
         "scalars": np.array([cascade.w_reg, DEFAULT_VISIBILITY_TOLERANCE, CROP_SIZE, channels, model.n_identity],
                             np.float64),
+        "camera_refit": np.array([cascade.refit_rounds, cascade.refit_prior, GAUSS_NEWTON_STEPS], np.float64),
     }
     if cascade.template is not None:
         arrays["template"] = np.asarray(cascade.template, np.float32)

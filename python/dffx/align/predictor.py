@@ -172,7 +172,8 @@ KEEP_PASS = {"dff": "last", "sift": "best-score"}
 
 
 def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, refine: int = 0,
-                   converged_iou: float | None = None, keep: str | None = None, mirror: bool = False) -> ImageAlignment:
+                   converged_iou: float | None = None, keep: str | None = None, mirror: bool = False,
+                   camera_refit: bool = True) -> ImageAlignment:
     """Run the cascade on every face box of one image, with optional re-crop passes.
 
     Each pass cuts the canonical crop (:func:`dffx.preprocess.crop_face`) from a box and runs
@@ -199,6 +200,8 @@ def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, 
         keep: "last" or "best-score" (the last pass for a cascade file without a template);
             None: ``KEEP_PASS[cascade.features]``.
         mirror: also align the mirror image and average (:func:`dffx.align.mirror.average_with_mirror`).
+        camera_refit: run the camera refit after the cascade's last stage in every pass
+            (:mod:`dffx.align.camera_refit`).
 
     Returns:
         :class:`ImageAlignment`.
@@ -216,22 +219,22 @@ def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, 
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     if len(boxes) == 0:
         raise ValueError("no face boxes")
-    direct = _passes(model, cascade, features, image, boxes, refine, converged_iou, keep)
+    direct = _passes(model, cascade, features, image, boxes, refine, converged_iou, keep, camera_refit)
     if not mirror:
         return direct
     width = image.shape[1]
     mirrored = _passes(model, cascade, features, np.ascontiguousarray(image[:, ::-1]), mirror_boxes(boxes, width),
-                       refine, converged_iou, keep)
+                       refine, converged_iou, keep, camera_refit)
     return average_with_mirror(model, cascade, direct, mirror_back(mirrored, width), image.shape[:2])
 
 
 def _passes(model, cascade: Cascade, features, image: np.ndarray, boxes: np.ndarray, refine: int,
-            converged_iou: float | None, keep: str) -> ImageAlignment:
+            converged_iou: float | None, keep: str, camera_refit: bool = True) -> ImageAlignment:
     """The cascade from ``boxes`` and up to ``refine`` re-crop passes (see :func:`align_in_image`)."""
     kept, rows = None, np.arange(len(boxes))  # rows: the faces this pass runs on
     for _ in range(refine + 1):
         crops, transforms = zip(*(crop_face(image, box) for box in boxes))
-        state = cascade.run(model, features, np.stack(crops))
+        state = cascade.run(model, features, np.stack(crops), camera_refit=camera_refit)
         result = _to_image(state, transforms, boxes)
         if kept is None:
             kept = result
@@ -289,16 +292,18 @@ class CascadePredictor:
         precision: the DFF network's dtype, "float32" or "bfloat16" (:class:`dffx.nn.DFFExtractor`).
         mirror: also align the mirror image and average (:mod:`dffx.align.mirror`).
         backend: where the DFF network runs, "torch" or "onnxruntime" (:func:`make_features`).
+        camera_refit: the camera refit after the last stage (:mod:`dffx.align.camera_refit`).
     """
 
     def __init__(self, model, cascade, weights=None, device=None, refine: int = 0,
                  converged_iou: float | None = None, precision: str = "float32", mirror: bool = False,
-                 backend: str = "torch"):
+                 backend: str = "torch", camera_refit: bool = True):
         self.model = model
         self.cascade = cascade if isinstance(cascade, Cascade) else Cascade.load(cascade)
         self.features = cascade_features(self.cascade, weights, device, precision, backend)
         self.name = self.cascade.features
         self.refine, self.converged_iou, self.mirror = refine, converged_iou, bool(mirror)
+        self.camera_refit = bool(camera_refit)
 
     def predict(self, image, box):
         """:class:`dffx.eval.predictors.Prediction` for the face in ``box`` of a BGR (or grey) uint8
@@ -306,5 +311,5 @@ class CascadePredictor:
         from ..eval.predictors import Prediction
 
         result = align_in_image(self.model, self.cascade, self.features, as_bgr_image(image), box, self.refine,
-                                self.converged_iou, mirror=self.mirror)
+                                self.converged_iou, mirror=self.mirror, camera_refit=self.camera_refit)
         return Prediction(result.landmarks[0], result.camera[0])

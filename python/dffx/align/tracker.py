@@ -162,7 +162,9 @@ class FaceTracker:
         """Align from every start; faces scoring below ``min_score`` are dropped (lost or false)."""
         if not starts:
             return []
-        faces = self.aligner.align(img, np.stack([s.box for s in starts]))
+        # Without the camera refit: frame after frame from the last landmarks' box, it let a small
+        # face of the group-photo test drift off within four frames (docs/alignment.md, "Camera refit").
+        faces = self.aligner.align(img, np.stack([s.box for s in starts]), camera_refit=False)
         tracks = []
         for face, start in zip(faces, starts):
             if face.score is not None and face.score < self.min_score:

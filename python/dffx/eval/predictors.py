@@ -56,7 +56,7 @@ class MeanShapePredictor:
 
 def _cascade(features: str):
     def build(model, cascade=None, refine: int = 0, converged_iou: float | None = None, precision: str = "float32",
-              mirror: bool = False, backend: str = "torch"):
+              mirror: bool = False, backend: str = "torch", camera_refit: bool = True):
         from ..align import Cascade, CascadePredictor
         from ..align.predictor import default_cascade_path
 
@@ -65,7 +65,7 @@ def _cascade(features: str):
             raise ValueError(f"cascade file {cascade} was trained with {directions.features!r} features, "
                              f"not {features!r}")
         return CascadePredictor(model, directions, refine=refine, converged_iou=converged_iou, precision=precision,
-                                mirror=mirror, backend=backend)
+                                mirror=mirror, backend=backend, camera_refit=camera_refit)
     return build
 
 
@@ -73,7 +73,8 @@ METHODS = {"mean-shape": MeanShapePredictor, "sift": _cascade("sift"), "dff": _c
 
 
 def make_predictor(method: str, model, cascade=None, refine: int = 0, converged_iou: float | None = None,
-                   precision: str = "float32", mirror: bool = False, backend: str = "torch"):
+                   precision: str = "float32", mirror: bool = False, backend: str = "torch",
+                   camera_refit: bool = True):
     """Build the predictor named ``method``; ValueError lists the available ones.
 
     ``dff`` and ``sift`` are the cascade of Sec. III-C with the shipped descent directions
@@ -83,7 +84,8 @@ def make_predictor(method: str, model, cascade=None, refine: int = 0, converged_
     ``converged_iou`` (:func:`dffx.align.predictor.align_in_image`); ``precision`` is the DFF
     network's dtype (:class:`dffx.nn.DFFExtractor`) and ``backend`` where it runs ("torch" or
     "onnxruntime", :class:`dffx.FaceAligner`); ``mirror`` averages with the mirror image
-    (:mod:`dffx.align.mirror`).
+    (:mod:`dffx.align.mirror`); ``camera_refit`` runs the camera refit after the last stage
+    (:mod:`dffx.align.camera_refit`; off: the paper's cascade).
 
     Raises:
         ValueError: unknown method, ``cascade``, ``refine`` or ``converged_iou`` given to
@@ -102,4 +104,4 @@ def make_predictor(method: str, model, cascade=None, refine: int = 0, converged_
     from ..align.predictor import check_converged_iou
 
     check_converged_iou(converged_iou)
-    return METHODS[method](model, cascade, refine, converged_iou, precision, mirror, backend)
+    return METHODS[method](model, cascade, refine, converged_iou, precision, mirror, backend, camera_refit)

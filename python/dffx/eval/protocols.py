@@ -58,6 +58,7 @@ class EvalOptions:
     precision: str = "float32"  # dff: the network's dtype (dffx.nn.DFFExtractor), float32 or bfloat16
     mirror: bool = False  # dff/sift: also align the mirror image and average (dffx.align.mirror)
     backend: str = "torch"  # dff: where the network runs, torch or onnxruntime (dffx.FaceAligner)
+    camera_refit: bool = True  # dff/sift: the camera refit after the last stage (dffx.align.camera_refit)
 
 
 def _load(opts: EvalOptions):
@@ -113,7 +114,7 @@ def evaluate(opts: EvalOptions, model=None) -> tuple[dict, list[dict]]:
     model = model if model is not None else load_face_model()
     predictor = make_predictor(opts.method, model, opts.cascade, refine=opts.refine,
                                converged_iou=opts.converged_iou, precision=opts.precision, mirror=opts.mirror,
-                               backend=opts.backend)
+                               backend=opts.backend, camera_refit=opts.camera_refit)
     samples, report = _load(opts)
     if not samples:
         raise ValueError(f"no usable samples under '{opts.root}' ({len(report.skipped)} skipped)")
@@ -168,6 +169,8 @@ def _summarize(opts, rows, report, samples, stats) -> dict:
             summary["converged_iou"] = opts.converged_iou
     if opts.mirror:
         summary["mirror"] = True
+    if not opts.camera_refit and opts.method != "mean-shape":
+        summary["camera_refit"] = False
     if opts.precision != "float32":
         summary["precision"] = opts.precision
     if opts.backend != "torch":
@@ -225,6 +228,8 @@ def format_table(summary: dict) -> str:
         lines.append(f"re-crop passes: {summary['refine']}{until}")
     if summary.get("mirror"):
         lines.append("mirror averaging: each face also aligned in the mirror image, the two averaged")
+    if summary.get("camera_refit") is False:
+        lines.append("camera refit: off (the paper's cascade)")
     if "precision" in summary:
         lines.append(f"network precision: {summary['precision']}")
     if "backend" in summary:
