@@ -95,12 +95,12 @@ def refit_cameras(points3d, landmarks, cameras0, prior: float = REFIT_PRIOR,
         raise ValueError("the camera refit needs finite input and a prior >= 0")
     s0 = w0[:, 0:1, None]
     K = np.diag([0.0, prior, prior, prior, 0.0, 0.0])
+    flip = np.array([1.0, -1.0])  # image y points down
     w = w0.copy()
     for _ in range(steps):
         R, dR = rotation_and_derivatives(w)
         rq = np.einsum("bij,blj->bli", R, q)                     # (B, L, 3)
         drq = np.einsum("baij,blj->bali", dR, q)                 # (B, 3, L, 3)
-        flip = np.array([1.0, -1.0])                             # image y points down
         s = w[:, 0, None, None]
         error = (s * rq[..., :2] * flip + w[:, None, 4:6] - x) / s0           # (B, L, 2), cm
         J = np.empty(error.shape + (6,))

@@ -213,9 +213,8 @@ class Cascade:
         camera[:, 0] = np.maximum(camera[:, 0], MIN_SCALE)
         params = self.fit_shape(model, X_hat, camera)
         if refit and k == self.stages - 1:
-            regressed = camera
+            regressed, m1 = camera, model.n_identity
             for _ in range(self.refit_rounds):
-                m1 = model.n_identity
                 points = model.shape(params[:, :m1], params[:, m1:])[:, model.landmarks68]
                 camera = refit_cameras(points, X_hat, regressed, prior=self.refit_prior)
                 params = self.fit_shape(model, X_hat, camera)
