@@ -203,6 +203,15 @@ def test_cascade_run_cpp(benchmark, cascade_inputs):
 
 
 @pytest.mark.benchmark(group="cascade-run")
+def test_cascade_run_cpp_without_camera_refit(benchmark, cascade_inputs):
+    """The same without the camera refit after the last stage (dffx.align.camera_refit): what
+    the refit costs (about 1 ms per face on a 2-core CPU, docs/alignment.md "Camera refit")."""
+    cpp, _, _, maps = cascade_inputs
+    result = benchmark(cpp.run, maps, camera_refit=False)
+    assert not np.allclose(result["cameras"], cpp.run(maps)["cameras"])
+
+
+@pytest.mark.benchmark(group="cascade-run")
 def test_cascade_run_python(benchmark, aligner, cascade_inputs):
     """Its twin, the Python loop of dffx.align.Cascade.run (native=False), on the same maps; the
     landmarks agree within 1e-3 px."""
