@@ -243,3 +243,22 @@ def test_cli_reports_malformed_folders_in_one_line(tmp_path):
     assert out.returncode == 1 and "missing" in out.stderr
     out = run_cli("aflw2000-3d", str(DEV / "aflw2000-3d-sample"), "--method", "magic")
     assert out.returncode == 1 and "unknown method" in out.stderr
+
+
+def test_pose_errors_leave_out_faces_beyond_99_degrees(face_model, tmp_path):
+    """The head-pose protocol of AFLW2000 papers: a face whose true angle exceeds 99 degrees has
+    landmark NME but no pose error, and is counted as excluded."""
+    root = tmp_path / "aflw2000"
+    root.mkdir()
+    source = DEV / "aflw2000-3d-sample"
+    for name in ("image00050", "image00081"):
+        shutil.copy(source / f"{name}.jpg", root / f"{name}.jpg")
+        mat = scipy.io.loadmat(source / f"{name}.mat")
+        if name == "image00081":
+            mat["Pose_Para"][0, 0] = np.radians(120.0)  # pitch out of the protocol's range
+        scipy.io.savemat(root / f"{name}.mat", {k: v for k, v in mat.items() if not k.startswith("__")})
+    summary, rows = evaluate(EvalOptions("aflw2000-3d", root, progress=False), face_model)
+    assert [("pose_yaw" in r, r.get("pose_excluded", False)) for r in rows] == [(True, False), (False, True)]
+    assert all(np.isfinite(r["nme"]) for r in rows)
+    assert summary["pose"]["excluded"] == 1 and sum(summary["pose"]["counts"].values()) == 1
+    assert "1 faces with a true angle beyond 99 degrees left out" in format_table(summary)

@@ -15,7 +15,8 @@
 
 Head pose: where the truth is known (AFLW2000-3D's ``Pose_Para``, the render camera) each face
 also gets its pitch / yaw / roll errors and the summary their mean absolute error (MAE, degrees),
-the metric head-pose papers report on AFLW2000 (:func:`dffx.eval.metrics.summarize_pose`).
+the metric head-pose papers report on AFLW2000 (:func:`dffx.eval.metrics.summarize_pose`), over
+the faces whose true angles all lie within ±99 degrees, as they do (``excluded`` counts the rest).
 AFLW2000-3D's angles were fitted with the BFM's head frame, not ICT-FaceKit's: the ``bias`` of
 the summary shows the offset between the two (docs/design.md, "Angle signs").
 
@@ -39,6 +40,8 @@ from .metrics import (INNER_68, POSE_ANGLES, YAW_BINS, aflw21_from_68, interocul
 from .predictors import make_predictor
 
 DATASETS = ("aflw2000-3d", "aflw", "300w", "synth")
+# Head-pose papers score AFLW2000 on the faces whose true angles are all within +-99 degrees.
+POSE_RANGE_DEG = 99.0
 
 
 @dataclass
@@ -145,8 +148,11 @@ def evaluate(opts: EvalOptions, model=None) -> tuple[dict, list[dict]]:
             row["nme_ipn"] = nme(pred68, gt, interpupil_distance(gt))
             row["nme_ion"] = nme(pred68, gt, interocular_distance(gt))
         if "pose_deg" in sample.extra and sample.crop_box is None:  # a crop's resize would distort angles
-            pose = pose_errors(np.degrees(prediction.camera[1:4]), sample.extra["pose_deg"])
-            row.update({f"pose_{k}": v for k, v in pose.items()})
+            if np.abs(sample.extra["pose_deg"]).max() <= POSE_RANGE_DEG:
+                pose = pose_errors(np.degrees(prediction.camera[1:4]), sample.extra["pose_deg"])
+                row.update({f"pose_{k}": v for k, v in pose.items()})
+            else:
+                row["pose_excluded"] = True
         if sample.yaw_deg is not None:
             row["bin"] = yaw_bin(sample.yaw_deg)
         rows.append(row)
@@ -186,12 +192,6 @@ def _summarize(opts, rows, report, samples, stats) -> dict:
                                if opts.dataset == "aflw2000-3d" else "the depth-buffer visibility stored with each render")
         inner["visibility"] += "; inner = iBUG points 18-68"
         summary["inner_visible"] = inner
-    if rows and all("pose_yaw" in r for r in rows):
-        pose = summarize_pose([{k: r[f"pose_{k}"] for k in (*POSE_ANGLES, "rotation")} for r in rows],
-                              np.array([r["yaw"] for r in rows], np.float64))
-        pose["truth"] = ("Pose_Para (fitted with the BFM's head frame)" if opts.dataset == "aflw2000-3d"
-                         else "the render camera")
-        summary["pose"] = pose
     elif opts.dataset == "aflw":
         summary["normalisation"] = ("max(w, h) of the 68-point face box = roi side / sqrt(2) (the published "
                                     "protocol uses sqrt(w * h) of that box, which this layout lacks)")
@@ -212,6 +212,14 @@ def _summarize(opts, rows, report, samples, stats) -> dict:
         summary["subsets"] = subsets
         summary["normalisation"] = ("nme_ipn: inter-pupil distance (pupil = mean of the 6 eye points); "
                                     "nme_ion: inter-ocular distance (outer eye corners)")
+    posed = [r for r in rows if "pose_yaw" in r]
+    if posed:
+        pose = summarize_pose([{k: r[f"pose_{k}"] for k in (*POSE_ANGLES, "rotation")} for r in posed],
+                              np.array([r["yaw"] for r in posed], np.float64))
+        pose["truth"] = ("Pose_Para (fitted with the BFM's head frame)" if opts.dataset == "aflw2000-3d"
+                         else "the render camera")
+        pose["excluded"] = sum(bool(r.get("pose_excluded")) for r in rows)
+        summary["pose"] = pose
     return summary
 
 
@@ -248,7 +256,8 @@ def format_table(summary: dict) -> str:
             lines.append(f"{'(faces per bin)':<24}" + "".join(f"{part['counts'][b]:>8} " for b in YAW_BINS))
     if "pose" in summary:
         pose = summary["pose"]
-        lines += ["", f"Head pose, degrees (truth: {pose['truth']}); bins: mean of the three angles' MAE",
+        excluded = f"; {pose['excluded']} faces with a true angle beyond 99 degrees left out" if pose["excluded"] else ""
+        lines += ["", f"Head pose, degrees (truth: {pose['truth']}{excluded}); bins: mean of the three angles' MAE",
                   f"{'MAE':<24}" + "".join(f"{name:>8} " for name in (*POSE_ANGLES, "mean", "rotation"))
                   + "".join(f"{b:>8} " for b in YAW_BINS),
                   f"{summary['method']:<24}" + "".join(f"{cell(pose['mae'][k]):>8} " for k in
