@@ -735,3 +735,22 @@ def test_aligner_gives_the_same_results_from_several_threads(dff_aligner, aflw20
         assert np.array_equal(one[0].visible, other[0].visible)
         assert one[0].score == other[0].score
     assert blas_threads() == before
+
+
+def test_rotation_is_the_pose_as_a_matrix_that_places_the_mesh(dff_aligner, face_model, aflw2000_dir):
+    """FaceAlignment.rotation: a proper rotation that, with the camera's scale and shift, maps the
+    fitted 3D shape onto the returned mesh (eq. 2), and whose Euler angles are the pose."""
+    from dffx.geometry.camera import euler_from_rotation
+
+    (image, _, box), = _aflw2000_faces(aflw2000_dir, {"image04331"})  # yaw 45 degrees
+    face = dff_aligner.align(image, box[None])[0]
+    R = face.rotation
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(R) == pytest.approx(1.0)
+    s, tx, ty = face.camera[0], face.camera[4], face.camera[5]
+    shape = face_model.shape(face.identity, face.expression).astype(np.float64)
+    rotated = shape @ R.T
+    placed = np.c_[s * rotated[:, 0] + tx, -s * rotated[:, 1] + ty, s * rotated[:, 2]]
+    np.testing.assert_allclose(placed, face.vertices, atol=1e-2)
+    np.testing.assert_allclose(np.degrees(euler_from_rotation(R)), [face.pose[k] for k in ("pitch", "yaw", "roll")],
+                               atol=1e-9)

@@ -22,7 +22,8 @@ class FaceAlignment:
             detected box, or the previous landmarks' box when a refine pass was kept.
         landmarks: float64 (68, 2) iBUG landmarks.
         visible: bool (68,) depth-buffer visibility of each landmark.
-        pose: dict pitch, yaw, roll in degrees (camera convention of ``docs/design.md``).
+        pose: dict pitch, yaw, roll in degrees (camera convention of ``docs/design.md``); the
+            same rotation as a matrix: :attr:`rotation`.
         camera: float64 (6,) weak-perspective w = (s, pitch, yaw, roll, tx, ty) in image pixels.
         identity: float32 (m1,) p_id; expression: float32 (m2,) blendshape weights.
         vertices: float32 (n, 3) the dense face mesh in image pixels (x, y, depth).
@@ -40,6 +41,17 @@ class FaceAlignment:
     expression: np.ndarray
     vertices: np.ndarray
     score: float | None = None
+
+    @property
+    def rotation(self) -> np.ndarray:
+        """float64 (3, 3) the head rotation R of eq. 2 (``docs/design.md``): from model space
+        (ICT-FaceKit: x to the subject's left, y up, z towards the viewer) to the camera's (x
+        right, y up, z towards the viewer), so ``vertices`` = (s (R q)_x + tx, -s (R q)_y + ty,
+        s (R q)_z) for each model point q. Unlike ``pose``'s Euler angles it has no gimbal lock
+        near profile, where pitch and roll turn the head about nearly one axis."""
+        from ..geometry.camera import rotation_matrix
+
+        return rotation_matrix(*self.camera[1:4])
 
     def to_json(self) -> dict:
         """The JSON record ``dffx align`` writes for this face."""
