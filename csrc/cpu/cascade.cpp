@@ -3,7 +3,6 @@
 
 #include <Eigen/Dense>
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -29,19 +28,19 @@ constexpr char kMagic[8] = {'D', 'F', 'F', 'X', 'C', 'A', 'S', '1'};
 constexpr int kLandmarks68 = 68;
 constexpr double kMinScale = 1e-3;  // the cascade keeps s above this (as dffx.align.Cascade.step)
 
-// Right-handed rotation by a radians about axis 0 (x), 1 (y) or 2 (z), and its generator G
-// (d/da R(a) = R(a) G).
-Eigen::Matrix3d elementary(int axis, double a) {
-  Eigen::Matrix3d r = Eigen::Matrix3d::Identity();
-  const int i = (axis + 1) % 3, j = (axis + 2) % 3;
-  r(i, i) = r(j, j) = std::cos(a);
-  r(i, j) = -std::sin(a);
-  r(j, i) = std::sin(a);
+using Matrix3 = Eigen::Matrix<double, 3, 3, Eigen::RowMajor>;
+
+// R(pitch, yaw, roll) of camera.hpp.
+Matrix3 rotation(double pitch, double yaw, double roll) {
+  Matrix3 r;
+  rotation_matrix(pitch, yaw, roll, r.data());
   return r;
 }
 
-Eigen::Matrix3d generator(int axis) {
-  Eigen::Matrix3d g = Eigen::Matrix3d::Zero();
+// The generator G of the right-handed rotation R(a) about axis 0 (x), 1 (y) or 2 (z):
+// d/da R(a) = R(a) G.
+Matrix3 generator(int axis) {
+  Matrix3 g = Matrix3::Zero();
   const int i = (axis + 1) % 3, j = (axis + 2) % 3;
   g(i, j) = -1.0;
   g(j, i) = 1.0;
@@ -62,12 +61,9 @@ void refit_camera(const Eigen::Matrix<double, Eigen::Dynamic, 3>& q, const float
   Matrix6 K = Matrix6::Zero();
   for (int a = 1; a <= 3; ++a) K(a, a) = prior;
   for (int step = 0; step < steps; ++step) {
-    Eigen::Matrix3d e[3], dR[3];
-    for (int a = 0; a < 3; ++a) e[a] = elementary(a, -cam[1 + a]);
-    const Eigen::Matrix3d R = e[0] * e[1] * e[2];
-    dR[0] = -(e[0] * generator(0) * e[1] * e[2]);
-    dR[1] = -(e[0] * e[1] * generator(1) * e[2]);
-    dR[2] = -(e[0] * e[1] * e[2] * generator(2));
+    // With A = Rx(-pitch): dR/dpitch = -Gx R, dR/dyaw = -(A Gy A^T) R, dR/droll = -R Gz.
+    const Matrix3 R = rotation(cam[1], cam[2], cam[3]), A = rotation(cam[1], 0.0, 0.0);
+    const Matrix3 dR[3] = {-(generator(0) * R), -(A * generator(1) * A.transpose() * R), -(R * generator(2))};
     Matrix6 lhs = K;
     Vector6 rhs = K * (cam - start);
     for (Eigen::Index l = 0; l < q.rows(); ++l) {
@@ -287,6 +283,13 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
     double camera[kCameraParams], regressed[kCameraParams];
     std::copy(mean_camera_.begin(), mean_camera_.end(), camera);
     std::fill(p.begin(), p.end(), 0.0f);
+    // p <- the eq. 6-8 fit to x_hat under camera, the landmark term in model units (weights 1 / s^2)
+    auto fit_shape_to_x_hat = [&] {
+      float cam32[kCameraParams];
+      for (int i = 0; i < kCameraParams; ++i) cam32[i] = static_cast<float>(camera[i]);
+      std::fill(weights.begin(), weights.end(), static_cast<float>(1.0 / (camera[0] * camera[0])));
+      fit_shape(fit_model, x_hat.data(), weights.data(), cam32, 1, FitWeights{1.0, w_reg_}, p.data(), 1);
+    };
     for (int k = 0; k < stages_; ++k) {
       sample_landmark_features(face_maps, g.U.data(), g.V.data(), sampling, Z.data(), kernel_threads);  // eq. 4-5
       Z[D1 - 1] = 1.0f;
@@ -297,20 +300,15 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
       for (int i = 0; i < 2 * kLandmarks68; ++i) x_hat[i] = g.X[i] + dX[i];
       for (int i = 0; i < kCameraParams; ++i) camera[i] += static_cast<double>(dw[i]);
       camera[0] = std::max(camera[0], kMinScale);
-      float cam32[kCameraParams];
-      for (int i = 0; i < kCameraParams; ++i) cam32[i] = static_cast<float>(camera[i]);
-      std::fill(weights.begin(), weights.end(), static_cast<float>(1.0 / (camera[0] * camera[0])));
-      fit_shape(fit_model, x_hat.data(), weights.data(), cam32, 1, FitWeights{1.0, w_reg_}, p.data(), 1);  // eq. 6-8
+      fit_shape_to_x_hat();  // eq. 6-8
       const int refit_rounds = camera_refit && k == stages_ - 1 ? refit_rounds_ : 0;
+      std::copy(camera, camera + kCameraParams, regressed);
       for (int round = 0; round < refit_rounds; ++round) {  // the camera refit
-        if (round == 0) std::copy(camera, camera + kCameraParams, regressed);
         Eigen::Map<const Eigen::VectorXf> params(p.data(), m);
         const Eigen::VectorXf points = mean68 + basis68 * params;  // the shape's 68 landmark vertices
         refit_camera(points.cast<double>().reshaped<Eigen::RowMajor>(kLandmarks68, 3), x_hat.data(), regressed,
                      refit_prior_, refit_steps_, camera);
-        for (int i = 0; i < kCameraParams; ++i) cam32[i] = static_cast<float>(camera[i]);
-        std::fill(weights.begin(), weights.end(), static_cast<float>(1.0 / (camera[0] * camera[0])));
-        fit_shape(fit_model, x_hat.data(), weights.data(), cam32, 1, FitWeights{1.0, w_reg_}, p.data(), 1);
+        fit_shape_to_x_hat();
       }
       update_geometry(p.data(), camera, g, kernel_threads);
     }

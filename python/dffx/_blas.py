@@ -53,7 +53,7 @@ def single_threaded_blas():
 def _set_counts(counts: list[int]) -> None:
     for lib, count in zip(_blas_libraries(), counts):
         lib.set_num_threads(count)
-    _release_control()
+    _release_control_function()()
 
 
 @lru_cache(maxsize=1)
@@ -71,7 +71,3 @@ def _release_control_function():
 
     release = getattr(getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None)
     return release if release is not None else (lambda: None)
-
-
-def _release_control() -> None:
-    _release_control_function()()

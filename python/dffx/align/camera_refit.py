@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..geometry.camera import rotation_matrix
+
 REFIT_ROUNDS = 2
 REFIT_PRIOR = 100.0  # kappa, cm^2 per rad^2 of each angle
 GAUSS_NEWTON_STEPS = 3
@@ -39,18 +41,6 @@ _GY = np.array([[0, 0, 1], [0, 0, 0], [-1, 0, 0]], np.float64)
 _GZ = np.array([[0, -1, 0], [1, 0, 0], [0, 0, 0]], np.float64)
 
 
-def _elementary(axis: str, angle: np.ndarray) -> np.ndarray:
-    """(B, 3, 3) right-handed rotations by ``angle`` (B,) radians about x, y or z."""
-    c, s = np.cos(angle), np.sin(angle)
-    R = np.zeros(angle.shape + (3, 3))
-    i, j = {"x": (1, 2), "y": (2, 0), "z": (0, 1)}[axis]
-    k = 3 - i - j
-    R[:, k, k] = 1.0
-    R[:, i, i] = R[:, j, j] = c
-    R[:, i, j], R[:, j, i] = -s, s
-    return R
-
-
 def rotation_and_derivatives(cameras: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """R = Rx(-pitch) Ry(-yaw) Rz(-roll) (docs/design.md) and dR / d(pitch, yaw, roll).
 
@@ -59,12 +49,14 @@ def rotation_and_derivatives(cameras: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
     Returns:
         R (B, 3, 3) and dR (B, 3, 3, 3), dR[:, a] the derivative by angle a.
+
+    With A = Rx(-pitch), B = Ry(-yaw), C = Rz(-roll): dR/dpitch = -A Gx B C = -Gx R (Gx commutes
+    with A), dR/dyaw = -A Gy B C = -(A Gy A^T) R and dR/droll = -A B C Gz = -R Gz.
     """
-    A = _elementary("x", -cameras[:, 1])
-    B = _elementary("y", -cameras[:, 2])
-    C = _elementary("z", -cameras[:, 3])
-    R = A @ B @ C
-    dR = np.stack([-(A @ _GX @ B @ C), -(A @ B @ _GY @ C), -(A @ B @ C @ _GZ)], axis=1)
+    pitch, yaw, roll = cameras[:, 1], cameras[:, 2], cameras[:, 3]
+    R = rotation_matrix(pitch, yaw, roll)
+    A = rotation_matrix(pitch, np.zeros_like(pitch), np.zeros_like(pitch))
+    dR = np.stack([-(_GX @ R), -(A @ _GY @ np.swapaxes(A, -1, -2) @ R), -(R @ _GZ)], axis=1)
     return R, dR
 
 

@@ -146,7 +146,7 @@ class Cascade:
     refit_prior: float = REFIT_PRIOR
     # (model, mean camera bytes, one-face CascadeState): the start every face shares (initial_state)
     _mean_start: tuple | None = field(default=None, init=False, repr=False, compare=False)
-    # (model, dffx._C.Cascade): the C++ cascade run() uses for maps in CPU memory
+    # (model, refit settings, dffx._C.Cascade): the C++ cascade run() uses for maps in CPU memory
     _native_cascade: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -195,13 +195,16 @@ class Cascade:
                                                                      start.V)))
 
     def _native(self, model):
-        """The C++ twin of this cascade for ``model`` (``dffx::Cascade``), made once per model."""
+        """The C++ twin of this cascade for ``model`` (``dffx::Cascade``), made once per model and
+        camera-refit setting (the file carries them)."""
         from .. import _C
         from .export import cascade_file_bytes
 
-        if self._native_cascade is None or self._native_cascade[0] is not model:
-            self._native_cascade = (model, _C.Cascade.from_bytes(cascade_file_bytes(model, self)))
-        return self._native_cascade[1]
+        settings = (self.refit_rounds, self.refit_prior)
+        cached = self._native_cascade
+        if cached is None or cached[0] is not model or cached[1] != settings:
+            self._native_cascade = (model, settings, _C.Cascade.from_bytes(cascade_file_bytes(model, self)))
+        return self._native_cascade[2]
 
     def step(self, model, k: int, state: CascadeState, F: np.ndarray, refit: bool = True) -> CascadeState:
         """Iteration k: eq. 4-5 updates, the eq. 6-8 shape fit per face, after the last stage
@@ -213,9 +216,10 @@ class Cascade:
         camera[:, 0] = np.maximum(camera[:, 0], MIN_SCALE)
         params = self.fit_shape(model, X_hat, camera)
         if refit and k == self.stages - 1:
-            regressed, m1 = camera, model.n_identity
+            regressed = camera
+            mean68, basis68, _ = model.landmark_model()  # the shape at the 68 landmark vertices
             for _ in range(self.refit_rounds):
-                points = model.shape(params[:, :m1], params[:, m1:])[:, model.landmarks68]
+                points = mean68 + np.einsum("lcm,fm->flc", basis68, params)
                 camera = refit_cameras(points, X_hat, regressed, prior=self.refit_prior)
                 params = self.fit_shape(model, X_hat, camera)
         return update_geometry(model, CascadeState(camera, params))

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 _NORMS = ("batch", "group", "none")
+_AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
 
 def is_weights_name(weights) -> bool:
@@ -22,7 +23,6 @@ def is_weights_name(weights) -> bool:
     ``dffx/weights/dff_<name>.pt``, or ``.onnx`` for the ONNX Runtime extractor."""
     return (isinstance(weights, str) and re.fullmatch(r"[A-Za-z0-9_-]+", weights) is not None
             and not Path(weights).exists())
-_AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
 
 @dataclass(frozen=True)
