@@ -222,6 +222,24 @@ def test_synth_set_contents(synth_set, face_model):
     assert yaws.min() >= -90 and yaws.max() <= 90 and yaws.min() < -30 and yaws.max() > 30
 
 
+def test_labels_follow_the_landmark_convention(synth_set, face_model):
+    """The set's labels sit at the learned (300w) vertices; the cascade trainer's labels, recomputed
+    from each render's camera and shape at a model's landmarks, equal them for that convention
+    and differ for ICT's published vertices."""
+    from dffx.align import synth_split
+    from dffx.model.annotated_landmarks import model_for_convention
+
+    out, _ = synth_set
+    stored = synth_split(out, "train")
+    learned = synth_split(out, "train", model=model_for_convention(face_model, "300w"))
+    np.testing.assert_allclose(learned["landmarks"], stored["landmarks"], atol=2e-3)
+    np.testing.assert_allclose(learned["landmarks160"], stored["landmarks160"], atol=2e-3)
+    assert (learned["visible160"] == stored["visible160"]).mean() > 0.97  # the caps' depth differs a little
+    ict = synth_split(out, "train", model=face_model)
+    shift = np.linalg.norm(ict["landmarks"] - stored["landmarks"], axis=2)
+    assert shift.max() > 1.0 and np.median(shift) < 3.0  # pixels: nearby points, another convention
+
+
 def test_yaw_histogram_is_uniform(face_model):
     """The view sampler draws yaw uniformly over [-90, 90] (Kolmogorov-Smirnov)."""
     from scipy.stats import kstest
@@ -379,3 +397,52 @@ def test_eval_synth_scores_the_held_out_renders(synth_set, face_model, tmp_path,
         load_synth_val(tmp_path)
     with pytest.raises(ValueError, match="limit"):
         load_synth_val(out, limit=0)
+
+
+def test_mirror_images_join_their_photos(synth_set, photo_dir):
+    """Every photo is a source twice, as itself and as its mirror image: the mirror's fit is the
+    photo's fit mirrored (yaw and roll negated), and a mirror image is held out with its photo."""
+    import json
+
+    from dffx.synth.pipeline import MIRROR_SUFFIX, read_source_photo
+
+    out, _ = synth_set
+    manifest = json.loads((out / "manifest.json").read_text())
+    names = manifest["photos"]
+    n = len(names) // 2
+    assert n == 6 and names[n:] == [name + MIRROR_SUFFIX for name in names[:n]]
+    with np.load(out / "fits.npz") as z:
+        fits = {k: z[k] for k in z.files}
+    assert np.array_equal(fits["held_out"][:n], fits["held_out"][n:])
+    np.testing.assert_allclose(fits["camera"][n:, 2], -fits["camera"][:n, 2], atol=np.radians(3))
+    np.testing.assert_allclose(fits["camera"][n:, 3], -fits["camera"][:n, 3], atol=np.radians(3))
+    photo = read_source_photo(photo_dir, names[0])
+    assert np.array_equal(read_source_photo(photo_dir, names[n]), photo[:, ::-1])
+    with pytest.raises(OSError, match="could not read"):
+        read_source_photo(photo_dir, "missing.jpg" + MIRROR_SUFFIX)
+
+
+def test_original_view_shows_the_photo(face_model):
+    """A sample at its photo's own pose and expression is the photo itself, framed like a crop: the
+    render correlates with the photo warped by the crop's similarity."""
+    from dffx.data import read_pts
+    from dffx.synth import Synthesizer, sample_view
+    from dffx.synth.fit import fit_photo
+    from dffx.synth.pipeline import _original_view
+
+    jpg = sorted((PHOTOS / "afw").glob("*.jpg"))[2]
+    image = cv2.imread(str(jpg))
+    fit = fit_photo(face_model, read_pts(jpg.with_suffix(".pts")))
+    synth = Synthesizer(face_model, 224, context=True)
+    src = synth.prepare(image, fit.camera, fit.p_id, fit.p_exp)
+    rng = np.random.default_rng(0)
+    view = _original_view(sample_view(rng, face_model.n_expression, fit.p_exp), fit.camera, fit.p_exp)
+    sample = synth.render(src, view, None, rng)
+    ratio = sample.camera[0] / fit.camera[0]  # same angles: the crop is a scaled, shifted photo
+    np.testing.assert_allclose(sample.camera[1:4], fit.camera[1:4], atol=1e-9)
+    affine = np.array([[ratio, 0, sample.camera[4] - ratio * fit.camera[4]],
+                       [0, ratio, sample.camera[5] - ratio * fit.camera[5]]])
+    expected = cv2.warpAffine(image, affine, (224, 224), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
+    a = cv2.cvtColor(sample.image, cv2.COLOR_BGR2GRAY).astype(float)
+    b = cv2.cvtColor(expected, cv2.COLOR_BGR2GRAY).astype(float)
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9

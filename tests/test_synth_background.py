@@ -81,18 +81,21 @@ def test_face_free_crops_of_real_photos_hold_no_detectable_face():
 
 
 def test_old_sets_resume_as_background_any(tmp_path, ict_dir):
-    """A manifest written before the background setting existed reads as ``background="any"``."""
+    """A manifest written before the background setting existed reads as ``background="any"``, and one
+    written before 2026-12-06 as ICT's landmarks without mirror images or original views."""
     from test_synth import _copy_photos
 
     from dffx.synth import SynthConfig, synthesize
 
     photos = _copy_photos(tmp_path / "photos", 3)
     config = SynthConfig(photos=str(photos), out=str(tmp_path / "set"), views=4, shard_size=4, workers=1,
-                         background="any", model=str(ict_dir), progress=False)
+                         background="any", landmarks="ict", mirror_photos=False, model=str(ict_dir), progress=False)
+    assert config.original_views == 0.0
     synthesize(config)
     manifest_path = tmp_path / "set" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    del manifest["settings"]["background"]
+    for key in ("background", "landmarks", "mirror_photos", "original_views"):
+        del manifest["settings"][key]
     manifest_path.write_text(json.dumps(manifest))
     assert synthesize(config)["rendered_now"] == 0
     with pytest.raises(ValueError, match="other settings"):

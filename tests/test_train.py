@@ -156,15 +156,19 @@ def test_output_loads_in_the_extractor(trained, data_dir):
         torch.testing.assert_close(feats, net(images), atol=3e-2, rtol=0)
 
 
-def test_resume_is_exact(data_dir, tmp_path):
+@pytest.mark.parametrize("augment", [(), ("colour", "occlusion", "jpeg")])
+def test_resume_is_exact(data_dir, tmp_path, augment):
+    """A run stopped and resumed equals the uninterrupted run, augmentation draws included."""
     n = 6
-    full = tiny_config(data_dir, tmp_path / "a.pt", steps=2 * n, checkpoint_every=n, val_every=n)
+    full = tiny_config(data_dir, tmp_path / "a.pt", steps=2 * n, checkpoint_every=n, val_every=n, augment=augment)
     train_dff(full, dataset_factory=FakeSynthDataset)
-    first = tiny_config(data_dir, tmp_path / "b.pt", steps=2 * n, checkpoint_every=n, val_every=n, stop_at=n)
+    first = tiny_config(data_dir, tmp_path / "b.pt", steps=2 * n, checkpoint_every=n, val_every=n, stop_at=n,
+                        augment=augment)
     r1 = train_dff(first, dataset_factory=FakeSynthDataset)
     assert r1.step == n and not r1.completed
     assert load_checkpoint(list_checkpoints(first.checkpoint_path)[-1])["step"] == n
-    second = tiny_config(data_dir, tmp_path / "b.pt", steps=2 * n, checkpoint_every=n, val_every=n, resume=True)
+    second = tiny_config(data_dir, tmp_path / "b.pt", steps=2 * n, checkpoint_every=n, val_every=n, resume=True,
+                         augment=augment)
     r2 = train_dff(second, dataset_factory=FakeSynthDataset)
     assert r2.step == 2 * n and r2.completed
     a = load_checkpoint(list_checkpoints(full.checkpoint_path)[-1])
@@ -355,7 +359,7 @@ def test_cli_arguments_map_to_the_config():
                                  "--lr", "0.01", "--scale", "8", "--pixels-per-image", "0", "--segments", "5",
                                  "--val-every", "3", "--checkpoint-dir", "ck", "--resume", "--workers", "1",
                                  "--device", "cpu", "--seed", "9", "--no-progress", "--net", "large", "--depth", "3",
-                                 "--time-limit", "1.5", "--init", "prev.pt"])
+                                 "--time-limit", "1.5", "--init", "prev.pt", "--augment", "jpeg,occlusion"])
     cfg = config_from_args(args)
     assert (cfg.steps, cfg.batch_size, cfg.lr, cfg.scale, cfg.pixels_per_image, cfg.segments) == (7, 2, 0.01, 8.0,
                                                                                                  None, 5)
@@ -363,8 +367,10 @@ def test_cli_arguments_map_to_the_config():
         3, "ck", True, 1, "cpu", 9)
     assert not cfg.progress and cfg.net == DFFNetConfig(base_channels=32, depth=3) and cfg.time_limit_s == 90.0
     assert cfg.segmentations_path.as_posix() == "D/segmentations.npz" and cfg.init_from == "prev.pt"
+    assert cfg.augment == ("jpeg", "occlusion")
     defaults = config_from_args(_parser().parse_args(["train", "dff", "--data", "D", "--out", "o.pt"]))
     assert defaults.pixels_per_image == 2048 and defaults.segments == 16 and defaults.net == DFFNetConfig()
+    assert defaults.augment == ()
 
 
 def test_cli_runs_a_training(data_dir, tmp_path, monkeypatch, capsys):

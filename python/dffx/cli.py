@@ -112,7 +112,9 @@ def _cmd_synth(args) -> int:
     summary = synthesize(SynthConfig(photos=args.photos, out=args.out, views=args.views, size=args.size,
                                      seed=args.seed, workers=args.workers, shard_size=args.shard_size,
                                      holdout_fraction=args.holdout_fraction, contour=args.contour,
-                                     background=args.background, model=args.model,
+                                     background=args.background, landmarks=args.landmarks, model=args.model,
+                                     mirror_photos=not args.no_mirror_photos,
+                                     original_views=args.original_views,
                                      progress=not args.no_progress))
     print(json.dumps(summary, indent=2))
     return 0
@@ -133,16 +135,18 @@ def _cmd_train_cascade(args) -> int:
     from .align import synth_split, train_cascade
     from .align.predictor import make_features
     from .model import load_face_model
+    from .model.annotated_landmarks import model_for_convention
 
-    model = load_face_model(args.model)
+    model = model_for_convention(load_face_model(args.model), args.landmarks)
     features = make_features(args.features, args.dff)
     start = time.perf_counter()
-    train = synth_split(args.data, "train", limit=args.train_images, seed=args.seed)
+    # labels at the chosen convention's vertices, from each render's stored camera and shape
+    train = synth_split(args.data, "train", limit=args.train_images, seed=args.seed, model=model)
     if args.mirror_augment:
         from .align.mirror import mirrored_split
 
         train = mirrored_split(train)
-    val = synth_split(args.data, "val", limit=args.val_images, seed=args.seed)
+    val = synth_split(args.data, "val", limit=args.val_images, seed=args.seed, model=model)
     perturbation = {}  # unset flags keep train_cascade's defaults
     if args.box_shift is not None:
         perturbation["box_shift"] = args.box_shift
@@ -151,7 +155,7 @@ def _cmd_train_cascade(args) -> int:
     cascade = train_cascade(model, features, train, val, stages=args.stages, boxes=args.boxes, seed=args.seed,
                             progress=not args.no_progress, **perturbation)
     cascade.info.update(data=str(args.data), seconds=round(time.perf_counter() - start, 1),
-                        mirror_augment=bool(args.mirror_augment))
+                        mirror_augment=bool(args.mirror_augment), landmarks=args.landmarks)
     if args.features == "dff":  # bind the directions to their network (dffx.align.predictor.cascade_features)
         from .align.predictor import file_sha256
         from .nn.extractor import is_weights_name
@@ -170,10 +174,13 @@ def _cmd_train_template(args) -> int:
     from .align import Cascade, synth_split
     from .align.cascade import training_template
     from .align.predictor import cascade_features
+    from .model import load_face_model
 
     cascade = Cascade.load(args.cascade)
     features = cascade_features(cascade)  # the features the directions were learned on
-    data = synth_split(args.data, "train", limit=args.images, seed=args.seed)
+    # labels at the cascade's own landmarks (as `dffx train cascade` computes them)
+    model = cascade.bind(load_face_model(args.model))
+    data = synth_split(args.data, "train", limit=args.images, seed=args.seed, model=model)
     cascade.template, used = training_template(features, data, np.random.default_rng(args.seed), count=args.images)
     cascade.info.update(template_images=used, template_data=str(args.data))
     path = cascade.save(args.out if args.out else args.cascade)
@@ -279,11 +286,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
     p.add_argument("--shard-size", type=int, default=500, help="samples per shard")
     p.add_argument("--holdout-fraction", type=float, default=0.05, help="photos held out (the 'val' split)")
-    p.add_argument("--contour", default="published", choices=["published", "fixed", "march", "weight"],
-                   help="jaw strategy of the photo fits (docs/synthesis.md)")
-    p.add_argument("--background", default="no-face", choices=["no-face", "any"],
-                   help="crop other photos beside their annotated face (default), or anywhere, as sets made "
-                        "before 2026-12-02 did")
+    p.add_argument("--contour", default="fixed", choices=["published", "fixed", "march", "weight"],
+                   help="jaw strategy of the photo fits (docs/synthesis.md); fixed (default) fits the vertices "
+                        "that label the renders")
+    p.add_argument("--background", default="context", choices=["context", "no-face", "any"],
+                   help="context (default): the photo's own head and surroundings turned with the face (face "
+                        "profiling); no-face: paste the face on a crop of another photo beside its annotated "
+                        "face; any: on a crop anywhere, as sets made before 2026-12-02 did")
+    p.add_argument("--landmarks", default="300w", choices=["300w", "ict"],
+                   help="landmark convention of the labels: 300w = vertices learned from 300-W's annotations "
+                        "(default), ict = ICT-FaceKit's published vertices (sets made before 2026-12-06)")
+    p.add_argument("--no-mirror-photos", action="store_true",
+                   help="do not add each photo's mirror image as a source (sets made before 2026-12-06)")
+    p.add_argument("--original-views", type=float, default=None,
+                   help="fraction of samples rendered at their photo's own pose (default 0.1 with the context "
+                        "background, 0 otherwise)")
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_synth)
@@ -327,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box-scale", type=float, default=None,
                    help="box perturbation: scale by up to 1 +- this (default 0.1)")
     p.add_argument("--stages", type=int, default=3, help="cascade iterations K (paper: 3)")
+    p.add_argument("--landmarks", default="300w", choices=["300w", "ict"],
+                   help="landmark convention the cascade regresses: 300w = vertices learned from 300-W's "
+                        "annotations (default), ict = ICT-FaceKit's published vertices")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -352,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output .npz (default: overwrite --cascade)")
     p.add_argument("--images", type=int, default=1000, help="random training faces to average")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
     p.set_defaults(run=_cmd_train_template)
     return parser
 

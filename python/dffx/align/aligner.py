@@ -168,10 +168,11 @@ class FaceAligner:
         self.refine, self.converged_iou = int(refine), converged_iou
         self.min_score, self.detector, self.mirror = min_score, detector, bool(mirror)
         self.camera_refit = bool(camera_refit)
-        self.model = model if model is not None else load_face_model()
         self.cascade = Cascade.load(cascade if cascade is not None else default_cascade_path(features))
         if self.cascade.features != features:
             raise ValueError(f"cascade file was trained with {self.cascade.features!r} features, not {features!r}")
+        # the model with the landmarks the cascade regresses (its landmark convention)
+        self.model = self.cascade.bind(model if model is not None else load_face_model())
         self.features = cascade_features(self.cascade, weights, device, precision, backend)
 
     def detect(self, image: np.ndarray) -> np.ndarray:

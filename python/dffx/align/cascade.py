@@ -133,6 +133,10 @@ class Cascade:
         refit_rounds, refit_prior: the camera refit after the last stage
             (:mod:`dffx.align.camera_refit`): rounds (0 turns it off) and the prior kappa
             (cm^2 per rad^2). Settings of inference, not stored in the .npz.
+        landmarks68: int64 (68,) the model vertices whose projections the cascade regresses
+            (its landmark convention, :mod:`dffx.model.annotated_landmarks`); None for files
+            written before 2026-12-06, which regress ICT's published vertices (the model's own).
+            :meth:`bind` gives the model with these landmarks; :meth:`run` binds by itself.
     """
 
     features: str
@@ -144,6 +148,9 @@ class Cascade:
     template: np.ndarray | None = None
     refit_rounds: int = REFIT_ROUNDS
     refit_prior: float = REFIT_PRIOR
+    landmarks68: np.ndarray | None = None
+    # (model, bound model): the model with this cascade's landmarks (bind)
+    _bound: tuple | None = field(default=None, init=False, repr=False, compare=False)
     # (model, mean camera bytes, one-face CascadeState): the start every face shares (initial_state)
     _mean_start: tuple | None = field(default=None, init=False, repr=False, compare=False)
     # (model, refit settings, dffx._C.Cascade): the C++ cascade run() uses for maps in CPU memory
@@ -159,6 +166,8 @@ class Cascade:
 
         path = Path(path)
         optional = {} if self.template is None else {"template": np.asarray(self.template, np.float32)}
+        if self.landmarks68 is not None:
+            optional["landmarks68"] = np.asarray(self.landmarks68, np.int64)
         np.savez(path, features=self.features, mean_camera=self.mean_camera, R_X=self.R_X, R_w=self.R_w,
                  w_reg=self.w_reg, info=json.dumps(self.info), **optional)
         return path
@@ -174,7 +183,23 @@ class Cascade:
         with np.load(path) as z:
             return cls(features=str(z["features"]), mean_camera=z["mean_camera"], R_X=z["R_X"], R_w=z["R_w"],
                        w_reg=float(z["w_reg"]), info=json.loads(str(z["info"])),
-                       template=z["template"] if "template" in z.files else None)
+                       template=z["template"] if "template" in z.files else None,
+                       landmarks68=z["landmarks68"] if "landmarks68" in z.files else None)
+
+    def bind(self, model):
+        """``model`` with the landmarks this cascade regresses (``landmarks68``; the model itself
+        when the cascade has none or they are the model's). Cached per model.
+
+        Raises:
+            ValueError: landmark indices outside ``model``.
+        """
+        from ..model.annotated_landmarks import with_landmarks68
+
+        if self.landmarks68 is None:
+            return model
+        if self._bound is None or self._bound[0] is not model:
+            self._bound = (model, with_landmarks68(model, self.landmarks68))
+        return self._bound[1]
 
     # ------------------------------------------------------------------ inference (eq. 4-8)
     def initial_state(self, model, batch: int, cameras=None) -> CascadeState:
@@ -245,7 +270,10 @@ class Cascade:
         twin); CUDA maps, SIFT and given cameras run the loop below.
 
         ``camera_refit`` runs the camera refit after the last stage (``refit_rounds`` rounds,
-        :mod:`dffx.align.camera_refit`); :class:`dffx.FaceTracker` turns it off."""
+        :mod:`dffx.align.camera_refit`); :class:`dffx.FaceTracker` turns it off.
+
+        ``model`` is bound to the cascade's landmarks (:meth:`bind`) first."""
+        model = self.bind(model)
         if len(crops) <= RUN_CHUNK:
             return self._run_batch(model, extractor_features, crops, cameras, native, camera_refit)
         parts = [self._run_batch(model, extractor_features, crops[lo:lo + RUN_CHUNK],
@@ -393,7 +421,7 @@ def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAUL
     if "landmarks160" in train:
         template, info["template_images"] = training_template(extractor_features, train, rng)
     return Cascade(features=extractor_features.name, mean_camera=mean_camera, R_X=np.stack(R_X), R_w=np.stack(R_w),
-                   w_reg=w_reg, info=info, template=template)
+                   w_reg=w_reg, info=info, template=template, landmarks68=np.asarray(model.landmarks68, np.int64))
 
 
 def training_template(extractor_features, data: dict, rng: np.random.Generator,

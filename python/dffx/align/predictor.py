@@ -10,18 +10,25 @@ import numpy as np
 from .._validate import as_bgr_image
 from ..detect.boxes import paired_iou
 from ..preprocess import crop_face, crop_to_image
-from .cascade import Cascade
+from .cascade import Cascade, CascadeState, update_geometry
 from .features import DFFLandmarkFeatures, SIFTLandmarkFeatures
 from .mirror import average_with_mirror, mirror_back, mirror_boxes
 
 
-def synth_split(root, split: str, limit: int | None = None, seed: int = 0) -> dict:
+def synth_split(root, split: str, limit: int | None = None, seed: int = 0, model=None) -> dict:
     """A split of a ``dffx synth`` set as the cascade trainer wants it.
+
+    Args:
+        root: the set's folder; split: "train" or "val"; limit: samples drawn at random (seeded).
+        model: when given, the landmark labels are recomputed from each sample's stored camera
+            and shape (eq. 2-3) at this model's landmarks (its landmark convention,
+            :mod:`dffx.model.annotated_landmarks`), with depth-buffer visibility; otherwise the
+            labels stored with the renders are used.
 
     Returns:
         dict with ``crops(ids)`` -> uint8 (n, 224, 224, 3) BGR, ``landmarks`` float32 (N, 68, 2),
         ``cameras`` float64 (N, 6), ``landmarks160`` float32 (N, 160, 2) and ``visible160`` bool
-        (N, 160); ``limit`` samples drawn at random (seeded) when given.
+        (N, 160).
     """
     from ..synth import SynthDataset
 
@@ -33,9 +40,16 @@ def synth_split(root, split: str, limit: int | None = None, seed: int = 0) -> di
     def meta(key):  # from the shards' metadata: no image decoding
         return np.stack([data.shards[sh].meta[key][i] for sh, i in data.entries[order]])
 
+    cameras = meta("camera").astype(np.float64)
+    if model is None:
+        labels = (meta("landmarks68"), meta("landmarks160"), meta("visible160"))
+    else:
+        params = np.concatenate([meta("p_id"), meta("p_exp")], axis=1).astype(np.float32)
+        state = update_geometry(model, CascadeState(cameras, params))
+        labels = (state.X, state.U, state.V)
     return {"crops": lambda ids: np.stack([data.raw(int(order[i]))["image"] for i in ids]),
-            "landmarks": meta("landmarks68").astype(np.float32), "cameras": meta("camera").astype(np.float64),
-            "landmarks160": meta("landmarks160").astype(np.float32), "visible160": meta("visible160").astype(bool)}
+            "landmarks": labels[0].astype(np.float32), "cameras": cameras,
+            "landmarks160": labels[1].astype(np.float32), "visible160": labels[2].astype(bool)}
 
 
 def default_cascade_path(features: str):
@@ -298,8 +312,8 @@ class CascadePredictor:
     def __init__(self, model, cascade, weights=None, device=None, refine: int = 0,
                  converged_iou: float | None = None, precision: str = "float32", mirror: bool = False,
                  backend: str = "torch", camera_refit: bool = True):
-        self.model = model
         self.cascade = cascade if isinstance(cascade, Cascade) else Cascade.load(cascade)
+        self.model = self.cascade.bind(model)
         self.features = cascade_features(self.cascade, weights, device, precision, backend)
         self.name = self.cascade.features
         self.refine, self.converged_iou, self.mirror = refine, converged_iou, bool(mirror)

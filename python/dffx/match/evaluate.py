@@ -218,8 +218,7 @@ def held_out_sources(synth, synth_root, limit: int | None = None) -> list:
     Raises:
         FileNotFoundError: not a synth folder; ValueError: no held-out photo; OSError: unreadable photo.
     """
-    import cv2
-
+    from ..synth.pipeline import read_source_photo
     from ..synth.store import read_manifest
 
     root = Path(synth_root)
@@ -232,10 +231,7 @@ def held_out_sources(synth, synth_root, limit: int | None = None) -> list:
         raise ValueError(f"{root}: no held-out photo (made with --holdout-fraction 0?)")
     out = []
     for k in idx:
-        path = photos_root / manifest["photos"][k]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise OSError(f"could not read {path}")
+        image = read_source_photo(photos_root, manifest["photos"][k])
         out.append(synth.prepare(image, fits["camera"][k], fits["p_id"][k], fits["p_exp"][k], int(k)))
     return out
 

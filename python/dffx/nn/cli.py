@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from .config import TrainConfig
+from .config import AUGMENT_FAMILIES, TrainConfig, parse_augment
 
 
 def _positive_or_all(text: str) -> int | None:
@@ -88,6 +88,9 @@ def add_train_dff_parser(train_subparsers) -> argparse.ArgumentParser:
                         "jobs 1 thread can be several times faster than oversubscribed cores)")
     p.add_argument("--full-precision-weights", action="store_true",
                    help="store the output in float32 (default: float16 parameters, half the size)")
+    p.add_argument("--augment", default="", metavar="FAMILIES",
+                   help="training-time augmentation (dffx.nn.augment): 'all' or a comma-separated subset of "
+                        f"{','.join(AUGMENT_FAMILIES)} (default: none)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"(default {d.seed})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_train_dff)
@@ -115,7 +118,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         resume=args.resume, init_from=args.init, stop_at=args.stop_at,
         time_limit_s=None if args.time_limit is None else 60.0 * args.time_limit, workers=args.workers,
         device=args.device, amp=args.amp, num_threads=args.threads, half_weights=not args.full_precision_weights,
-        seed=args.seed, progress=not args.no_progress)
+        seed=args.seed, progress=not args.no_progress, augment=parse_augment(args.augment))
 
 
 def run_train_dff(args: argparse.Namespace) -> int:

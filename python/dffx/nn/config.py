@@ -98,6 +98,27 @@ class DFFNetConfig:
         return cls(**data)
 
 
+# training-time augmentation families (dffx.nn.augment); here so that validation needs no torch
+AUGMENT_FAMILIES = ("colour", "blur", "noise", "jpeg", "scale", "occlusion")
+
+
+def parse_augment(text: str | None) -> tuple[str, ...]:
+    """``"all"``, ``""``/None or a comma-separated subset of :data:`AUGMENT_FAMILIES` -> names.
+
+    Raises:
+        ValueError: an unknown family name.
+    """
+    if not text:
+        return ()
+    if text == "all":
+        return AUGMENT_FAMILIES
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in AUGMENT_FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown augmentation {unknown}; choose from {AUGMENT_FAMILIES} or 'all'")
+    return names
+
+
 @dataclass
 class TrainConfig:
     """Settings of :func:`train_dff` (all CLI flags of ``dffx train dff`` map to these fields).
@@ -145,6 +166,8 @@ class TrainConfig:
         time_limit_s: stop likewise once this many seconds have passed in this run.
         half_weights: store the output's parameters as float16 (half the size).
         num_threads: torch CPU threads (None: leave torch's default).
+        augment: training-time augmentation families (:mod:`dffx.nn.augment`), e.g.
+            ``("colour", "occlusion")``; empty: none (runs before 2026-12-06).
     """
 
     data: str | os.PathLike
@@ -179,6 +202,7 @@ class TrainConfig:
     time_limit_s: float | None = None
     half_weights: bool = True
     num_threads: int | None = None
+    augment: tuple[str, ...] = ()
 
     def validate(self) -> None:
         """Raise ValueError for out-of-range settings."""
@@ -208,6 +232,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.amp must be one of {_AMP_CHOICES}, got {self.amp!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip}")
+        parse_augment(",".join(self.augment))
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise ValueError(f"TrainConfig.time_limit_s must be positive or None, got {self.time_limit_s}")
         if not isinstance(self.net, DFFNetConfig):

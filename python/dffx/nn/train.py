@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .augment import augment_batch
 from .config import TrainConfig
 from .unet import DFFNet, count_parameters, load_weights, plain_metadata, save_weights
 
@@ -264,6 +265,9 @@ def _class_vectors_from_features(module: _TrainModule, dataset, cfg: TrainConfig
     with torch.no_grad():
         head.h[seen] = torch.nn.functional.normalize(sums[seen], dim=-1).to(head.h.dtype)
     return float(seen.double().mean())
+
+
+AUGMENT_SALT = 11  # the augmentation's own draws (salt 0: the loss's subsampling, 7: validation)
 
 
 def _step_generator(device: torch.device, seed: int, step: int, rank: int, salt: int = 0) -> torch.Generator:
@@ -565,6 +569,7 @@ def _train(cfg, factory, segs, loss_cls, device, rank, world, is_main) -> TrainR
         return {"steps": step, "completed": completed, "train_images": len(train_set), "val_images": len(val_set),
                 "batch_size": cfg.batch_size, "global_batch": cfg.batch_size * world, "lr": cfg.lr,
                 "scale": cfg.scale, "pixels_per_image": cfg.pixels_per_image, "segments": cfg.segments,
+                "augment": list(cfg.augment),
                 "segmentations": {"file": str(cfg.segmentations_path), "count": int(segs.lut.shape[0]),
                                   "n_patches": int(segs.n_patches), "mesh_hash": segs.mesh_hash},
                 "held_out": last_val, "final_train": {"loss": ema_loss, "accuracy": ema_acc},
@@ -596,6 +601,9 @@ def _train(cfg, factory, segs, loss_cls, device, rank, world, is_main) -> TrainR
             if not checked:
                 _check_batch(images, tri, cfg.net.multiple)
                 checked = True
+            if cfg.augment:  # drawn from (seed, step, rank): a resumed run repeats the draws
+                images, tri = augment_batch(images, tri, cfg.augment,
+                                            _step_generator(torch.device("cpu"), cfg.seed, step, rank, salt=AUGMENT_SALT))
             images = images.to(device, non_blocking=True)
             tri = tri.to(device, non_blocking=True)
             if cfg.channels_last:

@@ -19,15 +19,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..align.mirror import mirror_landmarks
 from ..data import load_300w
 from ..model import load_face_model
+from ..model.annotated_landmarks import CONVENTIONS, model_for_convention
 from .fit import CONTOUR_MODES, ContourLines, fit_photo
 from .background import face_free_background, random_background
 from .render import Synthesizer, sample_view
 from .store import FORMAT_TAG, completed_shards, read_manifest, write_manifest, write_shard
 
 
-BACKGROUNDS = ("no-face", "any")
+BACKGROUNDS = ("context", "no-face", "any")
+DEFAULT_ORIGINAL_VIEWS = 0.1   # samples that show their photo as it is (context background)
 MAX_BACKGROUND_PHOTOS = 8   # photos tried for a face-free crop before one with the face is accepted
 
 
@@ -44,10 +47,26 @@ class SynthConfig:
         workers: processes (0 = all CPU cores).
         shard_size: samples per shard.
         holdout_fraction: fraction of photos marked held out (their samples form the "val" split).
-        contour: jaw strategy of the photo fits (:class:`dffx.synth.fit.ContourLines`).
-        background: ``"no-face"`` crops another photo beside its annotated face
-            (:func:`dffx.synth.background.face_free_background`); ``"any"`` crops it anywhere,
-            face included, as sets made before 2026-12-02 did.
+        contour: jaw strategy of the photo fits (:class:`dffx.synth.fit.ContourLines`). The
+            default "fixed" fits each point with the vertex that labels it in the renders (the
+            ``landmarks`` convention's), so a label sits on the texture of its annotated point;
+            sets made before 2026-12-06 fitted ICT's published jawline ("published") but
+            labelled the iBUG jaw vertices.
+        background: ``"context"`` (default) keeps the photo's own head and surroundings, turned
+            with the face (face profiling, :mod:`dffx.synth.context`); ``"no-face"`` pastes the
+            face on a crop of another photo beside its annotated face
+            (:func:`dffx.synth.background.face_free_background`, sets of 2026-12-02 to -06);
+            ``"any"`` crops it anywhere, face included, as sets made before 2026-12-02 did.
+        mirror_photos: also use every photo's mirror image as a source (its landmarks mirrored
+            with :data:`dffx.align.mirror.IBUG68_MIRROR`; a mirror image is held out with its
+            photo). Manifest names of mirror images end in :data:`MIRROR_SUFFIX`.
+        original_views: fraction of samples rendered at their photo's own fitted pose and
+            expression, unlit: the photo itself with exact labels (only with the "context"
+            background, where such a render reproduces the photo). None: 0.1 with the
+            "context" background, else 0.
+        landmarks: the landmark convention of the stored labels and of the framing
+            (:mod:`dffx.model.annotated_landmarks`): ``"300w"`` (default) or ``"ict"`` (sets made
+            before 2026-12-06).
         model: face model path (None = $DFFX_FACE_MODEL).
         progress: tqdm progress bar.
     """
@@ -60,10 +79,17 @@ class SynthConfig:
     workers: int = 0
     shard_size: int = 500
     holdout_fraction: float = 0.05
-    contour: str = "published"
-    background: str = "no-face"
+    contour: str = "fixed"
+    background: str = "context"
+    mirror_photos: bool = True
+    original_views: float | None = None
+    landmarks: str = "300w"
     model: str | None = None
     progress: bool = True
+
+    def __post_init__(self):
+        if self.original_views is None:
+            self.original_views = DEFAULT_ORIGINAL_VIEWS if self.background == "context" else 0.0
 
     def check(self) -> None:
         """Raise ValueError for settings that cannot work."""
@@ -77,16 +103,42 @@ class SynthConfig:
             raise ValueError(f"contour must be one of {CONTOUR_MODES}, got {self.contour!r}")
         if self.background not in BACKGROUNDS:
             raise ValueError(f"background must be one of {BACKGROUNDS}, got {self.background!r}")
+        if self.landmarks not in CONVENTIONS:
+            raise ValueError(f"landmarks must be one of {CONVENTIONS}, got {self.landmarks!r}")
+        if not 0 <= self.original_views <= 1:
+            raise ValueError(f"original_views must be in [0, 1], got {self.original_views}")
+        if self.original_views and self.background != "context":
+            raise ValueError("original_views needs the 'context' background (a pasted background is no photo)")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
 
 
-def _photo_list(photos: Path) -> tuple[list[str], np.ndarray]:
+MIRROR_SUFFIX = "#mirror"
+
+
+def read_source_photo(photos: Path, name: str) -> np.ndarray:
+    """uint8 (H, W, 3) BGR source photo of a set by its manifest name (a name ending in
+    :data:`MIRROR_SUFFIX` is the mirror image of the photo it names). Raises OSError if unreadable."""
+    mirrored = name.endswith(MIRROR_SUFFIX)
+    path = Path(photos) / (name[: -len(MIRROR_SUFFIX)] if mirrored else name)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise OSError(f"could not read {path}")
+    return np.ascontiguousarray(image[:, ::-1]) if mirrored else image
+
+
+def _photo_list(photos: Path, mirror: bool = False) -> tuple[list[str], np.ndarray]:
+    """Manifest names and (N, 68, 2) landmarks of the photos, followed by their mirror images."""
     samples, report = load_300w(photos)
     if not samples:
         raise ValueError(f"no photo with a 68-point .pts file under {photos}")
     names = [str(Path(s.image_path).relative_to(photos)) for s in samples]
-    return names, np.stack([s.landmarks for s in samples])
+    landmarks = np.stack([s.landmarks for s in samples])
+    if not mirror:
+        return names, landmarks
+    widths = [read_source_photo(photos, n).shape[1] for n in names]
+    flipped = np.stack([mirror_landmarks(x, w) for x, w in zip(landmarks, widths)])
+    return names + [n + MIRROR_SUFFIX for n in names], np.concatenate([landmarks, flipped])
 
 
 def _fit_all(model, landmarks: np.ndarray, contour_mode: str, progress: bool) -> dict:
@@ -111,17 +163,21 @@ _WORKER: dict = {}
 
 def _init_worker(config: dict, names: list[str], landmarks: np.ndarray, fits: dict, order: np.ndarray) -> None:
     cv2.setNumThreads(1)
-    model = load_face_model(config["model"])
+    model = model_for_convention(load_face_model(config["model"]), config["landmarks"])
     _WORKER.update(config=config, names=names, landmarks=landmarks, fits=fits, order=order, model=model,
-                   synth=Synthesizer(model, config["size"], threads=1))
+                   synth=Synthesizer(model, config["size"], threads=1, context=config["background"] == "context"))
 
 
 def _read_photo(k: int) -> np.ndarray:
-    path = Path(_WORKER["config"]["photos"]) / _WORKER["names"][k]
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"could not read {path}")
-    return image
+    return read_source_photo(Path(_WORKER["config"]["photos"]), _WORKER["names"][k])
+
+
+def _original_view(view, camera: np.ndarray, p_exp: np.ndarray):
+    """``view`` turned into the photo's own pose and expression, unlit (box jitter kept)."""
+    view.pitch, view.yaw, view.roll = (float(a) for a in camera[1:4])
+    view.p_exp = np.asarray(p_exp, np.float32).copy()
+    view.light_strength = 0.0
+    return view
 
 
 def _other_photo(src: int, rng: np.random.Generator) -> int:
@@ -130,9 +186,12 @@ def _other_photo(src: int, rng: np.random.Generator) -> int:
     return other + (other >= src)
 
 
-def _background(src: int, rng: np.random.Generator) -> np.ndarray:
-    """The background of a sample of photo ``src``: a crop of another photo (SynthConfig.background)."""
+def _background(src: int, rng: np.random.Generator) -> np.ndarray | None:
+    """The background of a sample of photo ``src``: a crop of another photo (SynthConfig.background),
+    or None where the photo's own context is rendered."""
     size = _WORKER["config"]["size"]
+    if _WORKER["config"]["background"] == "context":
+        return None
     if _WORKER["config"]["background"] == "any":
         return random_background(_read_photo(_other_photo(src, rng)), size, rng)
     for _ in range(MAX_BACKGROUND_PHOTOS):
@@ -157,6 +216,8 @@ def _make_shard(k: int) -> int:
             prepared[src] = synth.prepare(_read_photo(src), fits["camera"][src], fits["p_id"][src],
                                           fits["p_exp"][src], int(src))
         view = sample_view(rng, synth.model.n_expression, fits["p_exp"][src])
+        if cfg["original_views"] and rng.random() < cfg["original_views"]:
+            view = _original_view(view, fits["camera"][src], fits["p_exp"][src])
         samples.append(synth.render(prepared[src], view, _background(int(src), rng), rng))
         quality.append(int(rng.integers(70, 96)))
     write_shard(Path(cfg["out"]), k, samples, indices, quality)
@@ -176,16 +237,19 @@ def synthesize(config: SynthConfig) -> dict:
     config.check()
     photos, out = Path(config.photos), Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    names, landmarks = _photo_list(photos)
+    names, landmarks = _photo_list(photos, config.mirror_photos)
     photo_hash = hashlib.sha1("\n".join(names).encode()).hexdigest()[:16]
     settings = {k: v for k, v in asdict(config).items() if k not in ("out", "workers", "progress", "model")}
     settings["photos"] = str(photos.resolve())
     if (out / "manifest.json").exists():
         old = read_manifest(out)
         old["settings"].setdefault("background", "any")  # sets made before the setting existed
+        old["settings"].setdefault("landmarks", "ict")
+        old["settings"].setdefault("mirror_photos", False)
+        old["settings"].setdefault("original_views", 0.0)
         if old["settings"] != settings or old["photo_hash"] != photo_hash:
             raise ValueError(f"{out} holds a set made with other settings ({old['settings']}); use another --out")
-    model = load_face_model(config.model)
+    model = model_for_convention(load_face_model(config.model), config.landmarks)
     start = time.perf_counter()
     fits_path = out / "fits.npz"
     if fits_path.exists():
@@ -194,7 +258,9 @@ def synthesize(config: SynthConfig) -> dict:
     else:
         fits = _fit_all(model, landmarks, config.contour, config.progress)
         rng = np.random.default_rng([config.seed, 1])
-        fits["held_out"] = rng.random(len(names)) < config.holdout_fraction
+        n_photos = len(names) // 2 if config.mirror_photos else len(names)
+        held_out = rng.random(n_photos) < config.holdout_fraction
+        fits["held_out"] = np.tile(held_out, len(names) // n_photos)  # a mirror image goes with its photo
         fits["order"] = rng.permutation(len(names))
         np.savez(fits_path, **fits)
     fit_seconds = time.perf_counter() - start

@@ -25,6 +25,7 @@ import numpy as np
 from ..geometry.camera import project, rotation_matrix
 from ..ops.raster import landmark_visibility, rasterize
 from ..preprocess import CROP_SCALE
+from .context import build_context, render_context
 from .mesh import SynthMesh
 
 MAX_PITCH_DEG = 30.0
@@ -144,6 +145,9 @@ class PreparedSource:
         colours = self.sample(self.screen[:, :2])
         self.vertex_colours = mesh.fill_colours(colours, seen)
         self.skin = np.median(self.vertex_colours[: mesh.n_model_vertices], axis=0)
+        # the photo meshed around the face (face profiling), when the synthesizer keeps the context
+        self.context = (build_context(image, self.depth, self.screen[: mesh.n_model_vertices], self.camera)
+                        if synth.context else None)
 
     def sample(self, xy: np.ndarray) -> np.ndarray:
         """Bilinear colours (P, 3) float32 of the photo at (P, 2) pixel positions (black outside)."""
@@ -166,31 +170,40 @@ class Synthesizer:
         model: :class:`dffx.FaceModel`.
         size: output side in pixels (224 in the paper).
         threads: native threads for rasterization (1 inside worker processes).
+        context: draw the face over the photo's own context turned with the head
+            (:mod:`dffx.synth.context`, face profiling) instead of a given background.
     """
 
-    def __init__(self, model, size: int = 224, threads: int = 0):
+    def __init__(self, model, size: int = 224, threads: int = 0, context: bool = False):
         if size < 32:
             raise ValueError(f"size must be >= 32 pixels, got {size}")
-        self.model, self.size, self.threads = model, int(size), threads
+        self.model, self.size, self.threads, self.context = model, int(size), threads, bool(context)
         self.mesh = SynthMesh(model)
 
     def prepare(self, image, camera, p_id, p_exp, index: int = -1) -> PreparedSource:
         """See :class:`PreparedSource`."""
         return PreparedSource(self, image, camera, p_id, p_exp, index)
 
-    def render(self, src: PreparedSource, view: ViewParams, background: np.ndarray,
+    def render(self, src: PreparedSource, view: ViewParams, background: np.ndarray | None,
                rng: np.random.Generator) -> SynthSample:
-        """Render ``src`` under ``view`` over ``background`` (uint8 (size, size, 3) BGR).
+        """Render ``src`` under ``view`` over ``background`` (uint8 (size, size, 3) BGR), or over
+        the photo's own context when ``src`` was prepared with it (``background`` may be None).
 
         Returns:
             :class:`SynthSample` (image before JPEG compression).
+
+        Raises:
+            ValueError: a background of the wrong shape, or none where the source has no context.
         """
         model, mesh, size = self.model, self.mesh, self.size
-        if background.shape != (size, size, 3):
-            raise ValueError(f"background must have shape ({size}, {size}, 3), got {background.shape}")
+        if src.context is None and (background is None or background.shape != (size, size, 3)):
+            got = None if background is None else background.shape
+            raise ValueError(f"background must have shape ({size}, {size}, 3), got {got}")
         shape = src.shape + np.einsum("nkm,m->nk", model.expression_basis, view.p_exp - src.p_exp, dtype=np.float32)
         camera = crop_camera(shape[model.landmarks68], view.pitch, view.yaw, view.roll, size,
                              view.box_scale, view.box_shift)
+        if src.context is not None:
+            background = render_context(src.image, src.context, camera, size, self.threads)
         ext = mesh.extend(shape)
         screen = project(ext, camera)
         raster = rasterize(screen, mesh.triangles, size, threads=self.threads)
