@@ -167,6 +167,41 @@ def test_load_weights_errors(tmp_path, small_net):
         load_weights(tmp_path / "mismatch.pt")
 
 
+def test_crafted_weights_files_get_named_errors(tmp_path, small_net, monkeypatch):
+    """Issue 28 (5, 9): a 1.5 KB file declaring base_channels=4096 is refused before any layer is
+    built; a file without config, or whose state_dict is a list or holds an int, is a ValueError."""
+    import dffx.nn.unet as unet
+
+    path = save_weights(tmp_path / "w.pt", small_net)
+    good = torch.load(path, weights_only=True)
+
+    def variant(name, **changes):
+        blob = dict(good, **changes)
+        torch.save(blob, tmp_path / name)
+        return tmp_path / name
+
+    huge = variant("huge.pt", config={**good["config"], "base_channels": 4096}, state_dict={})
+    assert huge.stat().st_size < 4000
+
+    def no_net(*args, **kwargs):
+        raise AssertionError("the network was built from an unchecked config")
+
+    with monkeypatch.context() as m:
+        m.setattr(unet, "DFFNet", no_net)
+        with pytest.raises(ValueError, match="too large"):
+            load_weights(huge)
+    blob = {k: v for k, v in good.items() if k != "config"}
+    torch.save(blob, tmp_path / "no_config.pt")
+    with pytest.raises(ValueError, match="'config'"):
+        load_weights(tmp_path / "no_config.pt")
+    with pytest.raises(ValueError, match="'state_dict'"):
+        load_weights(variant("list.pt", state_dict=[1, 2]))
+    with pytest.raises(ValueError, match="names to tensors"):
+        load_weights(variant("int.pt", state_dict={**good["state_dict"], "extra": 3}))
+    with pytest.raises(ValueError, match="bad network config"):
+        load_weights(variant("depth.pt", config={**good["config"], "depth": "four"}))
+
+
 # ----------------------------------------------------------------------------- extractor
 def test_missing_default_weights(monkeypatch, tmp_path):
     import dffx.nn.extractor as ext

@@ -25,6 +25,12 @@ def is_weights_name(weights) -> bool:
             and not Path(weights).exists())
 
 
+# what a weights file may declare (the "large" preset has 7.8 M parameters): a bound checked
+# before any layer is allocated, so a crafted file cannot ask for gigabytes
+MAX_PARAMETERS = 200_000_000
+MAX_OUT_DIM = 1024
+
+
 @dataclass(frozen=True)
 class DFFNetConfig:
     """Size of a :class:`DFFNet`; stored in every weights file so loading rebuilds the same net.
@@ -57,6 +63,16 @@ class DFFNetConfig:
             raise ValueError(f"DFFNetConfig.max_channels must be None or a positive int, got {self.max_channels!r}")
         if self.norm == "group" and any(c % 8 for c in self.channels):
             raise ValueError(f"norm='group' needs channel counts divisible by 8, got {self.channels}")
+        if self.out_dim > MAX_OUT_DIM or self.estimated_parameters > MAX_PARAMETERS:
+            raise ValueError(f"DFFNetConfig {self.channels} -> {self.out_dim} is too large (about "
+                             f"{self.estimated_parameters / 1e6:.0f} M parameters; at most {MAX_PARAMETERS / 1e6:.0f} M "
+                             f"and out_dim <= {MAX_OUT_DIM}): refusing to allocate it")
+
+    @property
+    def estimated_parameters(self) -> int:
+        """An upper bound on the parameter count (two 3x3 convolutions per level on the way down
+        and up, the up-sampling and the skip), known before any layer is built."""
+        return sum(45 * c * c for c in self.channels) + 9 * 3 * self.channels[0] + self.channels[0] * self.out_dim
 
     @property
     def channels(self) -> tuple[int, ...]:

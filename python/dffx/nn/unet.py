@@ -275,8 +275,17 @@ def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
         raise ValueError(f"{path} is not a dffx DFF weights file (format tag {WEIGHTS_FORMAT!r} missing)")
     if int(blob.get("version", 0)) > WEIGHTS_VERSION:
         raise ValueError(f"{path} has weights format version {blob['version']}; this dffx reads <= {WEIGHTS_VERSION}")
-    net = DFFNet(DFFNetConfig.from_dict(blob["config"]))
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in blob["state_dict"].items()}
+    if "config" not in blob or not isinstance(blob.get("state_dict"), dict):
+        raise ValueError(f"{path}: a DFF weights file needs a 'config' and a 'state_dict' dict of tensors")
+    try:  # the config is checked (sizes bounded) before a layer is allocated
+        config = DFFNetConfig.from_dict(blob["config"])
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: bad network config: {exc}") from None
+    tensors = blob["state_dict"]
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()):
+        raise ValueError(f"{path}: the state_dict must map names to tensors")
+    net = DFFNet(config)
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
