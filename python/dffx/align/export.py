@@ -36,7 +36,8 @@ def cascade_file_bytes(model, cascade) -> bytes:
 
     The C++ cascade samples DFF maps, so only a cascade of DFF features is of use there; its
     network is the one the cascade file records (``cascade.info["dff_network"]``), which the
-    caller runs (``dffx export-onnx``).
+    caller runs (``dffx export-onnx``). The landmarks written are the cascade's own
+    (:meth:`dffx.align.Cascade.bind`).
 
     Raises:
         ValueError: a SIFT cascade (C++ has no SIFT).
@@ -47,6 +48,7 @@ def cascade_file_bytes(model, cascade) -> bytes:
 
     if cascade.features != "dff":
         raise ValueError(f"only DFF cascades run in C++, this one uses {cascade.features!r} features")
+    model = cascade.bind(model)
     channels = cascade.R_X.shape[1] // len(model.landmarks160)
     arrays = {
         "mean": np.asarray(model.mean, np.float32).reshape(-1, 3),

@@ -31,6 +31,7 @@ from .store import FORMAT_TAG, completed_shards, read_manifest, write_manifest, 
 
 BACKGROUNDS = ("context", "no-face", "any")
 DEFAULT_ORIGINAL_VIEWS = 0.1   # samples that show their photo as it is (context background)
+MIRROR_SUFFIX = "#mirror"      # manifest names of mirror images: the photo's name + this
 MAX_BACKGROUND_PHOTOS = 8   # photos tried for a face-free crop before one with the face is accepted
 
 
@@ -111,9 +112,6 @@ class SynthConfig:
             raise ValueError("original_views needs the 'context' background (a pasted background is no photo)")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
-
-
-MIRROR_SUFFIX = "#mirror"
 
 
 def read_source_photo(photos: Path, name: str) -> np.ndarray:
