@@ -317,6 +317,10 @@ def test_aligner_rejects_bad_images(face_model):
     ([[50, 50, 50, 80]], "x1 > x0"),
     ([[1, 2, 3]], r"shape \(F, 4\)"),
     ([["a", "b", "c", "d"]], "must be numbers"),
+    ([[-500, -500, -400, -400]], "0% inside the 120 x 120 image"),       # issue 28 (14)
+    ([[10, 10, 110, 110], [60, 60, 260, 260]], "box 1 .* 9% inside"),
+    ([[50, 50, 52, 52]], "box 0 is 2 x 2 px"),
+    ([[-1e12, -1e12, 1e12, 1e12]], "0% inside"),                        # issue 28 (10): the overlay's cv2.error
 ])
 def test_aligner_names_malformed_boxes(dff_aligner, boxes, message):
     image = np.full((120, 120, 3), 128, np.uint8)

@@ -104,6 +104,21 @@ def test_lost_face_ends_its_track_and_a_new_one_starts_when_it_returns(aligner, 
     assert tracker.tracks == [] and tracker.update(grey) == [] and tracker.detector_runs == 1
 
 
+def test_face_leaving_the_frame_ends_its_track(aligner, portrait):
+    """A face that slides out of the frame: once its predicted box lies mostly outside, the
+    track ends quietly (no error from the aligner's box check, issue 28)."""
+    from dffx.align import FaceTracker
+
+    image, _ = portrait
+    tracker = FaceTracker(aligner, detect_every=None)
+    counts = []
+    for shift in (0, 60, 120, 180, 240, 300, 360, 420):
+        frame = np.full_like(image, 128)
+        frame[:, : image.shape[1] - shift] = image[:, shift:]  # the scene moves left by shift px
+        counts.append(len(tracker.update(frame)))
+    assert counts[0] == 1 and counts[-1] == 0
+
+
 def test_tracker_keeps_every_face_of_a_group_photo_with_stable_ids(aligner):
     """Six small faces (32-49 px wide) moving 3 px per frame: periodic detections find no new
     face, every track keeps its id, and a track whose score falls restarts from the detector."""

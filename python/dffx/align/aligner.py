@@ -92,6 +92,8 @@ DEFAULT_REFINE = 1
 DEFAULT_CONVERGED_IOU = 0.85
 DEFAULT_MIN_SCORE = 0.6
 DEFAULT_MIRROR = False
+MIN_BOX_SIDE = 4.0      # px: a given box smaller than this holds no face to align
+MIN_BOX_INSIDE = 0.25   # a given box must lie at least this much inside the image (by area)
 
 
 class FaceAligner:
@@ -201,13 +203,14 @@ class FaceAligner:
 
         Raises:
             ValueError: empty image, wrong dtype or shape, malformed boxes (not (F, 4) numbers,
-                not finite, or x1 <= x0 or y1 <= y0; :meth:`checked_boxes`).
+                not finite, x1 <= x0 or y1 <= y0, under ``MIN_BOX_SIDE`` pixels, or mostly
+                outside the image; :meth:`checked_boxes`).
         """
         img = self.checked_image(image)
         detected = boxes is None
         if detected:
             boxes = self.detect(img)
-        boxes = self.checked_boxes(boxes)
+        boxes = self.checked_boxes(boxes, img.shape[:2])
         if len(boxes) == 0:
             return []
         refit = self.camera_refit if camera_refit is None else bool(camera_refit)
@@ -227,12 +230,18 @@ class FaceAligner:
         return out
 
     @staticmethod
-    def checked_boxes(boxes) -> np.ndarray:
+    def checked_boxes(boxes, image_shape=None) -> np.ndarray:
         """Face boxes as float64 (F, 4) x0, y0, x1, y1 (one box (4,) becomes (1, 4)).
 
+        Args:
+            boxes: (F, 4) or (4,) numbers, pixels.
+            image_shape: (H, W) of the image the boxes belong to; when given, a box must have
+                sides of at least ``MIN_BOX_SIDE`` pixels and at least ``MIN_BOX_INSIDE`` of its
+                area inside the image (a face there is something to align).
+
         Raises:
-            ValueError: not numbers, not (F, 4) or (4,), NaN or inf, or a box whose x1 <= x0
-                or y1 <= y0 (the message names the box).
+            ValueError: not numbers, not (F, 4) or (4,), NaN or inf, a box whose x1 <= x0
+                or y1 <= y0, too small or mostly outside the image (the message names the box).
         """
         try:
             array = np.asarray(boxes, dtype=np.float64)
@@ -247,6 +256,19 @@ class FaceAligner:
                                & (array[:, 3] > array[:, 1])))
         if len(bad):
             raise ValueError(f"box {bad[0]} must be finite with x1 > x0 and y1 > y0, got {array[bad[0]].tolist()}")
+        if image_shape is None:
+            return array
+        sides = array[:, 2:] - array[:, :2]
+        small = np.flatnonzero(sides.min(axis=1) < MIN_BOX_SIDE)
+        if len(small):
+            raise ValueError(f"box {small[0]} is {sides[small[0], 0]:.3g} x {sides[small[0], 1]:.3g} px; a face "
+                             f"box needs sides of at least {MIN_BOX_SIDE} px")
+        inside = box_inside_fraction(array, image_shape)
+        outside = np.flatnonzero(inside < MIN_BOX_INSIDE)
+        if len(outside):
+            h, w = image_shape
+            raise ValueError(f"box {outside[0]} {array[outside[0]].tolist()} lies {100 * inside[outside[0]]:.0f}% "
+                             f"inside the {w} x {h} image; at least {100 * MIN_BOX_INSIDE:.0f}% must be")
         return array
 
     @staticmethod
@@ -266,6 +288,15 @@ class FaceAligner:
         if len(boxes) != len(images):
             raise ValueError(f"boxes must hold one entry per image: {len(boxes)} for {len(images)} images")
         return [self.align(im, b) for im, b in zip(images, boxes)]
+
+
+def box_inside_fraction(boxes: np.ndarray, image_shape) -> np.ndarray:
+    """float64 (F,): the share of each box's area (boxes (F, 4) x0, y0, x1, y1 with x1 > x0,
+    y1 > y0) that lies inside an image of ``image_shape`` (H, W)."""
+    h, w = image_shape[:2]
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    inside = (np.clip(b[:, 2], 0, w) - np.clip(b[:, 0], 0, w)) * (np.clip(b[:, 3], 0, h) - np.clip(b[:, 1], 0, h))
+    return inside / ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
 
 
 def draw_alignment(image: np.ndarray, faces: list[FaceAlignment]) -> np.ndarray:
