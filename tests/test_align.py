@@ -122,6 +122,17 @@ def test_cascade_save_load_roundtrip(tmp_path):
     np.testing.assert_array_equal(d.R_X, c.R_X)
     with pytest.raises(FileNotFoundError, match="dffx train cascade"):
         Cascade.load(tmp_path / "missing.npz")
+    # issue 28 (8): damaged or foreign files are one ValueError naming the file
+    whole = (tmp_path / "c.npz").read_bytes()
+    damaged = {"truncated.npz": whole[: len(whole) // 3], "random.npz": rng.bytes(2000),
+               "flipped.npz": whole[:600] + bytes(b ^ 0xFF for b in whole[600:700]) + whole[700:]}
+    for name, data in damaged.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=f"cannot read cascade file .*{name}"):
+            Cascade.load(tmp_path / name)
+    np.savez(tmp_path / "foreign.npz", x=np.zeros(3))
+    with pytest.raises(ValueError, match="foreign.npz.*KeyError"):
+        Cascade.load(tmp_path / "foreign.npz")
 
 
 def test_sift_features_zero_hidden_landmarks():

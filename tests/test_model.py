@@ -204,6 +204,34 @@ def test_missing_model_errors_name_the_path_and_the_fix(monkeypatch, tmp_path):
     assert issubclass(ModelNotFoundError, FileNotFoundError)
 
 
+def test_damaged_model_files_are_named(ict_dir, tmp_path):
+    """Issue 28 (8): a truncated or foreign shapes.npz, a random .npz model and a broken
+    vertex_indices.json give one ValueError naming the file, not a zipfile/pickle/JSON traceback."""
+    import re
+    import shutil
+
+    folder = tmp_path / "ict"
+    folder.mkdir()
+    for name in ("generic_neutral_mesh.obj", "vertex_indices.json"):
+        (folder / name).symlink_to(ict_dir / name)
+    shapes = folder / "shapes.npz"
+    shapes.write_bytes((ict_dir / "shapes.npz").read_bytes()[:100_000])  # truncated
+    with pytest.raises(ValueError, match=re.escape(str(shapes))):
+        dffx.load_face_model(folder)
+    shapes.write_bytes(np.random.default_rng(0).bytes(5000))  # not a zip, not an array
+    with pytest.raises(ValueError, match=re.escape(str(shapes))):
+        dffx.load_face_model(folder)
+    shutil.copy(ict_dir / "shapes.npz", shapes)
+    (folder / "vertex_indices.json").unlink()
+    (folder / "vertex_indices.json").write_text('{"idx_to_landmark_verts": [1, 2')
+    with pytest.raises(ValueError, match="cannot read .*vertex_indices.json"):
+        dffx.load_face_model(folder)
+    random_model = tmp_path / "random.npz"
+    random_model.write_bytes(np.random.default_rng(1).bytes(3000))
+    with pytest.raises(ValueError, match=re.escape(str(random_model))):
+        dffx.load_face_model(random_model)
+
+
 def test_bad_model_arguments(face_model, ict_dir, tmp_path):
     with pytest.raises(ValueError, match="n_identity"):
         dffx.load_face_model(ict_dir, n_identity=0)

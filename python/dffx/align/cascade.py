@@ -174,17 +174,26 @@ class Cascade:
 
     @classmethod
     def load(cls, path) -> "Cascade":
-        """Read a file written by :meth:`save`; FileNotFoundError names the path."""
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: no such file (names the path); ValueError: a damaged or foreign
+                file (truncated, bit-flipped, pickled, missing arrays), naming the path.
+        """
         import json
 
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"cascade file {path} not found (train one with `dffx train cascade`)")
-        with np.load(path) as z:
-            return cls(features=str(z["features"]), mean_camera=z["mean_camera"], R_X=z["R_X"], R_w=z["R_w"],
-                       w_reg=float(z["w_reg"]), info=json.loads(str(z["info"])),
-                       template=z["template"] if "template" in z.files else None,
-                       landmarks68=z["landmarks68"] if "landmarks68" in z.files else None)
+        try:
+            with np.load(path) as z:
+                return cls(features=str(z["features"]), mean_camera=z["mean_camera"], R_X=z["R_X"], R_w=z["R_w"],
+                           w_reg=float(z["w_reg"]), info=json.loads(str(z["info"])),
+                           template=z["template"] if "template" in z.files else None,
+                           landmarks68=z["landmarks68"] if "landmarks68" in z.files else None)
+        except Exception as exc:  # noqa: BLE001 - BadZipFile, pickle refusal, missing keys, bad CRC, JSON, ...
+            raise ValueError(f"cannot read cascade file '{path}' (damaged, or not written by `dffx train "
+                             f"cascade`): {type(exc).__name__}: {exc}") from None
 
     def bind(self, model):
         """``model`` with the landmarks this cascade regresses (``landmarks68``; the model itself

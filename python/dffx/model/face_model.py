@@ -236,7 +236,11 @@ def load_face_model(path: str | os.PathLike | None = None, n_identity: int = DEF
     if not expression_variance > 0:
         raise ValueError(f"expression_variance must be > 0, got {expression_variance}")
     if (root / "shapes.npz").is_file():
-        arrays = _read_repacked(root / "shapes.npz")
+        try:
+            arrays = _read_repacked(root / "shapes.npz")
+        except Exception as exc:  # noqa: BLE001 - BadZipFile, pickle refusal, missing keys, bad CRC, ...
+            raise ValueError(f"cannot read face model '{root / 'shapes.npz'}' (damaged or not ICT-FaceKit's "
+                             f"repacked shapes): {type(exc).__name__}: {exc}") from None
     elif (root / "identity000.obj").is_file():
         arrays = _read_published_cached(root)
     else:
@@ -317,7 +321,13 @@ def _read_published(root: Path):
 
 def _build(root: Path, neutral, identity, identity_names, expression, expression_names, *,
            n_identity: int, expression_variance: float) -> FaceModel:
-    indices = json.loads(_require(root, "vertex_indices.json").read_text())
+    index_file = _require(root, "vertex_indices.json")
+    try:
+        indices = json.loads(index_file.read_text())
+        if not isinstance(indices, dict) or "idx_to_landmark_verts" not in indices:
+            raise ValueError("no 'idx_to_landmark_verts' list")
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"cannot read '{index_file}': {exc}") from None
     polygons = read_obj_faces(_require(root, "generic_neutral_mesh.obj"))
     if neutral.shape[0] < FACE_VERTEX_COUNT or len(polygons) < FACE_POLYGON_COUNT:
         raise ValueError(f"{root}: not an ICT-FaceKit mesh ({neutral.shape[0]} vertices, {len(polygons)} polygons)")
@@ -359,5 +369,7 @@ def _load_npz(path: Path) -> FaceModel:
                 expression_variance=d["expression_variance"], landmarks68=d["landmarks68"],
                 landmarks160=d["landmarks160"], identity_names=tuple(d["identity_names"].tolist()),
                 expression_names=tuple(d["expression_names"].tolist()), source=str(path))
-    except (OSError, KeyError) as exc:
-        raise ValueError(f"cannot read face model '{path}': {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - OSError, KeyError, BadZipFile, pickle refusal, bad CRC, ...
+        if isinstance(exc, ValueError) and str(path) in str(exc):
+            raise
+        raise ValueError(f"cannot read face model '{path}': {type(exc).__name__}: {exc}") from None
