@@ -382,10 +382,14 @@ def test_cli_sift_only_with_detected_faces(tmp_path, capsys):
 
 
 def test_cli_fails_cleanly(tmp_path, capsys):
+    from test_imageio import _png_header_only
+
     image = SHARED / "data" / "dev" / "aflw2000-3d-sample" / "image00050.jpg"
+    huge = _png_header_only(tmp_path / "huge.png", 60000, 60000)  # issue 28 (7): was a cv2.error traceback
     out = tmp_path / "x.png"
     for argv, message in [([str(tmp_path / "missing.jpg"), str(image)], "no such image"),
-                          ([str(image), str(image.with_suffix(".mat"))], "could not read"),
+                          ([str(image), str(image.with_suffix(".mat"))], "not an image OpenCV can decode"),
+                          ([str(image), str(huge)], "huge.png: 60000 x 60000"),
                           ([str(image), str(image), "--dense", "--sift-only"], "--dense needs")]:
         assert _run(argv + ["--out", str(out), "--sift-only" if "--sift-only" not in argv else "--mask=ellipse"]) == 1
         err = capsys.readouterr().err.strip()

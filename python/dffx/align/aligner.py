@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validate import as_bgr_image
+from ..imageio import DEFAULT_MAX_PIXELS, check_pixels
 from ..detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE_SIZE, DETECTORS, MTCNN_MIN_FACE_SIZE
 from ..geometry.camera import project
 from .cascade import Cascade
@@ -139,6 +140,8 @@ class FaceAligner:
         min_face_size: smallest face side, in pixels, the detector looks for (an integer >= 12;
             default ``dffx.detect.DEFAULT_MIN_FACE_SIZE``, 40). Raise it for large photos of
             large faces: detecting in a 12-megapixel photo takes about 1 s at 40 px, 0.4 s at 80.
+        max_pixels: largest image (width x height) :meth:`align` accepts (None: no limit);
+            default ``dffx.imageio.DEFAULT_MAX_PIXELS``, 100 M: a 20000 x 20000 image took 7.6 GB.
 
     Raises:
         FileNotFoundError: missing cascade/weights/model files; ValueError: unknown features,
@@ -152,7 +155,8 @@ class FaceAligner:
                  refine: int = DEFAULT_REFINE, converged_iou: float | None = DEFAULT_CONVERGED_IOU,
                  min_score: float | None = DEFAULT_MIN_SCORE, detector: str = DEFAULT_DETECTOR,
                  precision: str = "float32", mirror: bool = DEFAULT_MIRROR,
-                 min_face_size: int = DEFAULT_MIN_FACE_SIZE, backend: str | None = None, camera_refit: bool = True):
+                 min_face_size: int = DEFAULT_MIN_FACE_SIZE, backend: str | None = None, camera_refit: bool = True,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS):
         from ..model import load_face_model
 
         if refine < 0:
@@ -170,6 +174,10 @@ class FaceAligner:
         self.refine, self.converged_iou = int(refine), converged_iou
         self.min_score, self.detector, self.mirror = min_score, detector, bool(mirror)
         self.camera_refit = bool(camera_refit)
+        if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer))
+                                       or max_pixels < 1):
+            raise ValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
+        self.max_pixels = max_pixels
         self.cascade = Cascade.load(cascade if cascade is not None else default_cascade_path(features))
         if self.cascade.features != features:
             raise ValueError(f"cascade file was trained with {self.cascade.features!r} features, not {features!r}")
@@ -271,11 +279,13 @@ class FaceAligner:
                              f"inside the {w} x {h} image; at least {100 * MIN_BOX_INSIDE:.0f}% must be")
         return array
 
-    @staticmethod
-    def checked_image(image) -> np.ndarray:
+    def checked_image(self, image) -> np.ndarray:
         """uint8 (H, W, 3) BGR from a BGR or (H, W) grey uint8 image
-        (:func:`dffx._validate.as_bgr_image`). Raises ValueError: empty, another dtype or shape."""
-        return as_bgr_image(image)
+        (:func:`dffx._validate.as_bgr_image`). Raises ValueError: empty, another dtype or shape,
+        more than ``max_pixels`` pixels."""
+        img = as_bgr_image(image)
+        check_pixels(img.shape[1], img.shape[0], self.max_pixels)
+        return img
 
     def align_many(self, images, boxes=None) -> list[list[FaceAlignment]]:
         """:meth:`align` over a list of images (``boxes``: None, or one entry per image: an

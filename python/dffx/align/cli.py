@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..detect import DEFAULT_DETECTOR, DETECTORS
+from ..imageio import DEFAULT_MAX_PIXELS, read_image
 
 
 def add_aligner_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,6 +53,9 @@ def add_aligner_arguments(p: argparse.ArgumentParser) -> None:
                    help="re-fit camera and shape to the landmarks after the last stage (default: FaceAligner's, on; "
                         "the tracker's frames run without it)")
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"refuse images of more than N pixels, checked from the file header before decoding "
+                        f"(default {DEFAULT_MAX_PIXELS:,}; 0 = no limit)")
 
 
 def aligner_from_args(args):
@@ -73,6 +77,7 @@ def aligner_from_args(args):
         options["camera_refit"] = args.camera_refit
     if args.min_face_size is not None:
         options["min_face_size"] = args.min_face_size
+    options["max_pixels"] = args.max_pixels or None
     return FaceAligner(features=args.features, device=args.device, model=load_face_model(args.model),
                        detector=args.detector, precision=args.precision, backend=args.backend, **options)
 
@@ -93,11 +98,16 @@ def _cmd_align(args) -> int:
     failed = 0
     written = {}  # output stem -> the input that wrote it
     for name in expand_image_arguments(args.images):
-        image = cv2.imread(name, cv2.IMREAD_COLOR) if Path(name).is_file() else None
+        image, unreadable = None, None
+        if Path(name).is_file():
+            try:
+                image = read_image(name, args.max_pixels or None)
+            except (OSError, ValueError) as exc:  # not an image, damaged, over the pixel limit
+                unreadable = str(exc).removeprefix(f"{name}: ")
         stem = Path(name).stem
         problem = ("no such file" if not Path(name).exists() else
                    "no image files in this folder" if Path(name).is_dir() else
-                   "not an image" if image is None else
+                   unreadable if unreadable else
                    f"same name as {written[stem]}, whose results it would overwrite" if stem in written else None)
         if problem:
             print(f"dffx align: error: {name}: {problem}", file=sys.stderr)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..imageio import read_image
 from ..preprocess import CROP_SCALE, crop_face
 
 ELLIPSE_SEMI_AXES = (0.55, 0.62)   # of the face box width / height
@@ -65,19 +66,6 @@ def ellipse_face_mask(size: int, box_in_crop=None) -> np.ndarray:
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - ELLIPSE_SHIFT_UP * h
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
     return ((xs - cx) / (ELLIPSE_SEMI_AXES[0] * w)) ** 2 + ((ys - cy) / (ELLIPSE_SEMI_AXES[1] * h)) ** 2 <= 1.0
-
-
-def read_image(path) -> np.ndarray:
-    """uint8 BGR image of a file. Raises OSError (one line) when missing or unreadable."""
-    import cv2
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no such image: {p}")
-    image = cv2.imread(str(p), cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"could not read an image from {p}")
-    return image
 
 
 def face_crop(image: np.ndarray, box=None, *, size: int = 224, mask: str = "ellipse", crop: bool = True,
@@ -183,7 +171,7 @@ def _run(args) -> int:
         raise ValueError(f"--size must be a positive multiple of 16, got {args.size}")
     if args.dense and args.sift_only:
         raise ValueError("--dense needs the DFF network; drop --sift-only")
-    src_image, dst_image = read_image(args.src), read_image(args.dst)
+    src_image, dst_image = read_image(args.src), read_image(args.dst)  # dffx.imageio: pixel limit, one-line errors
     src, src_mask, _ = face_crop(src_image, args.box_src, size=args.size, mask=args.mask, crop=not args.no_crop,
                                  name=args.src)
     dst, dst_mask, _ = face_crop(dst_image, args.box_dst, size=args.size, mask=args.mask, crop=not args.no_crop,

@@ -1,0 +1,81 @@
+"""Reading image files within a pixel limit (dffx.imageio; issue 28, cases 6 and 7)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO, SHARED
+
+
+def _png_header_only(path, width, height):
+    """A PNG of a few dozen bytes whose IHDR declares width x height (no pixel data)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
+    return path
+
+
+def test_header_size_matches_the_decoded_image(tmp_path):
+    from dffx.imageio import header_size
+
+    files = [REPO / "examples" / "face_generated.png", SHARED / "data" / "dev" / "aflw2000-3d-sample" / "image00050.jpg",
+             next((SHARED / "data" / "300w-train" / "helen_trainset").glob("*.jpg"))]
+    image = cv2.imread(str(files[0]))
+    cv2.imwrite(str(tmp_path / "x.bmp"), image[:, :77])
+    cv2.imwrite(str(tmp_path / "p.jpg"), image[:50], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    for path in files + [tmp_path / "x.bmp", tmp_path / "p.jpg"]:
+        decoded = cv2.imread(str(path))
+        assert header_size(path) == (decoded.shape[1], decoded.shape[0]), path
+    (tmp_path / "t.txt").write_text("no image")
+    assert header_size(tmp_path / "t.txt") is None
+
+
+def test_oversized_headers_are_refused_before_decoding(tmp_path, monkeypatch):
+    from dffx.imageio import read_image
+
+    huge = _png_header_only(tmp_path / "huge.png", 60000, 60000)
+    assert huge.stat().st_size < 80
+    decoded = []
+    monkeypatch.setattr(cv2, "imread", lambda *a, **k: decoded.append(a))
+    with pytest.raises(ValueError, match=r"huge.png: 60000 x 60000 = 3,600,000,000 pixels, over the limit of 100,000,000"):
+        read_image(huge)
+    assert decoded == []  # refused from the header
+    monkeypatch.undo()
+    with pytest.raises(OSError, match="huge.png: not an image OpenCV can decode"):
+        read_image(huge, max_pixels=None)  # OpenCV's own refusal is one line, not a cv2.error
+    big = _png_header_only(tmp_path / "big.png", 20000, 20000)
+    with pytest.raises(ValueError, match="400,000,000 pixels"):
+        read_image(big)
+    image = read_image(REPO / "examples" / "face_generated.png")
+    assert image.dtype == np.uint8 and image.ndim == 3
+    with pytest.raises(ValueError, match="over the limit of 1,000 "):
+        read_image(REPO / "examples" / "face_generated.png", max_pixels=1000)
+    with pytest.raises(FileNotFoundError, match="no such image"):
+        read_image(tmp_path / "missing.png")
+
+
+def test_aligner_and_cli_apply_the_limit(tmp_path, capsys, face_model):
+    """FaceAligner refuses arrays over max_pixels; `dffx align` reports an oversized file in one
+    line and goes on with the batch."""
+    import shutil
+
+    from dffx.align import FaceAligner
+    from dffx.cli import main
+
+    aligner = FaceAligner("sift", model=face_model, max_pixels=100 * 100)
+    with pytest.raises(ValueError, match="101 x 100"):
+        aligner.align(np.zeros((100, 101, 3), np.uint8))
+    with pytest.raises(ValueError, match="max_pixels"):
+        FaceAligner("sift", model=face_model, max_pixels=0)
+    _png_header_only(tmp_path / "a_huge.png", 60000, 60000)
+    shutil.copy(REPO / "examples" / "face_generated.png", tmp_path / "b.png")
+    code = main(["align", str(tmp_path / "a_huge.png"), str(tmp_path / "b.png"), "--out", str(tmp_path / "out"),
+                 "--features", "sift"])
+    err = capsys.readouterr().err
+    assert code == 1 and "a_huge.png: 60000 x 60000" in err and "Traceback" not in err
+    assert (tmp_path / "out" / "b.json").is_file() and not (tmp_path / "out" / "a_huge.json").exists()
