@@ -176,3 +176,6 @@ def test_track_command_writes_json_lines_and_an_overlay_video(portrait, tmp_path
     (tmp_path / "not_a_video.avi").write_text("hello")
     assert main(["track", str(tmp_path / "not_a_video.avi"), "--out", str(tmp_path / "x.jsonl")]) == 1
     assert main(["track", str(tmp_path / "missing.avi"), "--out", str(tmp_path / "x.jsonl")]) == 1
+    # issue 28 (13): an overlay name that is no video is refused before anything is written
+    assert main(["track", str(video), "--out", str(tmp_path / "y.jsonl"), "--overlay", str(tmp_path / "o.png")]) == 1
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "y.jsonl").exists()

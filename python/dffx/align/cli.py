@@ -24,6 +24,8 @@ import numpy as np
 from ..detect import DEFAULT_DETECTOR, DETECTORS
 from ..imageio import DEFAULT_MAX_PIXELS, read_image
 
+OVERLAY_VIDEO_SUFFIXES = {".avi": "MJPG", ".mp4": "mp4v"}   # dffx track --overlay: file suffix -> codec
+
 
 def add_aligner_arguments(p: argparse.ArgumentParser) -> None:
     """The :class:`dffx.FaceAligner` options shared by ``dffx align`` and ``dffx track``."""
@@ -151,6 +153,9 @@ def _cmd_track(args) -> int:
 
     if not Path(args.video).is_file():
         raise OSError(f"{args.video}: no such file")
+    if args.overlay and Path(args.overlay).suffix.lower() not in OVERLAY_VIDEO_SUFFIXES:
+        # OpenCV would write a .png "video" as one image and say so only as a warning
+        raise ValueError(f"--overlay {args.overlay}: not a video file name (use {' or '.join(OVERLAY_VIDEO_SUFFIXES)})")
     video = cv2.VideoCapture(args.video)
     ok, frame = video.read() if video.isOpened() else (False, None)
     if not ok:
@@ -158,7 +163,7 @@ def _cmd_track(args) -> int:
     tracker = FaceTracker(aligner_from_args(args), detect_every=args.detect_every or None)
     writer = None
     if args.overlay:
-        fourcc = "mp4v" if Path(args.overlay).suffix.lower() == ".mp4" else "MJPG"
+        fourcc = OVERLAY_VIDEO_SUFFIXES[Path(args.overlay).suffix.lower()]
         fps = video.get(cv2.CAP_PROP_FPS) or 25.0
         writer = cv2.VideoWriter(args.overlay, cv2.VideoWriter_fourcc(*fourcc), fps, frame.shape[1::-1])
         if not writer.isOpened():
