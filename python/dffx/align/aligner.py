@@ -309,6 +309,14 @@ def box_inside_fraction(boxes: np.ndarray, image_shape) -> np.ndarray:
     return inside / ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
 
 
+def boxes_fit_image(boxes: np.ndarray, image_shape) -> np.ndarray:
+    """bool (F,): which boxes (F, 4) :meth:`FaceAligner.checked_boxes` accepts for an image of
+    ``image_shape``: sides of at least ``MIN_BOX_SIDE`` px, at least ``MIN_BOX_INSIDE`` inside."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    big = (b[:, 2:] - b[:, :2]).min(axis=1) >= MIN_BOX_SIDE
+    return big & (box_inside_fraction(b, image_shape) >= MIN_BOX_INSIDE)
+
+
 def draw_alignment(image: np.ndarray, faces: list[FaceAlignment]) -> np.ndarray:
     """Overlay: visible landmarks as filled green dots, hidden ones as red rings, head-pose axes."""
     import cv2

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..detect import box_iou
-from .aligner import DEFAULT_MIN_SCORE, MIN_BOX_INSIDE, MIN_BOX_SIDE, FaceAligner, FaceAlignment, box_inside_fraction
+from .aligner import DEFAULT_MIN_SCORE, FaceAligner, FaceAlignment, boxes_fit_image
 
 DEFAULT_DETECT_EVERY = 30   # frames between detector runs while faces are tracked (1 s at 30 fps)
 SAME_FACE_IOU = 0.3         # a detection overlapping a track's box this much is that face
@@ -161,8 +161,7 @@ class FaceTracker:
     def _align(self, img: np.ndarray, starts: list[_Start]) -> list[TrackedFace]:
         """Align from every start; faces scoring below ``min_score`` are dropped (lost or false),
         and so are starts whose predicted box has (mostly) left the frame or shrunk to nothing."""
-        starts = [s for s in starts if s.box[2] - s.box[0] >= MIN_BOX_SIDE and s.box[3] - s.box[1] >= MIN_BOX_SIDE
-                  and box_inside_fraction(s.box, img.shape)[0] >= MIN_BOX_INSIDE]
+        starts = [s for s in starts if boxes_fit_image(s.box, img.shape)[0]]
         if not starts:
             return []
         # Without the camera refit: frame after frame from the last landmarks' box, it let a small
