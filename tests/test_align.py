@@ -384,9 +384,10 @@ def dff_aligner(face_model):
 
 
 def test_refine_passes_recover_from_displaced_boxes(dff_aligner, face_model, aflw2000_dir):
-    """Boxes a tenth of the face off, each in another direction, and 15% too large (a detector of
+    """Boxes 15% of the face off, each in another direction, and 30% too large (a detector of
     another convention): re-crop passes from the landmark box bring the mean error down to about
-    that of the true boxes."""
+    that of the true boxes (here 8.6 -> 6.1 against 5.9%). From boxes a tenth off and 15% too
+    large the run-5 network's first pass is already there (6.0%): nothing left to recover."""
     from dffx.align.predictor import align_in_image
 
     names = {"image00050", "image00430", "image02420", "image04331", "image02616", "image03324"}
@@ -394,8 +395,8 @@ def test_refine_passes_recover_from_displaced_boxes(dff_aligner, face_model, afl
     errors = {0: [], 2: [], "truth": []}
     for (image, gt, box), direction in zip(_aflw2000_faces(aflw2000_dir, names), directions):
         side = box[2:] - box[:2]
-        centre = (box[2:] + box[:2]) / 2 + 0.1 * direction * side
-        displaced = np.r_[centre - 0.575 * side, centre + 0.575 * side]
+        centre = (box[2:] + box[:2]) / 2 + 0.15 * direction * side
+        displaced = np.r_[centre - 0.65 * side, centre + 0.65 * side]
         for refine in (0, 2):
             result = align_in_image(face_model, dff_aligner.cascade, dff_aligner.features, image, displaced[None],
                                     refine)
@@ -403,7 +404,7 @@ def test_refine_passes_recover_from_displaced_boxes(dff_aligner, face_model, afl
         result = align_in_image(face_model, dff_aligner.cascade, dff_aligner.features, image, box[None], 0)
         errors["truth"].append(nme_box(result.landmarks[0], gt))
     mean = {k: np.mean(v) for k, v in errors.items()}
-    assert mean[2] < 0.95 * mean[0]
+    assert mean[2] < 0.8 * mean[0]
     assert mean[2] < mean["truth"] + 0.005
 
 
@@ -442,8 +443,9 @@ def test_each_face_keeps_its_last_or_its_best_scoring_pass(dff_aligner, face_mod
     from dffx.align.predictor import KEEP_PASS, align_in_image
 
     (image, _, box), = _aflw2000_faces(aflw2000_dir, {"image02283"})
-    side = box[2:] - box[:2]
-    boxes = np.stack([box, box + np.r_[0.15 * side, -0.1 * side]])
+    side = np.tile(box[2:] - box[:2], 2)
+    # the true box and three boxes off by a tenth of the face, moved or shrunk
+    boxes = box + np.array([[0, 0, 0, 0], [-0.1, 0.1, -0.1, 0.1], [0.05, 0.05, 0.05, 0.05], [0.1, 0.1, -0.05, -0.05]]) * side
 
     def run(start, refine, keep=None):
         return align_in_image(face_model, dff_aligner.cascade, dff_aligner.features, image, start, refine,
@@ -451,8 +453,9 @@ def test_each_face_keeps_its_last_or_its_best_scoring_pass(dff_aligner, face_mod
 
     first = run(boxes, 0)
     second = run(np.concatenate([first.landmarks.min(1), first.landmarks.max(1)], axis=1), 0)
-    # from the true box pass 2 scores lower, from the displaced one higher: the two rules differ
-    assert first.score[0] > second.score[0] and second.score[1] > first.score[1]
+    # some faces score higher in pass 1, some in pass 2: the two rules differ
+    first_better = first.score > second.score
+    assert first_better.any() and not first_better.all()
     assert KEEP_PASS["dff"] == "last"
     for keep in (None, "last"):
         refined = run(boxes, 1, keep)
@@ -460,8 +463,9 @@ def test_each_face_keeps_its_last_or_its_best_scoring_pass(dff_aligner, face_mod
         np.testing.assert_allclose(refined.boxes, second.boxes)
         np.testing.assert_allclose(refined.score, second.score, atol=1e-5)
     best = run(boxes, 1, "best-score")
-    np.testing.assert_allclose(best.landmarks, [first.landmarks[0], second.landmarks[1]], atol=1e-3)
-    np.testing.assert_allclose(best.score, [first.score[0], second.score[1]], atol=1e-5)
+    np.testing.assert_allclose(best.landmarks, np.where(first_better[:, None, None], first.landmarks,
+                                                        second.landmarks), atol=1e-3)
+    np.testing.assert_allclose(best.score, np.maximum(first.score, second.score), atol=1e-5)
     with pytest.raises(ValueError, match="keep"):
         run(boxes, 1, "best")
 
@@ -503,8 +507,6 @@ def test_score_separates_aligned_faces_from_non_faces(dff_aligner, aflw2000_dir)
     a flat grey image and noise."""
     import cv2
 
-    from dffx.align.aligner import DEFAULT_MIN_SCORE
-
     from conftest import SHARED
 
     faces = _aflw2000_faces(aflw2000_dir, {"image00050", "image00430", "image02420", "image04331"})
@@ -515,9 +517,10 @@ def test_score_separates_aligned_faces_from_non_faces(dff_aligner, aflw2000_dir)
     grey = np.full((200, 200, 3), 128, np.uint8)
     noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3)).astype(np.uint8)
     off_faces += [dff_aligner.align(image, [[50, 50, 150, 150]])[0].score for image in (grey, noise)]
-    assert min(on_faces) > DEFAULT_MIN_SCORE + 0.1
-    # a dog false hit scores 0.51 (0.48 without the camera refit; docs/alignment.md, "Camera refit")
-    assert max(off_faces) < DEFAULT_MIN_SCORE - 0.05
+    min_score = dff_aligner.min_score  # the shipped cascade's calibrated threshold
+    assert min_score == dff_aligner.cascade.info["min_score"]
+    assert min(on_faces) > min_score + 0.05   # 0.90-0.96 against 0.82
+    assert max(off_faces) < min_score
 
 
 def test_detections_below_min_score_are_dropped_but_given_boxes_are_kept(face_model, aflw2000_dir, monkeypatch):

@@ -85,3 +85,67 @@ def test_cascade_keeps_its_template_and_reads_files_without_one(tmp_path):
     loaded = Cascade.load(Cascade(*args, template=template).save(tmp_path / "with.npz"))
     np.testing.assert_array_equal(loaded.template, template)
     assert Cascade.load(Cascade(*args).save(tmp_path / "without.npz")).template is None
+
+
+def test_cascade_threshold_is_its_calibrated_one_or_the_uncalibrated_default(tmp_path):
+    from dffx.align import Cascade
+    from dffx.align.confidence import UNCALIBRATED_MIN_SCORE
+
+    rng = np.random.default_rng(3)
+    args = ("sift", np.arange(6.0), rng.normal(size=(1, 5, 136)).astype(np.float32),
+            rng.normal(size=(1, 5, 6)).astype(np.float32), 0.3)
+    assert Cascade(*args, {}).min_score == UNCALIBRATED_MIN_SCORE == 0.6
+    assert Cascade.load(Cascade(*args, {"min_score": 0.83}).save(tmp_path / "c.npz")).min_score == 0.83
+
+
+def test_threshold_lies_halfway_between_the_percentiles():
+    from dffx.align.score_calibration import threshold_between
+
+    faces = np.linspace(0.80, 1.0, 101)          # 1st percentile 0.802
+    backgrounds = np.linspace(0.0, 0.60, 101)    # 95th percentile 0.57
+    assert threshold_between(faces, backgrounds) == pytest.approx(round((0.802 + 0.57) / 2, 2))
+    for bad in ([], [np.nan]):
+        with pytest.raises(ValueError, match="finite face score"):
+            threshold_between(bad, backgrounds)
+        with pytest.raises(ValueError, match="finite background score"):
+            threshold_between(faces, bad)
+
+
+def test_calibration_boxes_are_off_centre_faces_and_squares_off_the_face():
+    from dffx.align.score_calibration import BACKGROUND_SIDES, FACE_SCALE, FACE_SHIFT, background_box, \
+        detector_like_box
+
+    rng = np.random.default_rng(4)
+    face = np.array([100.0, 50.0, 300.0, 250.0])
+    for _ in range(50):
+        box = detector_like_box(face, rng)
+        side = box[2:] - box[:2]
+        np.testing.assert_allclose(side, FACE_SCALE * 200.0)
+        offset = ((box[:2] + box[2:]) - (face[:2] + face[2:])) / 2
+        assert np.abs(offset).max() == pytest.approx(FACE_SHIFT * 200.0)
+        bg = background_box((480, 640, 3), face, rng)
+        side = bg[2] - bg[0]
+        assert BACKGROUND_SIDES[0] <= side <= BACKGROUND_SIDES[1] and bg[3] - bg[1] == pytest.approx(side)
+        assert bg[0] >= 0 and bg[1] >= 0 and bg[2] <= 640 and bg[3] <= 480
+        assert bg[2] < face[0] or bg[0] > face[2] or bg[3] < face[1] or bg[1] > face[3]
+    assert background_box((240, 240, 3), np.array([0.0, 0.0, 240.0, 240.0]), rng) is None  # all face
+
+
+def test_shipped_threshold_keeps_faces_and_drops_backgrounds_of_held_out_photos(face_model, tmp_path):
+    """`dffx train min-score` on a few 300-W training photos the shipped calibration skipped
+    (offset 0 instead of 5): its threshold agrees with the shipped one within 0.05, and the
+    shipped one keeps every detector-like face box and drops most background squares."""
+    from dffx.align import FaceAligner
+    from dffx.align.score_calibration import calibrate_min_score
+    from dffx.data import load_300w
+
+    from conftest import SHARED
+
+    samples, _ = load_300w(SHARED / "data" / "300w-train")
+    aligner = FaceAligner("dff", device="cpu", model=face_model, min_score=None)
+    shipped = aligner.cascade.info["min_score"]
+    result = calibrate_min_score(aligner, samples[::100], seed=1)
+    assert result["faces"] == len(samples[::100]) and result["backgrounds"] >= 15
+    assert abs(result["min_score"] - shipped) < 0.05
+    assert result["face_p1"] > shipped > result["background_p95"]
+    assert aligner.min_score is None and FaceAligner("dff", device="cpu", model=face_model).min_score == shipped

@@ -69,21 +69,26 @@ def test_tracker_follows_a_moving_face_with_one_detection(aligner, portrait, mon
     per_frame = [min(nme_box(f.landmarks, g) for f in aligner.align(frame)) for frame, g in zip(frames, truth)]
     detector = CountingDetector(monkeypatch)
     tracker = FaceTracker(aligner, detect_every=None)
-    errors, moved = [], np.zeros(2)
+    errors, moved, landmarks = [], np.zeros(2), []
     for k, (frame, g) in enumerate(zip(frames, truth)):
         tracked = tracker.update(frame)
         assert len(tracked) == 1 and tracked[0].track_id == 0 and tracked[0].frames == k + 1
         assert tracked[0].detected == (k == 0)
         errors.append(nme_box(tracked[0].face.landmarks, g))
+        landmarks.append(tracked[0].face.landmarks)
         moved += tracked[0].motion
+    first = landmarks[0]
     assert detector.calls == tracker.detector_runs == 1
     assert max(errors) < 0.06 and np.mean(errors) < np.mean(per_frame) + 0.005
 
     def centre(points):
         return (points.min(0) + points.max(0)) / 2
 
-    true_move = centre(truth[-1]) - centre(truth[0])  # the motions add up to the face's path
-    assert np.linalg.norm(moved - true_move) < 0.1 * np.linalg.norm(true_move)
+    # the motions add up to the path of the face's landmark box, and that box follows the truth
+    # within 2% of the face in every frame (here at most 1.4%), so the path does too
+    np.testing.assert_allclose(moved, centre(tracked[0].face.landmarks) - centre(first), atol=1e-6)
+    side = np.ptp(truth[0], axis=0).mean()
+    assert max(np.linalg.norm(centre(p) - centre(g)) for p, g in zip(landmarks, truth)) < 0.02 * side
     record = tracked[0].to_json()
     assert record["track_id"] == 0 and len(record["landmarks"]) == 68
 

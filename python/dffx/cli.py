@@ -188,6 +188,27 @@ def _cmd_train_template(args) -> int:
     return 0
 
 
+def _cmd_train_min_score(args) -> int:
+    from .align import FaceAligner
+    from .align.score_calibration import calibrate_min_score
+    from .data import load_300w
+
+    if args.every < 1 or args.offset < 0:
+        raise ValueError(f"--every must be >= 1 and --offset >= 0, got {args.every} and {args.offset}")
+    samples, _ = load_300w(args.photos)
+    samples = samples[args.offset::args.every]
+    if not samples:
+        raise ValueError(f"{args.photos}: no annotated photos (image + .pts) to calibrate on")
+    aligner = FaceAligner("dff", cascade=args.cascade, model=args.model, min_score=None)
+    calibration = calibrate_min_score(aligner, samples, seed=args.seed)
+    calibration.update(photos=str(args.photos), every=args.every, offset=args.offset, seed=args.seed)
+    aligner.cascade.info.update(min_score=calibration["min_score"], min_score_calibration=calibration)
+    path = aligner.cascade.save(args.out if args.out else args.cascade)
+    print(json.dumps(calibration, indent=2))
+    print(path)
+    return 0
+
+
 def _missing(message: str) -> int:
     print(message, file=sys.stderr)
     return 1
@@ -374,6 +395,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
     p.set_defaults(run=_cmd_train_template)
+
+    p = train_sub.add_parser("min-score", help="calibrate the alignment-score threshold of a cascade file on "
+                                               "annotated photos (dffx.align.score_calibration)")
+    p.add_argument("--cascade", required=True, help="cascade .npz with a template (`dffx train template`)")
+    p.add_argument("--photos", required=True,
+                   help="300W-style folder of training photos with .pts files (never evaluation data)")
+    p.add_argument("--out", default=None, help="output .npz (default: overwrite --cascade)")
+    p.add_argument("--every", type=int, default=10, help="use every this many photos (sorted by path)")
+    p.add_argument("--offset", type=int, default=5, help="the first photo used")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
+    p.set_defaults(run=_cmd_train_min_score)
     return parser
 
 

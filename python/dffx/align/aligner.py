@@ -86,12 +86,13 @@ class FaceAlignment:
                          comment=f"dffx face mesh: x, -y, depth in image pixels; {pose} degrees")
 
 
-# Re-crop passes after the first run, the box IoU at which a face needs no more of them, and the
-# score under which a detected face is dropped;
-# measured in docs/alignment.md ("Refinement and confidence").
+# Re-crop passes after the first run and the box IoU at which a face needs no more of them,
+# measured in docs/alignment.md ("Refinement and confidence"); the score under which a detected
+# face is dropped is the cascade file's own, calibrated with its template
+# (dffx.align.score_calibration).
 DEFAULT_REFINE = 1
 DEFAULT_CONVERGED_IOU = 0.85
-DEFAULT_MIN_SCORE = 0.6
+DEFAULT_MIN_SCORE = "cascade"
 DEFAULT_MIRROR = False
 MIN_BOX_SIDE = 4.0      # px: a given box smaller than this holds no face to align
 MIN_BOX_INSIDE = 0.25   # a given box must lie at least this much inside the image (by area)
@@ -130,7 +131,9 @@ class FaceAligner:
             face gets all ``refine`` passes. Default ``DEFAULT_CONVERGED_IOU``.
         min_score: detected faces whose alignment score is below this are dropped as false
             detections (None: keep all). Faces from boxes the caller gives are always kept.
-            Default ``DEFAULT_MIN_SCORE``; ignored for a cascade file without a template.
+            Default ``"cascade"``: the threshold calibrated with the cascade file's template
+            (:attr:`Cascade.min_score`, 0.80 for the shipped DFF cascade; the score's scale
+            differs between networks). Ignored for a cascade file without a template.
         detector: face detector used when no boxes are given, one of
             :data:`dffx.detect.DETECTORS` (default ``"mtcnn"``).
         camera_refit: after the cascade's last stage, re-fit the camera and shape to its landmarks
@@ -145,7 +148,7 @@ class FaceAligner:
 
     Raises:
         FileNotFoundError: missing cascade/weights/model files; ValueError: unknown features,
-        negative ``refine``, ``converged_iou`` not a number > 0, a non-finite ``min_score``, an
+        negative ``refine``, ``converged_iou`` not a number > 0, a ``min_score`` not a finite number, "cascade" or None, an
         unknown detector, precision or backend, ``min_face_size`` not an integer >= 12, and for
         the onnxruntime backend a precision other than float32 or a device other than the CPU;
         ImportError: the backend's package is not installed.
@@ -153,7 +156,7 @@ class FaceAligner:
 
     def __init__(self, features: str = "dff", cascade=None, weights=None, device=None, model=None,
                  refine: int = DEFAULT_REFINE, converged_iou: float | None = DEFAULT_CONVERGED_IOU,
-                 min_score: float | None = DEFAULT_MIN_SCORE, detector: str = DEFAULT_DETECTOR,
+                 min_score: float | str | None = DEFAULT_MIN_SCORE, detector: str = DEFAULT_DETECTOR,
                  precision: str = "float32", mirror: bool = DEFAULT_MIRROR,
                  min_face_size: int = DEFAULT_MIN_FACE_SIZE, backend: str | None = None, camera_refit: bool = True,
                  max_pixels: int | None = DEFAULT_MAX_PIXELS):
@@ -162,8 +165,9 @@ class FaceAligner:
         if refine < 0:
             raise ValueError(f"refine must be >= 0, got {refine}")
         check_converged_iou(converged_iou)
-        if min_score is not None and not np.isfinite(min_score):
-            raise ValueError(f"min_score must be a finite number or None, got {min_score!r}")
+        if min_score is not None and min_score != "cascade" and not (
+                isinstance(min_score, (int, float, np.number)) and np.isfinite(min_score)):
+            raise ValueError(f"min_score must be a finite number, 'cascade' or None, got {min_score!r}")
         if detector not in DETECTORS:
             raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
         if isinstance(min_face_size, bool) or not isinstance(min_face_size, (int, np.integer)) \
@@ -184,6 +188,8 @@ class FaceAligner:
         # the model with the landmarks the cascade regresses (its landmark convention)
         self.model = self.cascade.bind(model if model is not None else load_face_model())
         self.features = cascade_features(self.cascade, weights, device, precision, backend)
+        if self.min_score == "cascade":
+            self.min_score = self.cascade.min_score
 
     def detect(self, image: np.ndarray) -> np.ndarray:
         """Face boxes (F, 4) float64 x0, y0, x1, y1 (landmark-box convention), best first, from

@@ -26,7 +26,7 @@ from ..geometry.camera import project
 from ..ops.raster import mesh_landmark_visibility
 from ..ops.shape_fit import fit_shape, fit_shared_shape
 from .camera_refit import MIN_SCALE, REFIT_PRIOR, REFIT_ROUNDS, refit_cameras
-from .confidence import alignment_score, landmark_template
+from .confidence import UNCALIBRATED_MIN_SCORE, alignment_score, landmark_template
 
 CROP_SIZE = 224
 DEFAULT_STAGES = 3
@@ -159,6 +159,14 @@ class Cascade:
     @property
     def stages(self) -> int:
         return len(self.R_X)
+
+    @property
+    def min_score(self) -> float:
+        """The alignment score under which a detected face is dropped, calibrated with this file's
+        template (``info["min_score"]``, :mod:`dffx.align.score_calibration`), or
+        ``UNCALIBRATED_MIN_SCORE`` (0.6, the run-3 network's) for a file without one."""
+        value = self.info.get("min_score")
+        return UNCALIBRATED_MIN_SCORE if value is None else float(value)
 
     def save(self, path) -> Path:
         """Write an .npz (float32 directions; ~9 MB for DFF, ~15 MB for SIFT at K = 3)."""

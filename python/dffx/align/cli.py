@@ -47,8 +47,8 @@ def add_aligner_arguments(p: argparse.ArgumentParser) -> None:
                    help="a face gets no more re-crop passes once its landmarks' box overlaps the box its pass "
                         "started from by this IoU (default: FaceAligner's, 0.85; above 1: every face gets all)")
     p.add_argument("--min-score", type=float, default=None,
-                   help="drop detected faces whose alignment score is below this (default: FaceAligner's, 0.6; "
-                        "negative: keep all)")
+                   help="drop detected faces whose alignment score is below this (default: the threshold "
+                        "calibrated with the cascade file, 0.80 for the shipped one; negative: keep all)")
     p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
                    help="also align each face in the mirror image and average the two (default: FaceAligner's)")
     p.add_argument("--camera-refit", action=argparse.BooleanOptionalAction, default=None,

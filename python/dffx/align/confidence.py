@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Score threshold for a cascade file without a calibrated one (``Cascade.min_score``): the value
+#: chosen for the run-3 network by hand (docs/alignment.md, "Refinement and confidence").
+UNCALIBRATED_MIN_SCORE = 0.6
+
 
 def landmark_template(extractor_features, crops_of, points: np.ndarray, visible: np.ndarray,
                       chunk: int = 32) -> np.ndarray:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..detect import box_iou
-from .aligner import DEFAULT_MIN_SCORE, FaceAligner, FaceAlignment, boxes_fit_image
+from .aligner import FaceAligner, FaceAlignment, boxes_fit_image
 
 DEFAULT_DETECT_EVERY = 30   # frames between detector runs while faces are tracked (1 s at 30 fps)
 SAME_FACE_IOU = 0.3         # a detection overlapping a track's box this much is that face
@@ -78,7 +78,8 @@ class FaceTracker:
             faces that entered (None: only while no face is tracked). Default
             ``DEFAULT_DETECT_EVERY`` (30).
         min_score: a face whose alignment score is below this is dropped, and its track ends;
-            default the aligner's ``min_score`` (0.6), or ``DEFAULT_MIN_SCORE`` when that is None.
+            default the aligner's ``min_score``, or its cascade's calibrated threshold
+            (:attr:`Cascade.min_score`) when that is None.
             Ignored for a cascade file without a confidence template (tracks then end only when
             the face leaves the frame).
         reanchor_drop: a track whose score has fallen this much below its score in the frame
@@ -99,7 +100,7 @@ class FaceTracker:
             raise ValueError(f"detect_every must be None or a positive int, got {detect_every!r}")
         self.aligner = aligner if aligner is not None else FaceAligner()
         if min_score is None:
-            min_score = self.aligner.min_score if self.aligner.min_score is not None else DEFAULT_MIN_SCORE
+            min_score = self.aligner.min_score if self.aligner.min_score is not None else self.aligner.cascade.min_score
         if not np.isfinite(min_score):
             raise ValueError(f"min_score must be a finite number, got {min_score!r}")
         if reanchor_drop is not None and not (np.isfinite(reanchor_drop) and reanchor_drop >= 0):
