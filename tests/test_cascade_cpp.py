@@ -132,3 +132,44 @@ def test_cpp_camera_refit_follows_the_file(aligner, crops, face_model, tmp_path)
     plain.refit_rounds = 1000
     with pytest.raises(RuntimeError, match="camera_refit"):
         _C.Cascade.load(str(write_cascade_file(tmp_path / "bad.dffx", face_model, plain)))
+
+
+def _header(name: bytes, dtype: int, dims) -> bytes:
+    """One array header of the cascade file format (dffx.align.export)."""
+    import struct
+
+    return struct.pack("<I", len(name)) + name + struct.pack("<BI", dtype, len(dims)) + struct.pack(
+        f"<{len(dims)}q", *dims)
+
+
+def test_cpp_cascade_reader_checks_every_size_before_allocating(tmp_path, cascade_file):
+    """Issue 28, cases 2, 4 and 11: sizes read from a file are checked against overflow and
+    against the bytes that are there before anything is allocated; a crop size or channel count
+    out of range is refused at load (a 2^32 crop crashed run()); a damaged array name is shown
+    escaped instead of making the message undecodable."""
+    import struct
+
+    from dffx.align.export import MAGIC
+
+    def load(data: bytes, name: str):
+        path = tmp_path / name
+        path.write_bytes(data)
+        _C.Cascade.load(str(path))
+
+    # 30 bytes declaring 2^28 float64 (2.1 GB was allocated before the read failed)
+    with pytest.raises(RuntimeError, match="shorter than its header says"):
+        load(MAGIC + struct.pack("<I", 1) + _header(b"mean", 1, [2**28]), "huge.dffx")
+    # dims [2^32, 2^32, 1] wrapped around to 0 elements
+    with pytest.raises(RuntimeError, match="array 'mean': too large"):
+        load(MAGIC + struct.pack("<I", 1) + _header(b"mean", 0, [2**32, 2**32, 1]), "wrap.dffx")
+    with pytest.raises(RuntimeError, match=r"array 'm\\xffan': unknown dtype"):
+        load(MAGIC + struct.pack("<I", 1) + _header(b"m\xffan", 7, [1]), "name.dffx")
+
+    data = bytearray(cascade_file.read_bytes())
+    at = data.index(struct.pack("<I", 7) + b"scalars") + 4 + 7 + 1 + 4 + 8  # w_reg, tolerance, crop, C, m1
+    for index, value in ((2, 2.0**32), (2, np.nan), (3, 2.0**57), (3, 0.0), (4, -1.0)):
+        bad = bytearray(data)
+        bad[at + 8 * index: at + 8 * index + 8] = struct.pack("<d", value)
+        with pytest.raises(RuntimeError, match="scalars out of range"):
+            load(bytes(bad), "scalars.dffx")
+    _C.Cascade.from_bytes(bytes(data))  # the untouched file still loads

@@ -213,6 +213,61 @@ def test_mesh_visibility_matches_the_full_depth_buffer_and_its_twin(seed):
     assert 0 < want.sum() < want.size
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_mesh_visibility_at_huge_image_sizes_reads_only_the_landmarks_pixels(seed):
+    """Issue 28, case 1: memory follows the landmarks, not H x W. A soup in a 40 x 30 corner
+    gives the same visibility in a 40 x 30 image, in a 10^5 x 10^5 image (where full buffers
+    took 2 x 40 GB) and at the largest side accepted; a copy of it moved 10^6 px away (so the
+    landmarks span most of a 2^24-px image: no grid fits their box) gives its own answer too.
+    Sides over 2^24 are refused with a named error (2^32 overflowed H * W and crashed)."""
+    rng = np.random.default_rng(seed)
+    v, tris = random_soup(rng, 1, 60, 200, 30, 40)
+    v[..., :2] = np.clip(v[..., :2], 1.0, [37.0, 27.0])  # inside: no 2x2 read is clamped at a border
+    idx = rng.integers(0, 60, 40).astype(np.int32)
+    want = ref.mesh_landmark_visibility_reference(v, tris, idx, 30, 40, 1.0)
+    assert 0 < want.sum() < want.size
+    for size in ((30, 40), (100_000, 100_000), (2**24, 2**24)):
+        np.testing.assert_array_equal(dffx.ops.mesh_landmark_visibility(v, tris, idx, size, 1.0), want)
+    far = v.copy()
+    far[..., :2] += 1_000_000.0
+    both = np.concatenate([v, far], axis=1)
+    twice = np.concatenate([tris, tris + 60])
+    got = dffx.ops.mesh_landmark_visibility(both, twice, np.r_[idx, idx + 60].astype(np.int32), 2**24, 1.0)
+    np.testing.assert_array_equal(got[0], np.r_[want[0], want[0]])
+    for side in (2**24 + 1, 2**32):
+        with pytest.raises(ValueError, match="at most 16777216 per side"):
+            dffx.ops.mesh_landmark_visibility(v, tris, idx, side)
+        with pytest.raises(ValueError, match="at most 16777216 per side"):
+            C.mesh_landmark_visibility(v, tris, idx, side, side, 1.0, 0)
+
+
+def test_thread_creation_failure_falls_back_to_the_calling_thread(tmp_path):
+    """Issue 28, case 3: under an address-space limit that leaves room for few threads, asking
+    for thousands gives the single-thread result instead of std::terminate (an abort)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "threads.py"
+    script.write_text("""
+import resource
+import numpy as np
+import dffx
+rng = np.random.default_rng(0)
+v = rng.uniform(0, 64, (1, 50, 3)).astype(np.float32)
+t = rng.integers(0, 50, (100, 3)).astype(np.int32)
+one = dffx.rasterize(v, t, 64, threads=1).depth
+size = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize")) * 1024
+limit = size + (1 << 30)  # 1 GB more address space: room for ~100 thread stacks of 8 MB
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+many = dffx.rasterize(v, t, 64, threads=5000).depth
+vis = dffx.ops.mesh_landmark_visibility(v, t, np.arange(50, dtype=np.int32), 64, threads=5000)
+assert np.array_equal(one, many), "threads changed the result"
+print("ok", int(vis.sum()))
+""")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.startswith("ok"), run.stderr[-2000:]
+
+
 def test_mesh_visibility_of_turned_faces(face_model, rng):
     """On the face mesh at yaws up to 90 deg (many landmarks hidden by the nose and cheek) the
     sparse depth agrees with the full rasterizer's visibility for all 160 landmarks."""

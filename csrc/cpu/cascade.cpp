@@ -3,6 +3,7 @@
 
 #include <Eigen/Dense>
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -27,6 +28,10 @@ namespace {
 constexpr char kMagic[8] = {'D', 'F', 'F', 'X', 'C', 'A', 'S', '1'};
 constexpr int kLandmarks68 = 68;
 constexpr double kMinScale = 1e-3;  // the cascade keeps s above this (as dffx.align.Cascade.step)
+constexpr int64_t kMaxElements = int64_t{1} << 31;  // per array
+constexpr double kMaxCropSize = 4096;               // px: the crop the maps cover (224 as shipped)
+constexpr double kMaxChannels = 1024;               // descriptor length (32 as shipped)
+constexpr double kMaxIdentity = 1 << 20;            // identity parameters (m1)
 
 using Matrix3 = Eigen::Matrix<double, 3, 3, Eigen::RowMajor>;
 
@@ -95,6 +100,32 @@ struct Array {
   throw std::runtime_error("dffx cascade file " + path + ": " + what);
 }
 
+// An array name as it may appear in a message: bytes outside printable ASCII as \xNN, so that a
+// damaged name cannot make the message undecodable (Python reads it as UTF-8).
+std::string printable(const std::string& name) {
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (const unsigned char ch : name) {
+    if (ch >= 0x20 && ch < 0x7f) {
+      out += static_cast<char>(ch);
+    } else {
+      out += "\\x";
+      out += hex[ch >> 4];
+      out += hex[ch & 15];
+    }
+  }
+  return out;
+}
+
+// Bytes left in the stream after its read position (-1 when it cannot seek).
+int64_t bytes_left(std::istream& in) {
+  const auto here = in.tellg();
+  if (here < 0 || !in.seekg(0, std::ios::end)) return -1;
+  const auto end = in.tellg();
+  in.seekg(here);
+  return end < 0 ? -1 : static_cast<int64_t>(end - here);
+}
+
 template <class T>
 T read_value(std::istream& in, const std::string& path) {
   T value{};
@@ -114,19 +145,25 @@ std::map<std::string, Array> read_arrays(std::istream& in, const std::string& pa
     if (name_length > 256) bad_file(path, "malformed array name");
     std::string name(name_length, '\0');
     if (!in.read(name.data(), name_length)) bad_file(path, "truncated");
+    const std::string shown = "array '" + printable(name) + "'";
     Array a;
     a.dtype = read_value<uint8_t>(in, path);
-    if (a.dtype > 2) bad_file(path, name + ": unknown dtype code");
+    if (a.dtype > 2) bad_file(path, shown + ": unknown dtype code");
     const uint32_t ndim = read_value<uint32_t>(in, path);
-    if (ndim > 8) bad_file(path, name + ": malformed shape");
+    if (ndim > 8) bad_file(path, shown + ": malformed shape");
     int64_t elements = 1;
     for (uint32_t d = 0; d < ndim; ++d) {
       a.dims.push_back(read_value<int64_t>(in, path));
-      if (a.dims.back() < 0 || a.dims.back() > (int64_t{1} << 32)) bad_file(path, name + ": malformed shape");
-      elements *= a.dims.back();
+      const int64_t size = a.dims.back();
+      if (size < 0) bad_file(path, shown + ": malformed shape");
+      // checked before multiplying, so the count cannot wrap around
+      if (size > 0 && elements > kMaxElements / size) bad_file(path, shown + ": too large");
+      elements *= size;
     }
     const int64_t item = a.dtype == 1 ? 8 : 4;
-    if (elements > (int64_t{1} << 31)) bad_file(path, name + ": too large");
+    // the header's size is checked against the bytes that are there before anything is allocated
+    const int64_t left = bytes_left(in);
+    if (left >= 0 && elements * item > left) bad_file(path, shown + ": truncated (the file is shorter than its header says)");
     a.bytes.resize(static_cast<size_t>(elements * item));
     if (!in.read(a.bytes.data(), static_cast<std::streamsize>(a.bytes.size()))) bad_file(path, "truncated");
     arrays[name] = std::move(a);
@@ -140,11 +177,11 @@ std::vector<T> take(const std::map<std::string, Array>& arrays, const std::strin
                     const std::vector<int64_t>& dims) {
   const uint8_t code = std::is_same_v<T, float> ? 0 : std::is_same_v<T, double> ? 1 : 2;
   const auto it = arrays.find(name);
-  if (it == arrays.end()) bad_file(path, "array '" + name + "' is missing");
+  if (it == arrays.end()) bad_file(path, "array '" + printable(name) + "' is missing");
   const Array& a = it->second;
   bool ok = a.dtype == code && a.dims.size() == dims.size();
   for (size_t d = 0; ok && d < dims.size(); ++d) ok = dims[d] < 0 || dims[d] == a.dims[d];
-  if (!ok) bad_file(path, "array '" + name + "' has the wrong dtype or shape");
+  if (!ok) bad_file(path, "array '" + printable(name) + "' has the wrong dtype or shape");
   std::vector<T> out(a.bytes.size() / sizeof(T));
   std::memcpy(out.data(), a.bytes.data(), a.bytes.size());
   return out;
@@ -190,6 +227,11 @@ Cascade Cascade::parse(std::istream& in, const std::string& path) {
   c.R_X_ = take<float>(arrays, path, "R_X", {K, D1, 2 * kLandmarks68});
   c.R_w_ = take<float>(arrays, path, "R_w", {K, D1, kCameraParams});
   const auto scalars = take<double>(arrays, path, "scalars", {5});  // w_reg, tolerance, crop, C, m1
+  // bounded before the casts to integers (a cast of a value out of range is undefined)
+  if (!(scalars[2] >= 1 && scalars[2] <= kMaxCropSize && scalars[3] >= 1 && scalars[3] <= kMaxChannels &&
+        scalars[4] >= 0 && scalars[4] <= kMaxIdentity && std::isfinite(scalars[1])))
+    bad_file(path, "scalars out of range (crop size 1-" + std::to_string(int(kMaxCropSize)) + " px, channels 1-" +
+                       std::to_string(int(kMaxChannels)) + ")");
   c.w_reg_ = scalars[0];
   c.tolerance_ = static_cast<float>(scalars[1]);
   c.crop_size_ = static_cast<int64_t>(scalars[2]);

@@ -18,8 +18,9 @@ void validate(const float* vertices, const int32_t* triangles, const RasterShape
   detail::require(s.batch > 0, who + ": batch must be positive, got " + std::to_string(s.batch));
   detail::require(s.num_vertices > 0, who + ": the mesh has no vertices");
   detail::require(s.num_triangles > 0, who + ": the mesh has no triangles");
-  detail::require(s.height > 0 && s.width > 0, who + ": image size must be positive, got " +
-                                                   std::to_string(s.height) + "x" + std::to_string(s.width));
+  detail::require(s.height > 0 && s.width > 0 && s.height <= kMaxImageSide && s.width <= kMaxImageSide,
+                  who + ": image size must be positive and at most " + std::to_string(kMaxImageSide) +
+                      " per side, got " + std::to_string(s.height) + "x" + std::to_string(s.width));
   detail::require(vertices && triangles, who + ": null input pointer");
   for (int64_t i = 0; i < s.num_triangles * 3; ++i)
     if (triangles[i] < 0 || triangles[i] >= s.num_vertices)
@@ -122,14 +123,46 @@ void landmark_visibility(const float* vertices, const int32_t* landmark_index, i
 
 namespace {
 
+// The 2x2 pixel centres around landmarks (front_depth_2x2's), numbered. Memory scales with the
+// landmarks, never with H * W: a grid over the centres' bounding box when it is small (a face),
+// else a sorted list searched per lookup (landmarks spread over a huge image).
+class CentreSlots {
+ public:
+  static constexpr int64_t kMaxGridCells = int64_t{1} << 22;
+
+  CentreSlots(std::vector<int64_t> keys, int64_t width, int64_t x_lo, int64_t x_hi, int64_t y_lo, int64_t y_hi)
+      : width_(width), x_lo_(x_lo), y_lo_(y_lo), box_w_(x_hi - x_lo + 1) {
+    std::sort(keys.begin(), keys.end());
+    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+    keys_ = std::move(keys);
+    const int64_t box_h = y_hi - y_lo + 1;
+    if (!keys_.empty() && box_w_ <= kMaxGridCells / box_h) {
+      grid_.assign(box_w_ * box_h, -1);
+      for (size_t k = 0; k < keys_.size(); ++k)
+        grid_[(keys_[k] / width_ - y_lo_) * box_w_ + keys_[k] % width_ - x_lo_] = static_cast<int32_t>(k);
+    }
+  }
+  int64_t size() const { return static_cast<int64_t>(keys_.size()); }
+  // Slot of centre (x, y) inside the bounding box, or -1.
+  int32_t find(int64_t x, int64_t y) const {
+    if (!grid_.empty()) return grid_[(y - y_lo_) * box_w_ + x - x_lo_];
+    const auto it = std::lower_bound(keys_.begin(), keys_.end(), y * width_ + x);
+    return it != keys_.end() && *it == y * width_ + x ? static_cast<int32_t>(it - keys_.begin()) : -1;
+  }
+
+ private:
+  int64_t width_, x_lo_, y_lo_, box_w_;
+  std::vector<int64_t> keys_;  // y * width + x, sorted
+  std::vector<int32_t> grid_;  // box_w * box_h slots, or empty
+};
+
 // landmark_visibility's depth test for one mesh, with the depth computed only at the pixel
 // centres it reads (see mesh_landmark_visibility in raster.hpp).
 void mesh_visibility_one(const float* v, const int32_t* tris, const int32_t* landmark_index, int64_t num_landmarks,
                          const RasterShape& s, float tolerance, int threads, uint8_t* visible) {
   const int64_t H = s.height, W = s.width;
   // 1. The 2x2 pixel centres around every landmark inside the image get a slot.
-  std::vector<int32_t> slot(H * W, -1);
-  std::vector<int64_t> pixels;
+  std::vector<int64_t> keys;
   int64_t x_lo = W, x_hi = -1, y_lo = H, y_hi = -1;
   for (int64_t l = 0; l < num_landmarks; ++l) {
     const float* q = v + 3 * static_cast<int64_t>(landmark_index[l]);
@@ -137,16 +170,15 @@ void mesh_visibility_one(const float* v, const int32_t* tris, const int32_t* lan
     const int64_t x0 = detail::floor_to_int(q[0]), y0 = detail::floor_to_int(q[1]);
     for (const int64_t y : {detail::clamp_index(y0, H), detail::clamp_index(y0 + 1, H)})
       for (const int64_t x : {detail::clamp_index(x0, W), detail::clamp_index(x0 + 1, W)}) {
-        if (slot[y * W + x] >= 0) continue;
-        slot[y * W + x] = static_cast<int32_t>(pixels.size());
-        pixels.push_back(y * W + x);
+        keys.push_back(y * W + x);
         x_lo = std::min(x_lo, x), x_hi = std::max(x_hi, x), y_lo = std::min(y_lo, y), y_hi = std::max(y_hi, y);
       }
   }
+  const CentreSlots slots(std::move(keys), W, x_lo, x_hi, y_lo, y_hi);
   // 2. Front-most depth at those centres: each thread shades a range of triangles into its own
   // slots, and the maxima are merged (the rasterizer's depth is the maximum over the triangles
   // covering a centre, whatever their order).
-  const int64_t count = static_cast<int64_t>(pixels.size());
+  const int64_t count = slots.size();
   const float neg_inf = -std::numeric_limits<float>::infinity();
   const int chunks = count ? std::max(1, threads) : 1;
   std::vector<float> slot_depth(chunks * count, neg_inf);
@@ -165,7 +197,7 @@ void mesh_visibility_one(const float* v, const int32_t* tris, const int32_t* lan
           y_first = std::max(y_first, y_lo), y_last = std::min(y_last, y_hi);
           for (int64_t y = y_first; y <= y_last; ++y)
             for (int64_t x = x_first; x <= x_last; ++x) {
-              const int32_t k = slot[y * W + x];
+              const int32_t k = slots.find(x, y);
               float b0, b1, b2, z;
               if (k < 0 || !detail::shade_fragment(t, static_cast<float>(x), static_cast<float>(y), &b0, &b1, &b2, &z))
                 continue;
@@ -174,17 +206,21 @@ void mesh_visibility_one(const float* v, const int32_t* tris, const int32_t* lan
         }
       }
     });
-  // 3. The depth test of landmark_visibility on a buffer that holds only those centres.
-  std::vector<float> depth(H * W, neg_inf);
-  for (int64_t k = 0; k < count; ++k) {
-    float z = slot_depth[k];
-    for (int c = 1; c < chunks; ++c) z = std::max(z, slot_depth[c * count + k]);
-    depth[pixels[k]] = z;
-  }
+  for (int64_t k = 0; k < count; ++k)
+    for (int c = 1; c < chunks; ++c) slot_depth[k] = std::max(slot_depth[k], slot_depth[c * count + k]);
+  // 3. The depth test of landmark_visibility (front_depth_2x2) on those centres.
   for (int64_t l = 0; l < num_landmarks; ++l) {
     const float* q = v + 3 * static_cast<int64_t>(landmark_index[l]);
-    const bool inside = detail::inside_image(q[0], W) && detail::inside_image(q[1], H);
-    visible[l] = inside && q[2] + tolerance >= detail::front_depth_2x2(depth.data(), H, W, q[0], q[1]);
+    if (!(detail::inside_image(q[0], W) && detail::inside_image(q[1], H))) {
+      visible[l] = 0;
+      continue;
+    }
+    const int64_t x0 = detail::floor_to_int(q[0]), y0 = detail::floor_to_int(q[1]);
+    float front = std::numeric_limits<float>::infinity();
+    for (const int64_t y : {detail::clamp_index(y0, H), detail::clamp_index(y0 + 1, H)})
+      for (const int64_t x : {detail::clamp_index(x0, W), detail::clamp_index(x0 + 1, W)})
+        front = std::min(front, slot_depth[slots.find(x, y)]);
+    visible[l] = q[2] + tolerance >= front;
   }
 }
 

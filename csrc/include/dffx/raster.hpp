@@ -17,6 +17,10 @@
 
 namespace dffx {
 
+/// Largest image side (rows or columns) the rasterization functions accept: far beyond any
+/// photo, and small enough that no pixel index or buffer size can overflow int64.
+constexpr int64_t kMaxImageSide = int64_t{1} << 24;
+
 /// Sizes of one rasterization call.
 struct RasterShape {
   int64_t batch = 0;          ///< B, number of meshes (one image each)
@@ -33,8 +37,8 @@ struct RasterShape {
 /// pixel; triangle_id (B, H, W) int32, -1 for background; barycentric (B, H, W, 3) float32
 /// weights of the triangle's three vertices at the pixel centre (0 for background).
 /// num_threads <= 0 uses std::thread::hardware_concurrency().
-/// Throws std::invalid_argument for non-positive sizes, non-finite vertices or triangle
-/// indices outside [0, N).
+/// Throws std::invalid_argument for non-positive sizes, an image side over kMaxImageSide,
+/// non-finite vertices or triangle indices outside [0, N).
 void rasterize(const float* vertices, const int32_t* triangles, const RasterShape& shape,
                float* depth, int32_t* triangle_id, float* barycentric, int num_threads = 0);
 
@@ -55,7 +59,8 @@ void landmark_visibility(const float* vertices, const int32_t* landmark_index, i
 /// Landmark visibility straight from the mesh (CPU): rasterize followed by landmark_visibility,
 /// bit for bit, without the full depth buffer. Only the (at most 4 L) pixel centres the
 /// visibility test reads get a depth, so the fragments elsewhere are never shaded: the
-/// alignment cascade needs the 160 landmarks' visibility, not the image.
+/// alignment cascade needs the 160 landmarks' visibility, not the image. Memory scales with
+/// the landmarks, not with H x W (any size up to kMaxImageSide).
 /// vertices (B, N, 3), triangles (F, 3), landmark_index (L,) -> visible (B, L) uint8.
 /// num_threads <= 0 uses std::thread::hardware_concurrency(); the triangles of one mesh are
 /// split between threads (the depth is a maximum, so the order does not matter).
