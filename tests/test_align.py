@@ -188,7 +188,8 @@ def test_shipped_dff_cascade_loads_the_network_it_was_trained_with():
     import warnings
 
     from dffx.align import Cascade
-    from dffx.align.predictor import cascade_features, default_cascade_path, file_sha256
+    from dffx.align.predictor import cascade_features, default_cascade_path
+    from dffx.nn.integrity import file_sha256
 
     cascade = Cascade.load(default_cascade_path("dff"))
     name = cascade.info["dff_network"]
@@ -211,7 +212,8 @@ def test_a_cascade_of_an_outside_network_loads_the_weights_file_it_recorded(tmp_
     import warnings
 
     from dffx.align import Cascade
-    from dffx.align.predictor import cascade_features, default_cascade_path, file_sha256
+    from dffx.align.predictor import cascade_features, default_cascade_path
+    from dffx.nn.integrity import file_sha256
     from dffx.nn.extractor import shipped_weights_path
 
     weights = tmp_path / "my_net.pt"

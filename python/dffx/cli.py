@@ -157,7 +157,7 @@ def _cmd_train_cascade(args) -> int:
     cascade.info.update(data=str(args.data), seconds=round(time.perf_counter() - start, 1),
                         mirror_augment=bool(args.mirror_augment), landmarks=args.landmarks)
     if args.features == "dff":  # bind the directions to their network (dffx.align.predictor.cascade_features)
-        from .align.predictor import file_sha256
+        from .nn.integrity import file_sha256
         from .nn.extractor import is_weights_name
 
         weights = features.extractor.weights_path

@@ -10,6 +10,7 @@ from .._validate import as_bgr_image
 from ..imageio import DEFAULT_MAX_PIXELS, check_pixels
 from ..detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE_SIZE, DETECTORS, MTCNN_MIN_FACE_SIZE
 from ..geometry.camera import project
+from ..nn.integrity import check_shipped_file
 from .cascade import Cascade
 from .predictor import align_in_image, cascade_features, check_converged_iou, default_cascade_path
 
@@ -182,7 +183,10 @@ class FaceAligner:
                                        or max_pixels < 1):
             raise ValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
         self.max_pixels = max_pixels
-        self.cascade = Cascade.load(cascade if cascade is not None else default_cascade_path(features))
+        if cascade is None:
+            cascade = default_cascade_path(features)
+            check_shipped_file(cascade)  # the shipped file: its SHA-256 is in dffx/weights/SHA256SUMS
+        self.cascade = Cascade.load(cascade)
         if self.cascade.features != features:
             raise ValueError(f"cascade file was trained with {self.cascade.features!r} features, not {features!r}")
         # the model with the landmarks the cascade regresses (its landmark convention)

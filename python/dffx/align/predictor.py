@@ -9,6 +9,7 @@ import numpy as np
 
 from .._validate import as_bgr_image
 from ..detect.boxes import paired_iou
+from ..nn.integrity import file_sha256
 from ..preprocess import crop_face, crop_to_image
 from .cascade import Cascade, CascadeState, update_geometry
 from .features import DFFLandmarkFeatures, SIFTLandmarkFeatures
@@ -101,12 +102,6 @@ def make_features(kind: str, weights=None, device=None, precision: str = "float3
     raise ValueError(f"features must be 'dff' or 'sift', got {kind!r}")
 
 
-def file_sha256(path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    import hashlib
-
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def cascade_features(cascade: Cascade, weights=None, device=None, precision: str = "float32",

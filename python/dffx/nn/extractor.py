@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from .config import is_weights_name
 from .images import bgr_batch
+from .integrity import check_finite_features, check_shipped_file
 from .unet import DFFNet, fuse_for_inference, load_weights
 
 DEFAULT_WEIGHTS_NAME = "dff_default.pt"
@@ -151,7 +152,9 @@ class DFFExtractor:
     Raises:
         FileNotFoundError: default or named weights requested but not shipped in this dffx
             build, or a weights path that does not exist.
-        ValueError: a file that is not DFF weights, or an unknown ``precision``.
+        ValueError: a file that is not DFF weights, a weights file holding NaN or inf, a
+            shipped file loaded by name whose SHA-256 differs from ``dffx/weights/SHA256SUMS``
+            (:mod:`dffx.nn.integrity`), or an unknown ``precision``.
     """
 
     def __init__(self, weights=None, device=None, fuse: bool = True, channels_last: bool = True,
@@ -180,6 +183,8 @@ class DFFExtractor:
                 path = Path(weights)
             else:
                 raise ValueError(f"weights must be None, 'default', a path or a DFFNet, got {type(weights).__name__}")
+            if weights is None or is_weights_name(weights):
+                check_shipped_file(path)  # loaded by name: must be the file the package shipped
             net, self.metadata = load_weights(path, map_location="cpu")
             self.weights_path = path
         net = fuse_for_inference(net) if fuse else net.eval()
@@ -214,7 +219,8 @@ class DFFExtractor:
             ``torch.inference_mode`` (the result is an ordinary tensor without autograd history).
 
         Raises:
-            ValueError: invalid input (see :func:`images_to_tensor`) or batch_size < 1.
+            ValueError: invalid input (see :func:`images_to_tensor`) or batch_size < 1;
+            FloatingPointError: non-finite features (damaged weights).
         """
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be None or a positive int, got {batch_size!r}")
@@ -230,6 +236,7 @@ class DFFExtractor:
             step = batch_size or b
             out = torch.cat([self.net(x[i:i + step]) for i in range(0, b, step)]) if step < b else self.net(x)
         out = out[:, :, :h, :w]
+        check_finite_features(out, self.weights_path or "(in memory)")
         if not copy:
             return out
         # cloned outside inference mode: callers get an ordinary tensor they may modify in place

@@ -41,7 +41,7 @@ def export_onnx(out, weights=None, opset: int = ONNX_OPSET) -> Path:
 
     import torch
 
-    from ..align.predictor import file_sha256
+    from .integrity import file_sha256
     from .extractor import DFFExtractor
     from .onnx_runtime import ONNX_FORMAT
 

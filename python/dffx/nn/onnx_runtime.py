@@ -17,6 +17,7 @@ import numpy as np
 
 from .config import is_weights_name
 from .images import bgr_batch, network_input
+from .integrity import check_finite_features, check_shipped_file
 
 ONNX_FORMAT = "dffx.dff-onnx"
 
@@ -40,7 +41,8 @@ class OnnxDFFExtractor:
 
     Raises:
         ImportError: onnxruntime is not installed; FileNotFoundError: no such file or shipped
-        name; ValueError: not a dffx DFF ONNX file.
+        name; ValueError: not a dffx DFF ONNX file, or a shipped file whose SHA-256 differs from
+        ``dffx/weights/SHA256SUMS`` (:mod:`dffx.nn.integrity`).
     """
 
     def __init__(self, model=None, threads: int | None = None):
@@ -58,6 +60,8 @@ class OnnxDFFExtractor:
             raise ValueError(f"model must be None, 'default', a shipped name or a path, got {type(model).__name__}")
         if not path.is_file():
             raise FileNotFoundError(f"DFF ONNX file not found: {path} (write one with `dffx export-onnx --out FILE`)")
+        if model is None or is_weights_name(model):
+            check_shipped_file(path)  # loaded by name: must be the file the package shipped
         options = onnxruntime.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = int(threads)
@@ -91,7 +95,8 @@ class OnnxDFFExtractor:
             float32 (B, 32, H, W): a unit vector per pixel.
 
         Raises:
-            ValueError: invalid images (:func:`dffx.nn.images.bgr_batch`) or batch_size < 1.
+            ValueError: invalid images (:func:`dffx.nn.images.bgr_batch`) or batch_size < 1;
+            FloatingPointError: non-finite features (damaged weights).
         """
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be None or a positive int, got {batch_size!r}")
@@ -101,6 +106,7 @@ class OnnxDFFExtractor:
         step = batch_size or b
         outputs = [self.session.run(["features"], {"image": x[i:i + step]})[0] for i in range(0, b, step)]
         out = (outputs[0] if len(outputs) == 1 else np.concatenate(outputs))[:, :, :h, :w]
+        check_finite_features(out, self.path)
         return np.ascontiguousarray(out) if copy else out
 
     __call__ = extract

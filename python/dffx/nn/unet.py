@@ -284,6 +284,9 @@ def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
     tensors = blob["state_dict"]
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()):
         raise ValueError(f"{path}: the state_dict must map names to tensors")
+    damaged = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if damaged:
+        raise ValueError(f"{path} is damaged: non-finite weights (NaN or inf) in {', '.join(damaged[:3])}")
     net = DFFNet(config)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
     try:
