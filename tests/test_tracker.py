@@ -160,7 +160,8 @@ def test_tracker_rejects_bad_arguments_and_frames(aligner):
         tracker.update(np.zeros((32, 32, 3), np.float32))
 
 
-def test_track_command_writes_json_lines_and_an_overlay_video(portrait, tmp_path, face_model, ict_dir, monkeypatch):
+def test_track_command_writes_json_lines_and_an_overlay_video(portrait, tmp_path, face_model, ict_dir, monkeypatch,
+                                                              capsys):
     from dffx.cli import main
 
     monkeypatch.setenv("DFFX_FACE_MODEL", str(ict_dir))
@@ -181,6 +182,13 @@ def test_track_command_writes_json_lines_and_an_overlay_video(portrait, tmp_path
     (tmp_path / "not_a_video.avi").write_text("hello")
     assert main(["track", str(tmp_path / "not_a_video.avi"), "--out", str(tmp_path / "x.jsonl")]) == 1
     assert main(["track", str(tmp_path / "missing.avi"), "--out", str(tmp_path / "x.jsonl")]) == 1
+    # issue 28 (12): a video cut in half tracks the frames it has and says what it read
+    data = video.read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])
+    capsys.readouterr()
+    assert main(["track", str(tmp_path / "cut.avi"), "--out", str(tmp_path / "cut.jsonl"), "--device", "cpu"]) == 0
+    read = len((tmp_path / "cut.jsonl").read_text().splitlines())
+    assert 0 < read < 5 and f"warning: {tmp_path / 'cut.avi'}: read {read} of the 5 frames" in capsys.readouterr().err
     # issue 28 (13): an overlay name that is no video is refused before anything is written
     assert main(["track", str(video), "--out", str(tmp_path / "y.jsonl"), "--overlay", str(tmp_path / "o.png")]) == 1
     assert not (tmp_path / "o.png").exists() and not (tmp_path / "y.jsonl").exists()

@@ -6,11 +6,17 @@ reads the size from the header of PNG, JPEG and BMP files (the formats OpenCV re
 declare it in a fixed place), refuses images over ``max_pixels`` before OpenCV decodes them,
 and turns OpenCV's failures into one-line errors naming the file. Other formats are checked
 after decoding.
+
+OpenCV decodes a JPEG cut short, or a PNG missing its last chunks, into an image whose lower
+part is grey, saying so only in libjpeg's own warning. :func:`damage_report` recognises such
+files from their last bytes, and :func:`read_image` warns (:class:`DamagedImageWarning`, naming
+the file) and returns what was decoded.
 """
 
 from __future__ import annotations
 
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +63,29 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+class DamagedImageWarning(UserWarning):
+    """An image file that decoded only in part (truncated or damaged); the message names it."""
+
+
+def damage_report(path) -> str | None:
+    """What is wrong with the end of a JPEG or PNG file, or None (other formats: None).
+
+    A JPEG must end with its end-of-image marker (FF D9; trailing zero padding allowed), a PNG
+    with its IEND chunk. Only the last 64 bytes are read.
+    """
+    with open(path, "rb") as f:
+        head = f.read(8)
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - 64))
+        tail = f.read()
+    if head[:2] == b"\xff\xd8" and not tail.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        return f"the JPEG ends before its end-of-image marker ({size:,} bytes): cut short, the lower part is missing"
+    if head == b"\x89PNG\r\n\x1a\n" and not tail.endswith(b"IEND\xaeB`\x82"):
+        return f"the PNG ends without its IEND chunk ({size:,} bytes): cut short or damaged"
+    return None
+
+
 def check_pixels(width: int, height: int, max_pixels: int | None, name: str = "image") -> None:
     """Raise ValueError when ``width * height`` exceeds ``max_pixels`` (None: no limit)."""
     if max_pixels is not None and width * height > max_pixels:
@@ -71,6 +100,9 @@ def read_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
         path: the file.
         max_pixels: largest width x height accepted (None: no limit); checked from the header
             before decoding for PNG, JPEG and BMP, after decoding for other formats.
+
+    Warns:
+        DamagedImageWarning: the file decoded but is cut short (:func:`damage_report`).
 
     Raises:
         FileNotFoundError: no such file; ValueError: over ``max_pixels``; OSError: not an image
@@ -91,4 +123,7 @@ def read_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     if image is None:
         raise OSError(f"{p}: not an image OpenCV can decode")
     check_pixels(image.shape[1], image.shape[0], max_pixels, name=str(p))
+    damage = damage_report(p)
+    if damage:
+        warnings.warn(DamagedImageWarning(f"{p}: {damage}"), stacklevel=2)
     return image

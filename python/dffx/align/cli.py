@@ -9,7 +9,9 @@ options (features, detector, device, precision, re-crop passes, score threshold,
 
 Errors: a photo that is missing or not an image gives a one-line error and exit code 1 while the
 other photos are still processed; a video that cannot be read gives a one-line error and exit
-code 1.
+code 1. A photo cut short (a JPEG without its end marker) is aligned with a one-line warning, and
+a video that ends before the frame count its header announces gets a warning line after its
+frames; neither changes the exit code.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..detect import DEFAULT_DETECTOR, DETECTORS
-from ..imageio import DEFAULT_MAX_PIXELS, read_image
+from ..imageio import DEFAULT_MAX_PIXELS, DamagedImageWarning, read_image
 
 OVERLAY_VIDEO_SUFFIXES = {".avi": "MJPG", ".mp4": "mp4v"}   # dffx track --overlay: file suffix -> codec
 
@@ -103,7 +106,11 @@ def _cmd_align(args) -> int:
         image, unreadable = None, None
         if Path(name).is_file():
             try:
-                image = read_image(name, args.max_pixels or None)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", DamagedImageWarning)
+                    image = read_image(name, args.max_pixels or None)
+                for warning in caught:  # decoded in part: said on one line, aligned all the same
+                    print(f"dffx align: warning: {warning.message}", file=sys.stderr)
             except (OSError, ValueError) as exc:  # not an image, damaged, over the pixel limit
                 unreadable = str(exc).removeprefix(f"{name}: ")
         stem = Path(name).stem
@@ -179,6 +186,10 @@ def _cmd_track(args) -> int:
             ok, frame = video.read()
     if writer is not None:
         writer.release()
+    announced = int(video.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    if announced > frames:  # decoding stopped early: the file is cut short or damaged
+        print(f"dffx track: warning: {args.video}: read {frames} of the {announced} frames its header announces "
+              "(cut short or damaged)", file=sys.stderr)
     print(f"{args.video}: {frames} frame(s), {faces_seen} face(s) in all, {tracker.detector_runs} detector run(s)")
     return 0
 
