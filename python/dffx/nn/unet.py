@@ -244,6 +244,20 @@ def save_weights(path: str | os.PathLike, net: DFFNet, metadata: dict | None = N
     return path
 
 
+def _one_line(exc: Exception, join: bool = False, limit: int = 300) -> str:
+    """An exception's message on one line, for an error that names the file: torch.load's span a
+    dozen lines of advice with terminal colour codes (the first line naming an error is kept),
+    load_state_dict's one line per kind of key (``join``: all of them, joined); bytes that are
+    not printable (a damaged key) are escaped."""
+    import re
+
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line] or [type(exc).__name__]
+    line = " ".join(lines) if join else next((line for line in lines if "error" in line.lower()), lines[0])
+    line = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in line)
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
 def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[DFFNet, dict]:
     """Read a file written by :func:`save_weights` (or a trainer checkpoint) into a float32 net.
 
@@ -267,7 +281,7 @@ def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated zip, ...
-        raise ValueError(f"{path} is not a readable DFF weights file: {exc}") from exc
+        raise ValueError(f"{path} is not a readable DFF weights file: {_one_line(exc)}") from exc
     if isinstance(blob, dict) and blob.get("format") == "dffx.dff-train-checkpoint":  # dffx.nn.train
         blob = {"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "config": blob["net_config"],
                 "state_dict": blob["model"], "metadata": blob.get("metadata")}
@@ -292,5 +306,6 @@ def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not match the stored network config: {exc}") from exc
+        raise ValueError(f"{path}: weights do not match the stored network config: {_one_line(exc, join=True)}") \
+            from exc
     return net.to(map_location).eval(), dict(blob.get("metadata") or {})
