@@ -583,7 +583,7 @@ def test_mirror_permutation_matches_the_symmetric_face_model(face_model):
     """IBUG68_MIRROR pairs each landmark with the one at its mirror position on ICT's mean face."""
     from scipy.spatial import cKDTree
 
-    from dffx.align.mirror import IBUG68_MIRROR
+    from dffx.data.ibug import IBUG68_MIRROR
 
     points = face_model.mean[face_model.landmarks68]
     distance, partner = cKDTree(points).query(points * [-1.0, 1.0, 1.0])
@@ -597,7 +597,7 @@ def test_mirror_back_maps_a_mirror_image_camera_onto_the_original(face_model):
     the mirrored-back landmarks; mapping twice gives the input back."""
     import dffx
     from dffx.align.mirror import mirror_back, mirror_boxes
-    from dffx.align.predictor import ImageAlignment
+    from dffx.align.image_alignment import ImageAlignment
 
     width = 301
     cams = np.array([[3.1, 0.2, 0.7, -0.3, 140.0, 160.0], [2.0, -0.1, -1.2, 0.15, 90.0, 120.0]])

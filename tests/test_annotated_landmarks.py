@@ -26,7 +26,7 @@ def _photos_of(face_model, vertices, count, rng):
 
 def test_costs_vanish_at_the_vertices_that_made_the_annotations(face_model, rng):
     """landmark_costs is 0 at the vertex that generated each point and positive at every other candidate."""
-    from dffx.model.annotated_landmarks import landmark_costs
+    from dffx.synth.landmark_learning import landmark_costs
 
     truth = np.asarray(face_model.landmarks68).copy()
     truth[30] = 2000  # some other face vertex stands for the nose tip
@@ -43,7 +43,7 @@ def test_costs_vanish_at_the_vertices_that_made_the_annotations(face_model, rng)
 
 def test_learning_recovers_moved_vertices(face_model, rng):
     """Annotations made at vertices a few millimetres from ICT's are traced back to those vertices."""
-    from dffx.model.annotated_landmarks import learn_landmark_vertices
+    from dffx.synth.landmark_learning import learn_landmark_vertices
 
     mean = face_model.mean
     truth = np.asarray(face_model.landmarks68).copy()
@@ -61,7 +61,7 @@ def test_learning_recovers_moved_vertices(face_model, rng):
 
 
 def test_learning_rejects_bad_annotations(face_model):
-    from dffx.model.annotated_landmarks import learn_landmark_vertices
+    from dffx.synth.landmark_learning import learn_landmark_vertices
 
     with pytest.raises(ValueError, match="68, 2"):
         learn_landmark_vertices(face_model, np.zeros((3, 21, 2)), progress=False)

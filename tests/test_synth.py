@@ -359,8 +359,7 @@ def test_eval_synth_scores_the_held_out_renders(synth_set, face_model, tmp_path,
     import json
 
     from dffx.cli import main
-    from dffx.data import load_synth_val
-    from dffx.data.synth_renders import PAD
+    from dffx.synth.val_samples import PAD, load_synth_val
     from dffx.eval import EvalOptions, evaluate
     from dffx.synth import SynthDataset
 

@@ -3,7 +3,7 @@
     python tools/learn_landmarks.py --photos ../shared/data/300w-train \
         --out python/dffx/model/landmarks_300w.json
 
-Method: :func:`dffx.model.annotated_landmarks.learn_landmark_vertices`. The file records the
+Method: :func:`dffx.synth.landmark_learning.learn_landmark_vertices`. The file records the
 photos, settings, per-round log and, per point, how far the learned vertex lies from ICT's.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from dffx.data import load_300w
 from dffx.model import load_face_model
-from dffx.model.annotated_landmarks import CANDIDATE_RADIUS_CM, JAW_MAX_YAW_DEG, learn_landmark_vertices
+from dffx.synth.landmark_learning import CANDIDATE_RADIUS_CM, JAW_MAX_YAW_DEG, learn_landmark_vertices
 
 
 def main() -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+CROP_SIZE = 224   # side of the canonical face crop, pixels: the network input and the cascade's frame
 CROP_SCALE = 1.5  # crop side / face-box side: leaves room for the ears and the cheek of a profile
 
 
-def crop_transform(box, size: int = 224, scale: float = CROP_SCALE) -> np.ndarray:
+def crop_transform(box, size: int = CROP_SIZE, scale: float = CROP_SCALE) -> np.ndarray:
     """Affine (2, 3) float64 matrix mapping image pixels to crop pixels for a face box.
 
     Args:
@@ -34,7 +35,7 @@ def crop_transform(box, size: int = 224, scale: float = CROP_SCALE) -> np.ndarra
     return np.array([[k, 0.0, (size - 1) / 2 - k * cx], [0.0, k, (size - 1) / 2 - k * cy]])
 
 
-def crop_face(image: np.ndarray, box, size: int = 224, scale: float = CROP_SCALE) -> tuple[np.ndarray, np.ndarray]:
+def crop_face(image: np.ndarray, box, size: int = CROP_SIZE, scale: float = CROP_SCALE) -> tuple[np.ndarray, np.ndarray]:
     """Cut the canonical face crop out of an image (OpenCV warpAffine, bilinear).
 
     Args:
@@ -69,7 +70,7 @@ def crop_to_image(points: np.ndarray, transform: np.ndarray) -> np.ndarray:
     return np.stack([(points[..., 0] - tx) / k, (points[..., 1] - ty) / k], axis=-1)
 
 
-def crop_face_reference(image: np.ndarray, box, size: int = 224, scale: float = CROP_SCALE) -> np.ndarray:
+def crop_face_reference(image: np.ndarray, box, size: int = CROP_SIZE, scale: float = CROP_SCALE) -> np.ndarray:
     """NumPy twin of :func:`crop_face` (float bilinear sampling, black outside), uint8 (size, size, C)."""
     img = np.asarray(image, np.float64)
     img = img[..., None] if img.ndim == 2 else img

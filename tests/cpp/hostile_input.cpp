@@ -90,6 +90,14 @@ void huge_images() {
     dffx::mesh_landmark_visibility(v.data(), tri.data(), landmarks.data(), 3, s, 0.5f, huge.data(), 2);
     check(huge == small, "visibility in a " + std::to_string(side) + "-px image");
   }
+  // case 3: thousands of threads asked for give the one-thread result (capped, and any thread the
+  // system refuses runs in the caller)
+  std::vector<float> depth1(40 * 40), depth2(40 * 40), bary1(40 * 40 * 3), bary2(40 * 40 * 3);
+  std::vector<int32_t> id1(40 * 40), id2(40 * 40);
+  const dffx::RasterShape small_shape{1, 3, 1, 40, 40};
+  dffx::rasterize(v.data(), tri.data(), small_shape, depth1.data(), id1.data(), bary1.data(), 1);
+  dffx::rasterize(v.data(), tri.data(), small_shape, depth2.data(), id2.data(), bary2.data(), 5000);
+  check(depth1 == depth2 && id1 == id2 && bary1 == bary2, "5000 threads asked for");
   s.height = s.width = int64_t{1} << 32;
   check(throws_named([&] {
           dffx::mesh_landmark_visibility(v.data(), tri.data(), landmarks.data(), 3, s, 0.5f, huge.data(), 2);
@@ -105,6 +113,17 @@ void fuzz(const std::string& path, int cases) {
   check(!original.empty(), "the cascade file " + path + " can be read");
   if (original.empty()) return;
   const dffx::Cascade reference = dffx::Cascade::from_bytes(original.data(), original.size());
+  // case 2: a crop size of 2^32 (eight changed bytes) is refused at load instead of crashing run()
+  const std::string scalars = std::string("\x07\0\0\0", 4) + "scalars";
+  const size_t at_scalars = original.find(scalars);
+  check(at_scalars != std::string::npos, "the file has its scalars array");
+  if (at_scalars != std::string::npos) {
+    std::string crafted = original;
+    const double crop = 4294967296.0;  // w_reg, tolerance, crop, C, m1 follow the 1-D header
+    std::memcpy(&crafted[at_scalars + scalars.size() + 1 + 4 + 8 + 2 * 8], &crop, 8);
+    check(throws_named([&] { dffx::Cascade::from_bytes(crafted.data(), crafted.size()); }, "scalars out of range"),
+          "a 2^32 crop size is refused");
+  }
   std::mt19937_64 rng(20261207);
   const std::vector<uint64_t> words = {0, 1, ~uint64_t{0}, uint64_t{1} << 32, uint64_t{1} << 57, uint64_t{1} << 63,
                                        0x7ff8000000000000ull /* NaN */, 0x41f0000000000000ull /* 2^32 as double */};

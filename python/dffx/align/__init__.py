@@ -14,7 +14,7 @@ _EXPORTS = {
     "FaceAligner": "aligner", "FaceAlignment": "aligner", "draw_alignment": "aligner",
     "Cascade": "cascade", "CascadeState": "cascade", "train_cascade": "cascade", "update_geometry": "cascade",
     "DFFLandmarkFeatures": "features", "SIFTLandmarkFeatures": "features",
-    "CascadePredictor": "predictor", "synth_split": "predictor",
+    "synth_split": "predictor",
     "FaceTracker": "tracker", "TrackedFace": "tracker",
 }
 

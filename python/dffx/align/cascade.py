@@ -25,10 +25,10 @@ from .. import _blas
 from ..geometry.camera import project
 from ..ops.raster import mesh_landmark_visibility
 from ..ops.shape_fit import fit_shape, fit_shared_shape
+from ..preprocess import CROP_SIZE
 from .camera_refit import MIN_SCALE, REFIT_PRIOR, REFIT_ROUNDS, refit_cameras
 from .confidence import UNCALIBRATED_MIN_SCORE, alignment_score, landmark_template
 
-CROP_SIZE = 224
 DEFAULT_STAGES = 3
 DEFAULT_W_REG = 0.5          # eq. 6 prior weight against the landmark term in cm^2 (as the photo fit)
 DEFAULT_BOX_SHIFT = 0.05     # training boxes: shift up to this fraction of the crop side

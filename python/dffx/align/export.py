@@ -44,7 +44,7 @@ def cascade_file_bytes(model, cascade) -> bytes:
     """
     from ..ops.raster import DEFAULT_VISIBILITY_TOLERANCE
     from .camera_refit import GAUSS_NEWTON_STEPS
-    from .cascade import CROP_SIZE
+    from ..preprocess import CROP_SIZE
 
     if cascade.features != "dff":
         raise ValueError(f"only DFF cascades run in C++, this one uses {cascade.features!r} features")

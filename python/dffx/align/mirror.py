@@ -17,26 +17,14 @@ from __future__ import annotations
 
 import numpy as np
 
-# iBUG 68-point mirror partners (0-based): jaw, brows, nose, eyes, mouth read right to left.
-# tests/test_align.py checks it against ICT's mirror-symmetric landmark vertices.
-IBUG68_MIRROR = np.array(
-    list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] + [35, 34, 33, 32, 31]
-    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65])
+from ..data.ibug import IBUG68_MIRROR, mirror_landmarks
+from .image_alignment import ImageAlignment
 
 
 def mirror_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
     """(F, 4) boxes x0, y0, x1, y1 -> the same boxes in the mirror image of an image ``width`` wide."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     return np.stack([width - 1 - boxes[:, 2], boxes[:, 1], width - 1 - boxes[:, 0], boxes[:, 3]], axis=1)
-
-
-def mirror_landmarks(landmarks: np.ndarray, width: int) -> np.ndarray:
-    """(..., 68, 2) iBUG landmarks -> the same face's landmarks in the mirror image (each point
-    at its partner's index, x -> ``width`` - 1 - x)."""
-    out = np.array(landmarks)[..., IBUG68_MIRROR, :]
-    out[..., 0] = width - 1 - out[..., 0]
-    return out
 
 
 def mirror_cameras(cameras: np.ndarray, width: int) -> np.ndarray:
@@ -49,10 +37,8 @@ def mirror_cameras(cameras: np.ndarray, width: int) -> np.ndarray:
 
 
 def mirror_back(result, width: int):
-    """An :class:`~dffx.align.predictor.ImageAlignment` of the mirror image -> landmarks, visibility,
+    """An :class:`~dffx.align.image_alignment.ImageAlignment` of the mirror image -> landmarks, visibility,
     cameras and boxes in the original image (shape parameters are left as they are)."""
-    from .predictor import ImageAlignment
-
     return ImageAlignment(boxes=mirror_boxes(result.boxes, width), landmarks=mirror_landmarks(result.landmarks, width),
                           visible=result.visible[:, IBUG68_MIRROR].copy(),
                           camera=mirror_cameras(result.camera, width), params=result.params, score=result.score)
@@ -63,16 +49,15 @@ def average_with_mirror(model, cascade, direct, mirrored, image_size: tuple[int,
 
     Args:
         model: :class:`dffx.FaceModel`; cascade: the :class:`Cascade` (its ``w_reg``).
-        direct, mirrored: :class:`~dffx.align.predictor.ImageAlignment` of the same faces, the
+        direct, mirrored: :class:`~dffx.align.image_alignment.ImageAlignment` of the same faces, the
             second from :func:`mirror_back`.
         image_size: (height, width) of the image, for the visibility test.
 
     Returns:
-        :class:`~dffx.align.predictor.ImageAlignment` with ``direct``'s boxes.
+        :class:`~dffx.align.image_alignment.ImageAlignment` with ``direct``'s boxes.
     """
     from ..geometry.camera import project
     from ..ops.raster import mesh_landmark_visibility
-    from .predictor import ImageAlignment
 
     landmarks = (direct.landmarks + mirrored.landmarks) / 2
     camera = (direct.camera + mirrored.camera) / 2

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
-from .._validate import as_bgr_image
 from ..detect.boxes import paired_iou
 from ..nn.integrity import file_sha256
 from ..preprocess import crop_face, crop_to_image
 from .cascade import Cascade, CascadeState, update_geometry
 from .features import DFFLandmarkFeatures, SIFTLandmarkFeatures
+from .image_alignment import ImageAlignment
 from .mirror import average_with_mirror, mirror_back, mirror_boxes
 
 
@@ -151,28 +151,6 @@ def cascade_features(cascade: Cascade, weights=None, device=None, precision: str
     return features
 
 
-@dataclass
-class ImageAlignment:
-    """Cascade results for the F faces of one image, in that image's pixels (x right, y down).
-
-    Attributes:
-        boxes: float64 (F, 4) x0, y0, x1, y1 the kept pass started from.
-        landmarks: float64 (F, 68, 2) iBUG landmarks.
-        visible: bool (F, 68) depth-buffer visibility.
-        camera: float64 (F, 6) weak-perspective w = (s, pitch, yaw, roll, tx, ty) in image pixels.
-        params: float32 (F, M) shape parameters (p_id then p_exp).
-        score: float64 (F,) alignment confidence (:mod:`dffx.align.confidence`), or None when
-            the cascade file has no template.
-    """
-
-    boxes: np.ndarray
-    landmarks: np.ndarray
-    visible: np.ndarray
-    camera: np.ndarray
-    params: np.ndarray
-    score: np.ndarray | None
-
-
 # Which re-crop pass a face keeps, per cascade features, measured on held-out renders from true,
 # MTCNN and Haar boxes (docs/alignment.md, "Which pass a face keeps"): for DFF the last pass is
 # 3-5% better from detector boxes than the best-scoring one; for SIFT the best-scoring is 4-5% better.
@@ -286,39 +264,3 @@ def _take_rows(into: ImageAlignment, source: ImageAlignment, rows: np.ndarray, t
         target = getattr(into, item.name)
         if target is not None:
             target[rows] = getattr(source, item.name)[take]
-
-
-class CascadePredictor:
-    """``dffx eval`` predictor: canonical crop from the face box, cascade, landmarks back in the image.
-
-    Args:
-        model: :class:`dffx.FaceModel`.
-        cascade: a :class:`Cascade` or a path to one.
-        weights: DFF weights (for "dff" cascades; None = the network the cascade was trained
-            with, see :func:`cascade_features`).
-        device: torch device for the DFF network.
-        refine, converged_iou: re-crop passes (:func:`align_in_image`).
-        precision: the DFF network's dtype, "float32" or "bfloat16" (:class:`dffx.nn.DFFExtractor`).
-        mirror: also align the mirror image and average (:mod:`dffx.align.mirror`).
-        backend: where the DFF network runs, "torch" or "onnxruntime" (:func:`make_features`).
-        camera_refit: the camera refit after the last stage (:mod:`dffx.align.camera_refit`).
-    """
-
-    def __init__(self, model, cascade, weights=None, device=None, refine: int = 0,
-                 converged_iou: float | None = None, precision: str = "float32", mirror: bool = False,
-                 backend: str = "torch", camera_refit: bool = True):
-        self.cascade = cascade if isinstance(cascade, Cascade) else Cascade.load(cascade)
-        self.model = self.cascade.bind(model)
-        self.features = cascade_features(self.cascade, weights, device, precision, backend)
-        self.name = self.cascade.features
-        self.refine, self.converged_iou, self.mirror = refine, converged_iou, bool(mirror)
-        self.camera_refit = bool(camera_refit)
-
-    def predict(self, image, box):
-        """:class:`dffx.eval.predictors.Prediction` for the face in ``box`` of a BGR (or grey) uint8
-        image; ValueError for another image (:func:`dffx._validate.as_bgr_image`)."""
-        from ..eval.predictors import Prediction
-
-        result = align_in_image(self.model, self.cascade, self.features, as_bgr_image(image), box, self.refine,
-                                self.converged_iou, mirror=self.mirror, camera_refit=self.camera_refit)
-        return Prediction(result.landmarks[0], result.camera[0])

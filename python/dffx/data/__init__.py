@@ -1,11 +1,10 @@
-"""Readers of annotated face datasets: AFLW2000-3D, AFLW (3DDFA crop protocol), 300W / iBUG .pts, and the
-held-out renders of a synthesized set."""
+"""Readers of annotated face datasets: AFLW2000-3D, AFLW (3DDFA crop protocol), 300W / iBUG .pts
+(the held-out renders of a synthesized set: :mod:`dffx.synth.val_samples`)."""
 
 from .aflw2000 import load_aflw2000_3d, read_yaw_csv
 from .aflw_crops import load_aflw_crops, restore_roi
 from .ibug import landmark_box, load_300w, read_pts
 from .sample import DatasetFormatError, FaceSample, LoadReport
-from .synth_renders import load_synth_val
 
 __all__ = [
     "DatasetFormatError",
@@ -15,7 +14,6 @@ __all__ = [
     "load_300w",
     "load_aflw2000_3d",
     "load_aflw_crops",
-    "load_synth_val",
     "read_pts",
     "read_yaw_csv",
     "restore_roi",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validate import as_bgr_image
 from ..geometry.camera import project
 
 
@@ -54,10 +55,49 @@ class MeanShapePredictor:
         return Prediction(project(self.landmarks3d, camera)[:, :2].astype(np.float64), camera)
 
 
+class CascadePredictor:
+    """``dffx eval`` predictor: canonical crop from the face box, cascade, landmarks back in the image.
+
+    Args:
+        model: :class:`dffx.FaceModel`.
+        cascade: a :class:`dffx.align.Cascade` or a path to one.
+        weights: DFF weights (for "dff" cascades; None = the network the cascade was trained
+            with, see :func:`dffx.align.predictor.cascade_features`).
+        device: torch device for the DFF network.
+        refine, converged_iou: re-crop passes (:func:`dffx.align.predictor.align_in_image`).
+        precision: the DFF network's dtype, "float32" or "bfloat16" (:class:`dffx.nn.DFFExtractor`).
+        mirror: also align the mirror image and average (:mod:`dffx.align.mirror`).
+        backend: where the DFF network runs, "torch" or "onnxruntime" (:func:`dffx.align.predictor.make_features`).
+        camera_refit: the camera refit after the last stage (:mod:`dffx.align.camera_refit`).
+    """
+
+    def __init__(self, model, cascade, weights=None, device=None, refine: int = 0,
+                 converged_iou: float | None = None, precision: str = "float32", mirror: bool = False,
+                 backend: str = "torch", camera_refit: bool = True):
+        from ..align.cascade import Cascade
+        from ..align.predictor import cascade_features
+
+        self.cascade = cascade if isinstance(cascade, Cascade) else Cascade.load(cascade)
+        self.model = self.cascade.bind(model)
+        self.features = cascade_features(self.cascade, weights, device, precision, backend)
+        self.name = self.cascade.features
+        self.refine, self.converged_iou, self.mirror = refine, converged_iou, bool(mirror)
+        self.camera_refit = bool(camera_refit)
+
+    def predict(self, image, box):
+        """:class:`Prediction` for the face in ``box`` of a BGR (or grey) uint8 image; ValueError
+        for another image (:func:`dffx._validate.as_bgr_image`)."""
+        from ..align.predictor import align_in_image
+
+        result = align_in_image(self.model, self.cascade, self.features, as_bgr_image(image), box, self.refine,
+                                self.converged_iou, mirror=self.mirror, camera_refit=self.camera_refit)
+        return Prediction(result.landmarks[0], result.camera[0])
+
+
 def _cascade(features: str):
     def build(model, cascade=None, refine: int = 0, converged_iou: float | None = None, precision: str = "float32",
               mirror: bool = False, backend: str = "torch", camera_refit: bool = True):
-        from ..align import Cascade, CascadePredictor
+        from ..align.cascade import Cascade
         from ..align.predictor import default_cascade_path
 
         directions = Cascade.load(cascade if cascade is not None else default_cascade_path(features))

@@ -479,7 +479,7 @@ def train_dff(config: TrainConfig, dataset_factory: Callable[..., Any] | None = 
             dist.destroy_process_group()
 
 
-def _train(cfg, factory, segs, loss_cls, device, rank, world, is_main) -> TrainResult:
+def _train(cfg, factory, segs, loss_cls, device, rank, world, is_main) -> TrainResult:  # noqa: C901  (over the limit before it was set; to split, issue 31)
     t_start = time.perf_counter()
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)

@@ -5,7 +5,8 @@
 * :mod:`.render` — projective texturing from the photo, new pose/expression/light;
 * :mod:`.background` — backgrounds: crops of other photos beside their annotated face;
 * :mod:`.store` / :mod:`.dataset` — sharded storage and the PyTorch ``SynthDataset``;
-* :mod:`.pipeline` — ``dffx synth``; :mod:`.preview` — ``dffx synth-preview``.
+* :mod:`.pipeline` — ``dffx synth``; :mod:`.preview` — ``dffx synth-preview``;
+* :mod:`.val_samples` — the held-out renders as evaluation samples (``dffx eval synth``).
 """
 
 from .dataset import SynthDataset

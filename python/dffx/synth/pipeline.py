@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..align.mirror import mirror_landmarks
 from ..data import load_300w
+from ..data.ibug import mirror_landmarks
 from ..model import load_face_model
 from ..model.annotated_landmarks import CONVENTIONS, model_for_convention
 from .fit import CONTOUR_MODES, ContourLines, fit_photo
@@ -59,7 +59,7 @@ class SynthConfig:
             (:func:`dffx.synth.background.face_free_background`, sets of 2026-12-02 to -06);
             ``"any"`` crops it anywhere, face included, as sets made before 2026-12-02 did.
         mirror_photos: also use every photo's mirror image as a source (its landmarks mirrored
-            with :data:`dffx.align.mirror.IBUG68_MIRROR`; a mirror image is held out with its
+            with :data:`dffx.data.ibug.IBUG68_MIRROR`; a mirror image is held out with its
             photo). Manifest names of mirror images end in :data:`MIRROR_SUFFIX`.
         original_views: fraction of samples rendered at their photo's own fitted pose and
             expression, unlit: the photo itself with exact labels (only with the "context"

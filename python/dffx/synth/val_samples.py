@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .ibug import landmark_box
-from .sample import FaceSample, LoadReport
+from ..data.ibug import landmark_box
+from ..data.sample import FaceSample, LoadReport
 
 # Grey border added around each 224 x 224 render. The renders fill their crop, so a face box
 # from a re-crop pass or a detector would run off the image without it; docs/alignment.md's
@@ -49,7 +49,7 @@ def load_synth_val(root, limit: int | None = None, split: str = "val") -> tuple[
         FileNotFoundError: ``root`` is not a synthesized set; ValueError: an empty split, an
         unknown split or a bad ``limit``.
     """
-    from ..synth import SynthDataset
+    from .dataset import SynthDataset
 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
