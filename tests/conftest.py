@@ -2,11 +2,14 @@
 
 Data comes from ``$DFFX_FACE_MODEL`` or, by default, ``../shared`` beside the repository
 (the layout CI provides). Missing data is an error, not a skip: these tests exist to check
-the library on real data.
+the library on real data. Every test that needs it is marked ``data`` (found from the fixtures
+it uses and the names its code reads, :func:`needs_data`), so that without ``../shared``
+``pytest -m "not data"`` runs the rest.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -40,6 +43,65 @@ def aflw2000_dir() -> Path:
     path = SHARED / "data" / "dev" / "aflw2000-3d-sample"
     assert path.is_dir(), f"AFLW2000-3D sample not found at {path}"
     return path
+
+
+# Fixtures and names through which a test reaches ../shared (or $DFFX_FACE_MODEL); the dffx
+# subcommands that load the face model from $DFFX_FACE_MODEL
+DATA_FIXTURES = {"ict_dir", "face_model", "aflw2000_dir"}
+DATA_NAMES = {"SHARED", "DLIB_EXAMPLES", "dlib_faces", "face_model_dir", "DFFX_FACE_MODEL"}
+MODEL_COMMANDS = ('"align"', '"track"', '"eval"', '"synth"', '"match"', '"export-cascade"')
+_module_data_names: dict[str, set[str]] = {}
+
+
+def _data_names(module) -> set[str]:
+    """DATA_NAMES and the module-level constants and helpers of a test module whose code reads
+    one of them (repeated until none is added: a helper calling a helper)."""
+    import ast
+    import re
+
+    if module.__name__ in _module_data_names:
+        return _module_data_names[module.__name__]
+    names = set(DATA_NAMES)
+    source = inspect.getsource(module)
+    nodes = [n for n in ast.parse(source).body if isinstance(n, (ast.Assign, ast.FunctionDef))]
+    grew = True
+    while grew:
+        grew = False
+        for node in nodes:
+            targets = [node.name] if isinstance(node, ast.FunctionDef) else \
+                [t.id for t in node.targets if isinstance(t, ast.Name)]
+            if set(targets) <= names:
+                continue
+            if re.search(r"\b(" + "|".join(map(re.escape, names)) + r")\b", ast.get_source_segment(source, node) or ""):
+                names |= set(targets)
+                grew = True
+    _module_data_names[module.__name__] = names
+    return names
+
+
+def needs_data(item) -> bool:
+    """True when a test uses a data fixture, runs a dffx subcommand that loads the face model, or
+    its code or one of its fixtures' code reads a name that leads into ../shared."""
+    import re
+
+    if DATA_FIXTURES & set(item.fixturenames):
+        return True
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, _data_names(item.module))) + r")\b")
+    functions = [item.function] + [d.func for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs]
+    for function in functions:
+        try:
+            source = inspect.getsource(function)
+        except (OSError, TypeError):
+            continue
+        if pattern.search(source) or ("main([" in source and any(c in source for c in MODEL_COMMANDS)):
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if needs_data(item):
+            item.add_marker(pytest.mark.data)
 
 
 @pytest.fixture

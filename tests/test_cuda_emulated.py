@@ -269,6 +269,7 @@ def test_loss_host_checks(emu):
 
 # ------------------------------------------------------------------------------ memory checking
 @pytest.mark.skipif(UNDER_ASAN, reason="this is the AddressSanitizer run itself")
+@pytest.mark.data  # runs this whole file again, the tests on the face model included
 def test_kernels_under_address_sanitizer(emulator_library):
     """Every test above again, in a child process, with the kernels built with AddressSanitizer
     (the CPU counterpart of compute-sanitizer's memcheck): any read or write outside a buffer
