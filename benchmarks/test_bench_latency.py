@@ -12,7 +12,7 @@ Stages of the alignment pipeline (paper Sec. III-C) that exist today:
 * ``latency-align``: ``FaceAligner.align`` with a given box (crop, DFF extraction, three cascade
   iterations, mesh and pose out) vs the same with NumPy's BLAS free to use every core inside the
   cascade, which its spinning worker threads made 3x slower on a 2-core CPU
-  (docs/alignment.md, "Latency"), vs the network in bfloat16 (``precision="bfloat16"``,
+  (docs/experiments/2026-12-03-latency.md), vs the network in bfloat16 (``precision="bfloat16"``,
   whose landmarks must stay within 3% of the face size of the float32 ones), and vs mirror
   averaging (``mirror=True``: the face aligned twice, within 3% of the plain result); all
   single-pass (``refine=0``), the paper's pipeline;
@@ -205,7 +205,7 @@ def test_cascade_run_cpp(benchmark, cascade_inputs):
 @pytest.mark.benchmark(group="cascade-run")
 def test_cascade_run_cpp_without_camera_refit(benchmark, cascade_inputs):
     """The same without the camera refit after the last stage (dffx.align.camera_refit): what
-    the refit costs (about 1 ms per face on a 2-core CPU, docs/alignment.md "Camera refit")."""
+    the refit costs (about 1 ms per face on a 2-core CPU, docs/experiments/2026-12-04-camera-refit.md)."""
     cpp, _, _, maps = cascade_inputs
     result = benchmark(cpp.run, maps, camera_refit=False)
     assert not np.allclose(result["cameras"], cpp.run(maps)["cameras"])

@@ -350,7 +350,7 @@ def test_extractor_rejects_bad_arguments(small_weights):
 
 def test_bfloat16_extractor_gives_float32_unit_features_close_to_float32():
     """precision="bfloat16" runs the shipped net in bfloat16: float32 unit vectors out, pointing
-    where the float32 net's do (the cascade's accuracy with them: docs/alignment.md, "Latency")."""
+    where the float32 net's do (the cascade's accuracy with them: docs/experiments/2026-12-03-latency.md)."""
     import cv2
 
     face = cv2.resize(cv2.imread(str(REPO / "examples" / "face_generated.png")), (224, 224))

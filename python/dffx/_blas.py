@@ -3,7 +3,7 @@
 The per-face products of the cascade (S(p) of eq. 3: (B, M) x (M, 3n); the descent directions
 of eq. 4-5: (B, 5121) x (5121, 136)) are too small to gain from BLAS threads, but OpenBLAS's
 workers keep spinning for a while after each call and take the cores from the next PyTorch
-forward pass, which then runs 2-5x slower on a 2-core machine (docs/alignment.md, "Latency").
+forward pass, which then runs 2-5x slower on a 2-core machine (docs/experiments/2026-12-03-latency.md).
 
 The BLAS thread count is a setting of the whole process, and aligners may run in several
 threads at once. Each region restoring the count it saw on entry (threadpoolctl's own context

@@ -88,7 +88,7 @@ class FaceAlignment:
 
 
 # Re-crop passes after the first run and the box IoU at which a face needs no more of them,
-# measured in docs/alignment.md ("Refinement and confidence"); the score under which a detected
+# measured in docs/experiments/2026-12-02-refinement-and-confidence.md; the score under which a detected
 # face is dropped is the cascade file's own, calibrated with its template
 # (dffx.align.score_calibration).
 DEFAULT_REFINE = 1
@@ -116,11 +116,11 @@ class FaceAligner:
             Ignored for SIFT.
         precision: the DFF network's dtype, "float32" (default) or "bfloat16": about 2x faster
             network on CPUs with native bfloat16 (AMX, AVX512-BF16), the same accuracy on
-            held-out renders and the real samples (docs/alignment.md, "Latency"); slower on
+            held-out renders and the real samples (docs/experiments/2026-12-03-latency.md); slower on
             other CPUs (:func:`dffx.nn.cpu_has_native_bfloat16` tells). Ignored for SIFT.
         mirror: also align every face in the mirror image and average the two results
             (:mod:`dffx.align.mirror`): 3-8% lower NME in 14 of 15 settings measured, for twice
-            the work (docs/alignment.md, "Mirror averaging"). Default
+            the work (docs/experiments/2026-12-03-mirror-averaging.md). Default
             ``DEFAULT_MIRROR``.
         model: a :class:`dffx.FaceModel` (default: ``load_face_model()``, i.e. $DFFX_FACE_MODEL).
         refine: re-crop passes after the first run (:func:`dffx.align.predictor.align_in_image`):
@@ -139,7 +139,7 @@ class FaceAligner:
             :data:`dffx.detect.DETECTORS` (default ``"mtcnn"``).
         camera_refit: after the cascade's last stage, re-fit the camera and shape to its landmarks
             (:mod:`dffx.align.camera_refit`): 2-3% lower NME and 4-5% lower head-pose error on
-            held-out renders (docs/alignment.md, "Camera refit"). Default True; False runs the
+            held-out renders (docs/experiments/2026-12-04-camera-refit.md). Default True; False runs the
             paper's cascade as it is.
         min_face_size: smallest face side, in pixels, the detector looks for (an integer >= 12;
             default ``dffx.detect.DEFAULT_MIN_FACE_SIZE``, 40). Raise it for large photos of

@@ -18,7 +18,7 @@ angles down: near profile, pitch and roll turn the face about nearly the same ax
 angles' gimbal lock at 90 degrees of yaw), and without the prior the fit trades one for the
 other. It leaves the regressed split there.
 
-Measured (docs/alignment.md, "Camera refit"): on held-out renders the landmarks' NME drops 3%
+Measured (docs/experiments/2026-12-04-camera-refit.md): on held-out renders the landmarks' NME drops 3%
 and the head-pose error 5%, with every yaw bin better; kappa and the number of rounds were
 chosen on training renders. The C++ cascade (csrc/cpu/cascade.cpp) runs the same step; this is
 its twin.

@@ -1,6 +1,7 @@
 """``dffx align`` (photos) and ``dffx track`` (a video): the aligner's command line (paper Sec. III-C).
 
-``python/dffx/cli.py`` wires them with ``add_align_parsers(sub)``. Both take the same aligner
+:func:`add_parsers` registers them on the ``dffx`` command line, with the cascade's commands
+(``dffx train cascade``, ``train template``, ``train min-score``, ``export-cascade``). Both take the same aligner
 options (features, detector, device, precision, re-crop passes, score threshold, face model)::
 
     dffx align photo.jpg --out aligned/                    # aligned/photo.json + photo_overlay.png
@@ -51,7 +52,7 @@ def add_aligner_arguments(p: argparse.ArgumentParser) -> None:
                         "started from by this IoU (default: FaceAligner's, 0.85; above 1: every face gets all)")
     p.add_argument("--min-score", type=float, default=None,
                    help="drop detected faces whose alignment score is below this (default: the threshold "
-                        "calibrated with the cascade file, 0.80 for the shipped one; negative: keep all)")
+                        "calibrated with the cascade file, 0.82 for the shipped one; negative: keep all)")
     p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
                    help="also align each face in the mirror image and average the two (default: FaceAligner's)")
     p.add_argument("--camera-refit", action=argparse.BooleanOptionalAction, default=None,
@@ -194,7 +195,101 @@ def _cmd_track(args) -> int:
     return 0
 
 
-def add_align_parsers(sub) -> None:
+def _cmd_train_cascade(args) -> int:
+    import time
+
+    from ..align import synth_split, train_cascade
+    from ..align.predictor import make_features
+    from ..model import load_face_model
+    from ..model.annotated_landmarks import model_for_convention
+
+    model = model_for_convention(load_face_model(args.model), args.landmarks)
+    features = make_features(args.features, args.dff)
+    start = time.perf_counter()
+    # labels at the chosen convention's vertices, from each render's stored camera and shape
+    train = synth_split(args.data, "train", limit=args.train_images, seed=args.seed, model=model)
+    if args.mirror_augment:
+        from ..align.mirror import mirrored_split
+
+        train = mirrored_split(train)
+    val = synth_split(args.data, "val", limit=args.val_images, seed=args.seed, model=model)
+    perturbation = {}  # unset flags keep train_cascade's defaults
+    if args.box_shift is not None:
+        perturbation["box_shift"] = args.box_shift
+    if args.box_scale is not None:
+        perturbation["box_scale"] = args.box_scale
+    cascade = train_cascade(model, features, train, val, stages=args.stages, boxes=args.boxes, seed=args.seed,
+                            progress=not args.no_progress, **perturbation)
+    cascade.info.update(data=str(args.data), seconds=round(time.perf_counter() - start, 1),
+                        mirror_augment=bool(args.mirror_augment), landmarks=args.landmarks)
+    if args.features == "dff":  # bind the directions to their network (dffx.align.predictor.cascade_features)
+        from ..nn.integrity import file_sha256
+        from ..nn.extractor import is_weights_name
+
+        weights = features.extractor.weights_path
+        name = "default" if args.dff is None else args.dff if is_weights_name(args.dff) else None
+        cascade.info.update(dff_network=name, dff_sha256=file_sha256(weights),
+                            dff_weights=f"dffx/weights/{weights.name}" if name else str(weights))
+    path = cascade.save(args.out)
+    print(json.dumps(cascade.info, indent=2))
+    print(path)
+    return 0
+
+
+def _cmd_train_template(args) -> int:
+    from ..align import Cascade, synth_split
+    from ..align.cascade import training_template
+    from ..align.predictor import cascade_features
+    from ..model import load_face_model
+
+    cascade = Cascade.load(args.cascade)
+    features = cascade_features(cascade)  # the features the directions were learned on
+    # labels at the cascade's own landmarks (as `dffx train cascade` computes them)
+    model = cascade.bind(load_face_model(args.model))
+    data = synth_split(args.data, "train", limit=args.images, seed=args.seed, model=model)
+    cascade.template, used = training_template(features, data, np.random.default_rng(args.seed), count=args.images)
+    cascade.info.update(template_images=used, template_data=str(args.data))
+    path = cascade.save(args.out if args.out else args.cascade)
+    print(f"template of {used} training faces -> {path}")
+    return 0
+
+
+def _cmd_train_min_score(args) -> int:
+    from ..align import FaceAligner
+    from ..align.score_calibration import calibrate_min_score
+    from ..data import load_300w
+
+    if args.every < 1 or args.offset < 0:
+        raise ValueError(f"--every must be >= 1 and --offset >= 0, got {args.every} and {args.offset}")
+    samples, _ = load_300w(args.photos)
+    samples = samples[args.offset::args.every]
+    if not samples:
+        raise ValueError(f"{args.photos}: no annotated photos (image + .pts) to calibrate on")
+    aligner = FaceAligner("dff", cascade=args.cascade, model=args.model, min_score=None)
+    calibration = calibrate_min_score(aligner, samples, seed=args.seed)
+    calibration.update(photos=str(args.photos), every=args.every, offset=args.offset, seed=args.seed)
+    aligner.cascade.info.update(min_score=calibration["min_score"], min_score_calibration=calibration)
+    path = aligner.cascade.save(args.out if args.out else args.cascade)
+    print(json.dumps(calibration, indent=2))
+    print(path)
+    return 0
+
+
+def _cmd_export_cascade(args) -> int:
+    from ..align.cascade import Cascade
+    from ..align.export import write_cascade_file
+    from ..align.predictor import default_cascade_path
+    from ..model import load_face_model
+
+    cascade = Cascade.load(args.cascade or default_cascade_path("dff"))
+    out = write_cascade_file(args.out, load_face_model(args.model), cascade)
+    network = cascade.info.get("dff_network") or cascade.info.get("dff_weights")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB); run it on the maps of the DFF network "
+          f"{network!r} (dffx export-onnx --weights {network or 'default'})")
+    return 0
+
+
+def add_parsers(sub, train_sub) -> None:
     """Add ``align`` and ``track`` to the ``dffx`` subcommands."""
     p = sub.add_parser("align", help="68 landmarks, visibility and head pose of every face in photos (Sec. III-C)")
     p.add_argument("images", nargs="+", help="image files, or folders (their image files, not recursive)")
@@ -218,3 +313,54 @@ def add_align_parsers(sub) -> None:
                         "no face is tracked or a track weakens)")
     add_aligner_arguments(p)
     p.set_defaults(run=_cmd_track)
+
+    p = train_sub.add_parser("cascade", help="learn the descent directions of the alignment cascade (eq. 9-11)")
+    p.add_argument("--data", required=True, help="a dffx synth output folder")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--features", default="dff", choices=["dff", "sift"], help="landmark descriptors")
+    p.add_argument("--dff", default=None, help="DFF weights: a path or a shipped name (default: the shipped default network)")
+    p.add_argument("--train-images", type=int, default=None, help="random training samples (default: all)")
+    p.add_argument("--val-images", type=int, default=500, help="held-out samples that choose the regularisers")
+    p.add_argument("--boxes", type=int, default=5, help="perturbed initial boxes per training image (paper: 5)")
+    p.add_argument("--mirror-augment", action="store_true",
+                   help="also train on every training image's mirror image (twice the faces)")
+    p.add_argument("--box-shift", type=float, default=None,
+                   help="box perturbation: shift up to this fraction of the crop side (default 0.05)")
+    p.add_argument("--box-scale", type=float, default=None,
+                   help="box perturbation: scale by up to 1 +- this (default 0.1)")
+    p.add_argument("--stages", type=int, default=3, help="cascade iterations K (paper: 3)")
+    p.add_argument("--landmarks", default="300w", choices=["300w", "ict"],
+                   help="landmark convention the cascade regresses: 300w = vertices learned from 300-W's "
+                        "annotations (default), ict = ICT-FaceKit's published vertices")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_train_cascade)
+
+    p = sub.add_parser("export-cascade", help="write the face model and a DFF cascade as one file for C++ "
+                                              "(dffx::Cascade, csrc/include/dffx/cascade.hpp)")
+    p.add_argument("--out", required=True, help="the file to write")
+    p.add_argument("--cascade", default=None, help="a DFF cascade .npz (default: the shipped one)")
+    p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
+    p.set_defaults(run=_cmd_export_cascade)
+
+    p = train_sub.add_parser("template", help="add the alignment-confidence template to a cascade file")
+    p.add_argument("--cascade", required=True, help="cascade .npz to read")
+    p.add_argument("--data", required=True, help="a dffx synth output folder (its train split is used)")
+    p.add_argument("--out", default=None, help="output .npz (default: overwrite --cascade)")
+    p.add_argument("--images", type=int, default=1000, help="random training faces to average")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
+    p.set_defaults(run=_cmd_train_template)
+
+    p = train_sub.add_parser("min-score", help="calibrate the alignment-score threshold of a cascade file on "
+                                               "annotated photos (dffx.align.score_calibration)")
+    p.add_argument("--cascade", required=True, help="cascade .npz with a template (`dffx train template`)")
+    p.add_argument("--photos", required=True,
+                   help="300W-style folder of training photos with .pts files (never evaluation data)")
+    p.add_argument("--out", default=None, help="output .npz (default: overwrite --cascade)")
+    p.add_argument("--every", type=int, default=10, help="use every this many photos (sorted by path)")
+    p.add_argument("--offset", type=int, default=5, help="the first photo used")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
+    p.set_defaults(run=_cmd_train_min_score)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 #: Score threshold for a cascade file without a calibrated one (``Cascade.min_score``): the value
-#: chosen for the run-3 network by hand (docs/alignment.md, "Refinement and confidence").
+#: chosen for the run-3 network by hand (docs/experiments/2026-12-02-refinement-and-confidence.md).
 UNCALIBRATED_MIN_SCORE = 0.6
 
 

@@ -3,7 +3,7 @@
 The cascade's errors on a face and on its mirror image are partly independent (the network and
 the descent directions are not exactly symmetric), so their average is closer to the truth: on
 held-out renders and on both real samples it lowered the NME by 3-8% in 14 of 15 settings
-(docs/alignment.md, "Mirror averaging"), for twice the work.
+(docs/experiments/2026-12-03-mirror-averaging.md), for twice the work.
 
 The mirrored pass runs on ``image[:, ::-1]`` from the mirrored boxes; its results are mapped
 back (x -> W - 1 - x, landmark i -> its mirror partner, yaw and roll negated). The reported

@@ -59,7 +59,7 @@ def default_cascade_path(features: str):
 
 
 # Where the DFF network runs: PyTorch (CPU or CUDA, float32 or bfloat16) or ONNX Runtime (CPU,
-# float32, the shipped dff_default.onnx; no PyTorch needed). docs/alignment.md, "Latency".
+# float32, the shipped dff_default.onnx; no PyTorch needed). docs/experiments/2026-12-03-latency.md.
 BACKENDS = ("torch", "onnxruntime")
 
 
@@ -152,7 +152,7 @@ def cascade_features(cascade: Cascade, weights=None, device=None, precision: str
 
 
 # Which re-crop pass a face keeps, per cascade features, measured on held-out renders from true,
-# MTCNN and Haar boxes (docs/alignment.md, "Which pass a face keeps"): for DFF the last pass is
+# MTCNN and Haar boxes (docs/experiments/2026-12-02-refinement-and-confidence.md): for DFF the last pass is
 # 3-5% better from detector boxes than the best-scoring one; for SIFT the best-scoring is 4-5% better.
 KEEP_RULES = ("last", "best-score")
 KEEP_PASS = {"dff": "last", "sift": "best-score"}
@@ -170,7 +170,7 @@ def align_in_image(model, cascade: Cascade, features, image: np.ndarray, boxes, 
 
     A face whose landmark box already overlaps the box its pass started from by IoU >=
     ``converged_iou`` has converged: a further pass would cut nearly the same crop, so it gets
-    none (docs/alignment.md, "Re-crop passes"). Faces are re-run only while some have not. Each
+    none (docs/experiments/2026-12-02-refinement-and-confidence.md). Faces are re-run only while some have not. Each
     face keeps its last pass (the one it converged at, or its last refine pass) or, with
     ``keep="best-score"``, its best-scoring pass; :data:`KEEP_PASS` gives each cascade's default.
 

@@ -3,11 +3,11 @@
 Per frame the cascade of Sec. III-C runs from the box of the face's 68 landmarks in the frame
 before, moved by its last shift, which is the box convention the cascade was trained on (the
 same box a re-crop pass starts from, :func:`dffx.align.predictor.align_in_image`). The face
-detector, which costs more than the alignment itself (docs/alignment.md, "Latency"), runs only
+detector, which costs more than the alignment itself (docs/experiments/2026-12-03-latency.md), runs only
 on the first frame, when no face is tracked, every ``detect_every`` frames to pick up faces that
 entered, after a track's score has dropped (the track then restarts from the detection), and in
 a frame where a track was lost. A track ends when its alignment score falls below
-``min_score``: the box no longer holds a face. Measurements: docs/alignment.md, "Video".
+``min_score``: the box no longer holds a face. Measurements: docs/experiments/2026-12-03-video.md.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ class FaceTracker:
         if not starts:
             return []
         # Without the camera refit: frame after frame from the last landmarks' box, it let a small
-        # face of the group-photo test drift off within four frames (docs/alignment.md, "Camera refit").
+        # face of the group-photo test drift off within four frames (docs/experiments/2026-12-04-camera-refit.md).
         faces = self.aligner.align(img, np.stack([s.box for s in starts]), camera_refit=False)
         tracks = []
         for face, start in zip(faces, starts):

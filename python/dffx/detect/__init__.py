@@ -22,7 +22,7 @@ from .boxes import box_iou
 DETECTORS = ("mtcnn", "haar")
 DEFAULT_DETECTOR = "mtcnn"
 # Smallest face side sought, pixels. The detector's cost grows with the image's area over this
-# squared: a 12-megapixel photo takes about 1 s at 40 px, 0.4 s at 80 (docs/alignment.md, "Latency").
+# squared: a 12-megapixel photo takes about 1 s at 40 px, 0.4 s at 80 (docs/experiments/2026-12-03-latency.md).
 DEFAULT_MIN_FACE_SIZE = 40
 MTCNN_MIN_FACE_SIZE = 12  # P-Net's cell: MTCNN cannot look for smaller faces
 

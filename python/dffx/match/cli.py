@@ -227,3 +227,8 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def add_parsers(sub, train_sub) -> None:
+    """Register ``dffx match`` (it has no ``train`` command)."""
+    add_match_parser(sub)

@@ -1,10 +1,7 @@
 """``dffx train dff``: the command line of the DFF trainer (:func:`dffx.nn.train.train_dff`).
 
-``python/dffx/cli.py`` wires it with::
-
-    train = sub.add_parser("train", help=...)
-    train_sub = train.add_subparsers(dest="what", required=True)
-    add_train_dff_parser(train_sub)
+:func:`add_parsers` registers it on ``dffx train``, with ``dffx export-onnx``; neither imports
+PyTorch before it runs.
 
 Example (2-core CPU, default ~1.9 M-parameter net)::
 
@@ -139,3 +136,23 @@ def run_train_dff(args: argparse.Namespace) -> int:
             print(f"train (EMA)  loss {result.train_loss:.4f}  patch accuracy {result.train_accuracy:.4f}")
         print(f"checkpoints  {cfg.checkpoint_path}")
     return 0
+
+
+def _cmd_export_onnx(args) -> int:
+    from ..nn.onnx_export import export_onnx
+
+    out = export_onnx(args.out, args.weights, args.opset)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def add_parsers(sub, train_sub) -> None:
+    """Register ``dffx train dff`` and ``dffx export-onnx`` (PyTorch is imported when they run)."""
+    add_train_dff_parser(train_sub)
+    p = sub.add_parser("export-onnx", help="write a DFF network as ONNX (ONNX Runtime, TensorRT, ...; needs torch "
+                                           "and onnx)")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--weights", default=None, help="DFF weights: a shipped name or a .pt file (default: the shipped "
+                                                   "default network)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    p.set_defaults(run=_cmd_export_onnx)

@@ -141,7 +141,7 @@ class DFFExtractor:
             is cast before the normalisation). "bfloat16" runs the default net about 2x faster
             on CPUs with native bfloat16 (AMX or AVX512-BF16, see :func:`cpu_has_native_bfloat16`)
             and slower on others; its features agree with float32 ones to a cosine of about
-            0.9998 on average (docs/alignment.md, "Latency").
+            0.9998 on average (docs/experiments/2026-12-03-latency.md).
 
     Attributes:
         net: the network in eval mode on ``device`` (fused copy when ``fuse``).

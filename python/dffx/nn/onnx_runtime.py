@@ -4,7 +4,7 @@
 package ships ``dffx/weights/dff_default.onnx``, the default network) and returns what
 :meth:`dffx.nn.DFFExtractor.extract` returns, as NumPy (within 1e-5). On a 2-core CPU it runs the
 default network 1.3x as fast as PyTorch in float32, and importing it takes 0.25 s against
-PyTorch's 2.7 s (docs/alignment.md, "Latency"). ``FaceAligner(backend="onnxruntime")`` uses it;
+PyTorch's 2.7 s (docs/experiments/2026-12-03-latency.md). ``FaceAligner(backend="onnxruntime")`` uses it;
 neither imports PyTorch. Needs ``onnxruntime`` (``pip install "dffx[onnx]"``).
 """
 

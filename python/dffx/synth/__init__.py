@@ -9,11 +9,16 @@
 * :mod:`.val_samples` — the held-out renders as evaluation samples (``dffx eval synth``).
 """
 
-from .dataset import SynthDataset
-from .fit import ContourLines, PhotoFit, fit_photo
-from .mesh import SynthMesh
-from .pipeline import SynthConfig, synthesize
-from .render import SynthSample, Synthesizer, ViewParams, crop_camera, sample_view
+from .._lazy import lazy_attributes as _lazy_attributes
 
-__all__ = ["ContourLines", "PhotoFit", "SynthConfig", "SynthDataset", "SynthMesh", "SynthSample", "Synthesizer",
-           "ViewParams", "crop_camera", "fit_photo", "sample_view", "synthesize"]
+# The names load on first use (PEP 562): `dffx synth`'s parser, built with every `dffx` command,
+# must not import OpenCV and SciPy.
+_EXPORTS = {
+    "SynthDataset": "dataset", "ContourLines": "fit", "PhotoFit": "fit", "fit_photo": "fit", "SynthMesh": "mesh",
+    "SynthConfig": "pipeline", "synthesize": "pipeline", "SynthSample": "render", "Synthesizer": "render",
+    "ViewParams": "render", "crop_camera": "render", "sample_view": "render",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = _lazy_attributes(__name__, _EXPORTS, globals())
