@@ -149,3 +149,29 @@ def test_shipped_threshold_keeps_faces_and_drops_backgrounds_of_held_out_photos(
     assert abs(result["min_score"] - shipped) < 0.05
     assert result["face_p1"] > shipped > result["background_p95"]
     assert aligner.min_score is None and FaceAligner("dff", device="cpu", model=face_model).min_score == shipped
+
+
+def test_train_min_score_command_writes_the_threshold_into_a_copy(tmp_path, ict_dir, monkeypatch, capsys):
+    """`dffx train min-score` on a dozen 300-W training photos: a one-line refusal for bad
+    arguments, else the calibration in the output file's info (the input file untouched)."""
+    import json
+
+    from dffx.align import Cascade
+    from dffx.align.predictor import default_cascade_path
+    from dffx.cli import main
+
+    from conftest import SHARED
+
+    monkeypatch.setenv("DFFX_FACE_MODEL", str(ict_dir))
+    shipped = default_cascade_path("dff")
+    photos = str(SHARED / "data" / "300w-train")
+    out = tmp_path / "calibrated.npz"
+    assert main(["train", "min-score", "--cascade", str(shipped), "--photos", photos, "--every", "0"]) == 1
+    assert "--every must be >= 1" in capsys.readouterr().err
+    assert main(["train", "min-score", "--cascade", str(shipped), "--photos", photos, "--every", "200",
+                 "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out.rsplit("}", 1)[0] + "}")
+    info = Cascade.load(out).info
+    assert info["min_score"] == printed["min_score"] == info["min_score_calibration"]["min_score"]
+    assert info["min_score_calibration"]["faces"] == 11 and info["min_score_calibration"]["every"] == 200
+    assert Cascade.load(shipped).info["min_score"] == 0.82

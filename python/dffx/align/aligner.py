@@ -133,7 +133,7 @@ class FaceAligner:
         min_score: detected faces whose alignment score is below this are dropped as false
             detections (None: keep all). Faces from boxes the caller gives are always kept.
             Default ``"cascade"``: the threshold calibrated with the cascade file's template
-            (:attr:`Cascade.min_score`, 0.80 for the shipped DFF cascade; the score's scale
+            (:attr:`Cascade.min_score`, 0.82 for the shipped DFF cascade; the score's scale
             differs between networks). Ignored for a cascade file without a template.
         detector: face detector used when no boxes are given, one of
             :data:`dffx.detect.DETECTORS` (default ``"mtcnn"``).
@@ -149,8 +149,8 @@ class FaceAligner:
 
     Raises:
         FileNotFoundError: missing cascade/weights/model files; ValueError: unknown features,
-        negative ``refine``, ``converged_iou`` not a number > 0, a ``min_score`` not a finite number, "cascade" or None, an
-        unknown detector, precision or backend, ``min_face_size`` not an integer >= 12, and for
+        negative ``refine``, ``converged_iou`` not a number > 0, a ``min_score`` other than a
+        finite number, "cascade" or None, an unknown detector, precision or backend, ``min_face_size`` not an integer >= 12, and for
         the onnxruntime backend a precision other than float32 or a device other than the CPU;
         ImportError: the backend's package is not installed.
     """

@@ -198,10 +198,10 @@ def _cmd_track(args) -> int:
 def _cmd_train_cascade(args) -> int:
     import time
 
-    from ..align import synth_split, train_cascade
-    from ..align.predictor import make_features
     from ..model import load_face_model
     from ..model.annotated_landmarks import model_for_convention
+    from .cascade import train_cascade
+    from .predictor import make_features, synth_split
 
     model = model_for_convention(load_face_model(args.model), args.landmarks)
     features = make_features(args.features, args.dff)
@@ -209,7 +209,7 @@ def _cmd_train_cascade(args) -> int:
     # labels at the chosen convention's vertices, from each render's stored camera and shape
     train = synth_split(args.data, "train", limit=args.train_images, seed=args.seed, model=model)
     if args.mirror_augment:
-        from ..align.mirror import mirrored_split
+        from .mirror import mirrored_split
 
         train = mirrored_split(train)
     val = synth_split(args.data, "val", limit=args.val_images, seed=args.seed, model=model)
@@ -237,10 +237,9 @@ def _cmd_train_cascade(args) -> int:
 
 
 def _cmd_train_template(args) -> int:
-    from ..align import Cascade, synth_split
-    from ..align.cascade import training_template
-    from ..align.predictor import cascade_features
     from ..model import load_face_model
+    from .cascade import Cascade, training_template
+    from .predictor import cascade_features, synth_split
 
     cascade = Cascade.load(args.cascade)
     features = cascade_features(cascade)  # the features the directions were learned on
@@ -255,9 +254,11 @@ def _cmd_train_template(args) -> int:
 
 
 def _cmd_train_min_score(args) -> int:
-    from ..align import FaceAligner
-    from ..align.score_calibration import calibrate_min_score
     from ..data import load_300w
+    from ..model import load_face_model
+    from .aligner import FaceAligner
+    from .cascade import Cascade
+    from .score_calibration import calibrate_min_score
 
     if args.every < 1 or args.offset < 0:
         raise ValueError(f"--every must be >= 1 and --offset >= 0, got {args.every} and {args.offset}")
@@ -265,7 +266,8 @@ def _cmd_train_min_score(args) -> int:
     samples = samples[args.offset::args.every]
     if not samples:
         raise ValueError(f"{args.photos}: no annotated photos (image + .pts) to calibrate on")
-    aligner = FaceAligner("dff", cascade=args.cascade, model=args.model, min_score=None)
+    features = Cascade.load(args.cascade).features  # DFF or SIFT: each cascade file has its own scale
+    aligner = FaceAligner(features, cascade=args.cascade, model=load_face_model(args.model), min_score=None)
     calibration = calibrate_min_score(aligner, samples, seed=args.seed)
     calibration.update(photos=str(args.photos), every=args.every, offset=args.offset, seed=args.seed)
     aligner.cascade.info.update(min_score=calibration["min_score"], min_score_calibration=calibration)
@@ -276,10 +278,10 @@ def _cmd_train_min_score(args) -> int:
 
 
 def _cmd_export_cascade(args) -> int:
-    from ..align.cascade import Cascade
-    from ..align.export import write_cascade_file
-    from ..align.predictor import default_cascade_path
     from ..model import load_face_model
+    from .cascade import Cascade
+    from .export import write_cascade_file
+    from .predictor import default_cascade_path
 
     cascade = Cascade.load(args.cascade or default_cascade_path("dff"))
     out = write_cascade_file(args.out, load_face_model(args.model), cascade)
