@@ -251,6 +251,11 @@ def test_cli_align_writes_json_and_overlay_and_survives_bad_files(tmp_path):
     pts = np.array(face["landmarks"])
     assert np.all((pts[:, 0] > x0 - 0.3 * (x1 - x0)) & (pts[:, 0] < x1 + 0.3 * (x1 - x0)))
     assert face["pose"]["yaw"] != 0.0
+    # the rotation matrix beside the angles: the same rotation (dffx's camera convention)
+    from dffx.geometry.camera import rotation_matrix
+
+    angles = np.radians([face["pose"][k] for k in ("pitch", "yaw", "roll")])
+    np.testing.assert_allclose(face["rotation"], rotation_matrix(*angles), atol=1e-3)
     assert 0.5 < face["score"] <= 1.0  # the SIFT cascade's template agrees with a face
     assert cv2.imread(str(tmp_path / "out" / "face_generated_overlay.png")).shape == cv2.imread(str(photo)).shape
 

@@ -262,3 +262,19 @@ def test_pose_errors_leave_out_faces_beyond_99_degrees(face_model, tmp_path):
     assert all(np.isfinite(r["nme"]) for r in rows)
     assert summary["pose"]["excluded"] == 1 and sum(summary["pose"]["counts"].values()) == 1
     assert "1 faces with a true angle beyond 99 degrees left out" in format_table(summary)
+
+
+def test_aflw_yaw_error_is_scored_where_only_the_yaw_is_known():
+    """AFLW crops know the yaw only; their square crops keep the photo's angles, so dffx eval
+    scores the yaw. The mean shape's camera has yaw 0, so its error is minus the true yaw."""
+    from dffx.eval import EvalOptions, evaluate
+
+    summary, rows = evaluate(EvalOptions(dataset="aflw", root=DEV / "aflw-3ddfa-protocol-sample", progress=False),
+                             None)
+    truth = np.array([r["yaw"] for r in rows])
+    np.testing.assert_allclose([r["pred_yaw"] for r in rows], 0.0, atol=1e-9)
+    np.testing.assert_allclose([r["yaw_error"] for r in rows], -truth, atol=1e-9)
+    yaw = summary["yaw_error"]
+    assert yaw["faces"] == len(rows) == 24 and yaw["mae"] == pytest.approx(np.abs(truth).mean())
+    assert yaw["bins"]["60-90"] == pytest.approx(np.abs(truth[np.abs(truth) > 60]).mean())
+    assert "pose" not in summary

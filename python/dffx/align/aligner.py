@@ -56,11 +56,14 @@ class FaceAlignment:
         return rotation_matrix(*self.camera[1:4])
 
     def to_json(self) -> dict:
-        """The JSON record ``dffx align`` writes for this face."""
+        """The JSON record ``dffx align`` writes for this face: box, landmarks, visible, pose
+        (pitch, yaw, roll in degrees), rotation (the 3 x 3 matrix of :attr:`rotation`, row-major;
+        free of the Euler angles' gimbal lock near profile) and score."""
         record = {"box": [round(float(v), 2) for v in self.box],
                   "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
                   "visible": [bool(v) for v in self.visible],
-                  "pose": {k: round(float(v), 2) for k, v in self.pose.items()}}
+                  "pose": {k: round(float(v), 2) for k, v in self.pose.items()},
+                  "rotation": [[round(float(v), 6) for v in row] for row in self.rotation]}
         if self.score is not None:
             record["score"] = round(self.score, 4)
         return record
