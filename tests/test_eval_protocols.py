@@ -142,7 +142,10 @@ def test_eval_detector_flag_defaults_to_mtcnn():
     assert parse(["eval", "aflw2000-3d", "x"]).detector is None
     assert parse(["eval", "aflw2000-3d", "x", "--detector"]).detector == "mtcnn"
     assert parse(["eval", "aflw2000-3d", "x", "--detector", "haar"]).detector == "haar"
-    assert parse(["align", "a.jpg", "--out", "o"]).detector == "mtcnn"
+    from dffx.align.options import from_args
+
+    assert parse(["align", "a.jpg", "--out", "o"]).detector is None  # unset: AlignOptions' default
+    assert from_args(parse(["align", "a.jpg", "--out", "o"])).detector == "mtcnn"
     with pytest.raises(SystemExit):
         parse(["align", "a.jpg", "--out", "o", "--detector", "dlib"])
 

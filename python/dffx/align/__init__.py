@@ -11,7 +11,7 @@ which imports :mod:`dffx.align.cli`) does not import OpenCV or SciPy.
 from .._lazy import lazy_attributes as _lazy_attributes
 
 _EXPORTS = {
-    "FaceAligner": "aligner", "FaceAlignment": "aligner", "draw_alignment": "aligner",
+    "AlignOptions": "options", "FaceAligner": "aligner", "FaceAlignment": "aligner", "draw_alignment": "aligner",
     "Cascade": "cascade", "CascadeState": "cascade", "train_cascade": "cascade", "update_geometry": "cascade",
     "DFFLandmarkFeatures": "features", "SIFTLandmarkFeatures": "features",
     "synth_split": "predictor",

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validate import as_bgr_image
-from ..imageio import DEFAULT_MAX_PIXELS, check_pixels
-from ..detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE_SIZE, DETECTORS, MTCNN_MIN_FACE_SIZE
+from ..imageio import check_pixels
 from ..geometry.camera import project
 from ..nn.integrity import check_shipped_file
 from .cascade import Cascade
-from .predictor import align_in_image, cascade_features, check_converged_iou, default_cascade_path
+from .options import NAMES as OPTION_NAMES
+from .options import AlignOptions
+from .predictor import align_in_image, cascade_features, default_cascade_path
 
 
 @dataclass
@@ -90,14 +91,6 @@ class FaceAlignment:
                          comment=f"dffx face mesh: x, -y, depth in image pixels; {pose} degrees")
 
 
-# Re-crop passes after the first run and the box IoU at which a face needs no more of them,
-# measured in docs/experiments/2026-12-02-refinement-and-confidence.md; the score under which a detected
-# face is dropped is the cascade file's own, calibrated with its template
-# (dffx.align.score_calibration).
-DEFAULT_REFINE = 1
-DEFAULT_CONVERGED_IOU = 0.85
-DEFAULT_MIN_SCORE = "cascade"
-DEFAULT_MIRROR = False
 MIN_BOX_SIDE = 4.0      # px: a given box smaller than this holds no face to align
 MIN_BOX_INSIDE = 0.25   # a given box must lie at least this much inside the image (by area)
 
@@ -107,85 +100,32 @@ class FaceAligner:
 
     Args:
         features: "dff" (the paper's method) or "sift" (its "Ours (SIFT)" baseline).
-        cascade: descent-direction file (default: the shipped ``dffx/weights/cascade_<features>.npz``).
+        cascade: descent-direction file (default: the shipped ``dffx/weights/cascade_<features>.npz``,
+            checked against ``dffx/weights/SHA256SUMS``).
         weights: DFF network weights (default: the network the cascade was trained with,
             :func:`dffx.align.predictor.cascade_features`).
         device: torch device for the DFF network (default: CUDA if available, else CPU).
-        backend: where the DFF network runs, "torch" (PyTorch: CPU or CUDA, float32 or
-            bfloat16) or "onnxruntime" (ONNX Runtime on the CPU, float32, the shipped
-            ``dff_default.onnx``: no PyTorch needed, a 1.3x faster network and a 2x faster
-            start on a 2-core CPU, landmarks within 0.1 px of PyTorch's; docs/alignment.md,
-            "Latency"). None (default): "torch" when PyTorch is installed, else "onnxruntime".
-            Ignored for SIFT.
-        precision: the DFF network's dtype, "float32" (default) or "bfloat16": about 2x faster
-            network on CPUs with native bfloat16 (AMX, AVX512-BF16), the same accuracy on
-            held-out renders and the real samples (docs/experiments/2026-12-03-latency.md); slower on
-            other CPUs (:func:`dffx.nn.cpu_has_native_bfloat16` tells). Ignored for SIFT.
-        mirror: also align every face in the mirror image and average the two results
-            (:mod:`dffx.align.mirror`): 3-8% lower NME in 14 of 15 settings measured, for twice
-            the work (docs/experiments/2026-12-03-mirror-averaging.md). Default
-            ``DEFAULT_MIRROR``.
         model: a :class:`dffx.FaceModel` (default: ``load_face_model()``, i.e. $DFFX_FACE_MODEL).
-        refine: re-crop passes after the first run (:func:`dffx.align.predictor.align_in_image`):
-            each starts from the box of the previous landmarks. Each face keeps its last pass
-            (DFF) or its best-scoring pass (SIFT), whichever did better on held-out renders
-            (:data:`dffx.align.predictor.KEEP_PASS`). Default ``DEFAULT_REFINE``.
-        converged_iou: a face gets no further pass once its landmarks' box overlaps the box its
-            pass started from by this IoU: the next crop would be nearly the same. None: every
-            face gets all ``refine`` passes. Default ``DEFAULT_CONVERGED_IOU``.
-        min_score: detected faces whose alignment score is below this are dropped as false
-            detections (None: keep all). Faces from boxes the caller gives are always kept.
-            Default ``"cascade"``: the threshold calibrated with the cascade file's template
-            (:attr:`Cascade.min_score`, 0.82 for the shipped DFF cascade; the score's scale
-            differs between networks). Ignored for a cascade file without a template.
-        detector: face detector used when no boxes are given, one of
-            :data:`dffx.detect.DETECTORS` (default ``"mtcnn"``).
-        camera_refit: after the cascade's last stage, re-fit the camera and shape to its landmarks
-            (:mod:`dffx.align.camera_refit`): 2-3% lower NME and 4-5% lower head-pose error on
-            held-out renders (docs/experiments/2026-12-04-camera-refit.md). Default True; False runs the
-            paper's cascade as it is.
-        min_face_size: smallest face side, in pixels, the detector looks for (an integer >= 12;
-            default ``dffx.detect.DEFAULT_MIN_FACE_SIZE``, 40). Raise it for large photos of
-            large faces: detecting in a 12-megapixel photo takes about 1 s at 40 px, 0.4 s at 80.
-        max_pixels: largest image (width x height) :meth:`align` accepts (None: no limit);
-            default ``dffx.imageio.DEFAULT_MAX_PIXELS``, 100 M: a 20000 x 20000 image took 7.6 GB.
+        options: an :class:`~dffx.align.options.AlignOptions` (default: its defaults), where every
+            setting is documented: ``refine``, ``converged_iou``, ``min_score``, ``detector``,
+            ``precision``, ``mirror``, ``min_face_size``, ``backend``, ``camera_refit``,
+            ``max_pixels``.
+        **settings: any of those settings, over ``options`` (``FaceAligner(refine=0)``). They
+            read as attributes too (``aligner.refine``), and setting one validates it.
 
     Raises:
-        FileNotFoundError: missing cascade/weights/model files; ValueError: unknown features,
-        negative ``refine``, ``converged_iou`` not a number > 0, a ``min_score`` other than a
-        finite number, "cascade" or None, an unknown detector, precision or backend, ``min_face_size`` not an integer >= 12, and for
-        the onnxruntime backend a precision other than float32 or a device other than the CPU;
-        ImportError: the backend's package is not installed.
+        FileNotFoundError: missing cascade/weights/model files; ValueError: unknown features, an
+        unknown or out-of-range setting (:class:`~dffx.align.options.AlignOptions`), a damaged
+        shipped file, and for the onnxruntime backend a precision other than float32 or a
+        device other than the CPU; ImportError: the backend's package is not installed.
     """
 
     def __init__(self, features: str = "dff", cascade=None, weights=None, device=None, model=None,
-                 refine: int = DEFAULT_REFINE, converged_iou: float | None = DEFAULT_CONVERGED_IOU,
-                 min_score: float | str | None = DEFAULT_MIN_SCORE, detector: str = DEFAULT_DETECTOR,
-                 precision: str = "float32", mirror: bool = DEFAULT_MIRROR,
-                 min_face_size: int = DEFAULT_MIN_FACE_SIZE, backend: str | None = None, camera_refit: bool = True,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS):
+                 options: AlignOptions | None = None, **settings):
         from ..model import load_face_model
 
-        if refine < 0:
-            raise ValueError(f"refine must be >= 0, got {refine}")
-        check_converged_iou(converged_iou)
-        if min_score is not None and min_score != "cascade" and not (
-                isinstance(min_score, (int, float, np.number)) and np.isfinite(min_score)):
-            raise ValueError(f"min_score must be a finite number, 'cascade' or None, got {min_score!r}")
-        if detector not in DETECTORS:
-            raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
-        if isinstance(min_face_size, bool) or not isinstance(min_face_size, (int, np.integer)) \
-                or min_face_size < MTCNN_MIN_FACE_SIZE:
-            raise ValueError(f"min_face_size must be an integer >= {MTCNN_MIN_FACE_SIZE} (pixels), "
-                             f"got {min_face_size!r}")
-        self.min_face_size = int(min_face_size)
-        self.refine, self.converged_iou = int(refine), converged_iou
-        self.min_score, self.detector, self.mirror = min_score, detector, bool(mirror)
-        self.camera_refit = bool(camera_refit)
-        if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer))
-                                       or max_pixels < 1):
-            raise ValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
-        self.max_pixels = max_pixels
+        options = (options if options is not None else AlignOptions()).replace(**settings)
+        object.__setattr__(self, "options", options)
         if cascade is None:
             cascade = default_cascade_path(features)
             check_shipped_file(cascade)  # the shipped file: its SHA-256 is in dffx/weights/SHA256SUMS
@@ -194,9 +134,22 @@ class FaceAligner:
             raise ValueError(f"cascade file was trained with {self.cascade.features!r} features, not {features!r}")
         # the model with the landmarks the cascade regresses (its landmark convention)
         self.model = self.cascade.bind(model if model is not None else load_face_model())
-        self.features = cascade_features(self.cascade, weights, device, precision, backend)
-        if self.min_score == "cascade":
-            self.min_score = self.cascade.min_score
+        self.features = cascade_features(self.cascade, weights, device, options.precision, options.backend)
+
+    def __getattr__(self, name: str):
+        """The settings read as attributes (``aligner.refine``); ``min_score`` as the number it
+        means ("cascade": the cascade file's calibrated threshold)."""
+        options = self.__dict__.get("options")
+        if options is None or name not in OPTION_NAMES:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        value = getattr(options, name)
+        return self.cascade.min_score if name == "min_score" and value == "cascade" else value
+
+    def __setattr__(self, name: str, value):
+        if name in OPTION_NAMES:  # a setting: validated, kept in the options
+            object.__setattr__(self, "options", self.options.replace(**{name: value}))
+        else:
+            object.__setattr__(self, name, value)
 
     def detect(self, image: np.ndarray) -> np.ndarray:
         """Face boxes (F, 4) float64 x0, y0, x1, y1 (landmark-box convention), best first, from

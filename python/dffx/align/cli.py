@@ -25,67 +25,31 @@ from pathlib import Path
 
 import numpy as np
 
-from ..detect import DEFAULT_DETECTOR, DETECTORS
-from ..imageio import DEFAULT_MAX_PIXELS, DamagedImageWarning, read_image
+from ..imageio import DamagedImageWarning, read_image
+from .options import add_arguments as add_options
+from .options import from_args as options_from_args
 
 OVERLAY_VIDEO_SUFFIXES = {".avi": "MJPG", ".mp4": "mp4v"}   # dffx track --overlay: file suffix -> codec
 
 
 def add_aligner_arguments(p: argparse.ArgumentParser) -> None:
-    """The :class:`dffx.FaceAligner` options shared by ``dffx align`` and ``dffx track``."""
-    p.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS,
-                   help=f"face detector when no --box is given (default: {DEFAULT_DETECTOR})")
-    p.add_argument("--min-face-size", type=int, default=None, metavar="PX",
-                   help="smallest face side the detector looks for, pixels (default: FaceAligner's, 40; "
-                        "raise it for large photos: far faster)")
+    """The :class:`dffx.FaceAligner` options shared by ``dffx align`` and ``dffx track``: the
+    cascade's features, the device, the face model, and every setting of
+    :class:`~dffx.align.options.AlignOptions`."""
     p.add_argument("--features", default="dff", choices=["dff", "sift"], help="landmark descriptors of the cascade")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--backend", default=None, choices=["torch", "onnxruntime"],
-                   help="dff: where the network runs (default: torch when installed, else onnxruntime; "
-                        "onnxruntime: CPU, float32, a faster network and start than torch's there)")
-    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
-                   help="dff: the network's dtype; bfloat16 is ~2x faster (network) on CPUs with AMX/AVX512-BF16")
-    p.add_argument("--refine", type=int, default=None,
-                   help="re-crop passes from the previous landmarks' box (default: FaceAligner's, 1)")
-    p.add_argument("--converged-iou", type=float, default=None,
-                   help="a face gets no more re-crop passes once its landmarks' box overlaps the box its pass "
-                        "started from by this IoU (default: FaceAligner's, 0.85; above 1: every face gets all)")
-    p.add_argument("--min-score", type=float, default=None,
-                   help="drop detected faces whose alignment score is below this (default: the threshold "
-                        "calibrated with the cascade file, 0.82 for the shipped one; negative: keep all)")
-    p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
-                   help="also align each face in the mirror image and average the two (default: FaceAligner's)")
-    p.add_argument("--camera-refit", action=argparse.BooleanOptionalAction, default=None,
-                   help="re-fit camera and shape to the landmarks after the last stage (default: FaceAligner's, on; "
-                        "the tracker's frames run without it)")
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
-                   help=f"refuse images of more than N pixels, checked from the file header before decoding "
-                        f"(default {DEFAULT_MAX_PIXELS:,}; 0 = no limit)")
+    add_options(p)
 
 
 def aligner_from_args(args):
     """A :class:`dffx.FaceAligner` from the options of :func:`add_aligner_arguments` (unset ones
-    keep the aligner's defaults)."""
+    keep the defaults)."""
     from ..model import load_face_model
     from .aligner import FaceAligner
 
-    options = {}
-    if args.refine is not None:
-        options["refine"] = args.refine
-    if args.converged_iou is not None:
-        options["converged_iou"] = args.converged_iou
-    if args.min_score is not None:
-        options["min_score"] = None if args.min_score < 0 else args.min_score
-    if args.mirror is not None:
-        options["mirror"] = args.mirror
-    if args.camera_refit is not None:
-        options["camera_refit"] = args.camera_refit
-    if args.min_face_size is not None:
-        options["min_face_size"] = args.min_face_size
-    options["max_pixels"] = args.max_pixels or None
     return FaceAligner(features=args.features, device=args.device, model=load_face_model(args.model),
-                       detector=args.detector, precision=args.precision, backend=args.backend, **options)
+                       options=options_from_args(args))
 
 
 def _cmd_align(args) -> int:
@@ -109,7 +73,7 @@ def _cmd_align(args) -> int:
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", DamagedImageWarning)
-                    image = read_image(name, args.max_pixels or None)
+                    image = read_image(name, aligner.max_pixels)
                 for warning in caught:  # decoded in part: said on one line, aligned all the same
                     print(f"dffx align: warning: {warning.message}", file=sys.stderr)
             except (OSError, ValueError) as exc:  # not an image, damaged, over the pixel limit
@@ -125,7 +89,7 @@ def _cmd_align(args) -> int:
             continue
         written[stem] = name
         faces = aligner.align(image, box)
-        record = {"image": str(name), "face_boxes": "given" if box is not None else args.detector,
+        record = {"image": str(name), "face_boxes": "given" if box is not None else aligner.detector,
                   "faces": [f.to_json() for f in faces]}
         if args.mesh:
             for i, (face, face_record) in enumerate(zip(faces, record["faces"])):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..align.options import EVAL_DEFAULTS, EVAL_SETTINGS
+from ..align.options import add_arguments as add_options
+from ..align.options import from_args as options_from_args
 from ..detect import DEFAULT_DETECTOR, DETECTORS
 from .protocols import DATASETS as EVAL_DATASETS
 
@@ -14,11 +17,11 @@ def _cmd_eval(args) -> int:
     from ..eval.protocols import write_per_image_csv
     from ..model import load_face_model
 
+    align = options_from_args(args, EVAL_DEFAULTS)
     opts = EvalOptions(dataset=args.dataset, root=Path(args.root), method=args.method, limit=args.limit,
                        yaw_csv=Path(args.yaw_csv) if args.yaw_csv else None, detector=args.detector,
                        progress=not args.no_progress, cascade=Path(args.cascade) if args.cascade else None,
-                       refine=args.refine, converged_iou=args.converged_iou, precision=args.precision,
-                       mirror=args.mirror, backend=args.backend, camera_refit=not args.no_camera_refit)
+                       **{name: getattr(align, name) for name in EVAL_SETTINGS})
     summary, rows = evaluate(opts, load_face_model(args.model))
     if args.per_image:
         write_per_image_csv(rows, Path(args.per_image))
@@ -41,19 +44,7 @@ def add_parsers(sub, train_sub) -> None:
                    help=f"start from detected boxes instead of ground truth (default detector: {DEFAULT_DETECTOR})")
     p.add_argument("--cascade", default=None,
                    help="dff/sift: a cascade file from 'dffx train cascade' instead of the shipped one")
-    p.add_argument("--refine", type=int, default=0,
-                   help="dff/sift: re-crop passes from the previous landmarks' box (default 0, the paper's protocol)")
-    p.add_argument("--converged-iou", type=float, default=None,
-                   help="dff/sift: a face gets no more re-crop passes once its landmarks' box overlaps its start "
-                        "box by this IoU (default: every face gets all --refine passes)")
-    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
-                   help="dff: the network's dtype; bfloat16 is ~2x faster (network) on CPUs with AMX/AVX512-BF16")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
-                   help="dff: where the network runs (default torch; onnxruntime: CPU, float32)")
-    p.add_argument("--mirror", action="store_true",
-                   help="dff/sift: also align the mirror image and average the two (default off: the paper's protocol)")
-    p.add_argument("--no-camera-refit", action="store_true",
-                   help="dff/sift: skip the camera refit after the last stage (the paper's cascade as it is)")
+    add_options(p, EVAL_SETTINGS, EVAL_DEFAULTS)  # dff/sift: defaults are the paper's protocol (one pass)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--per-image", metavar="CSV", default=None, help="write per-face errors to CSV")
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")

@@ -139,9 +139,8 @@ def make_predictor(method: str, model, cascade=None, refine: int = 0, converged_
             raise ValueError("cascade files, refine passes and mirror averaging apply to the dff and sift methods, "
                              "not mean-shape")
         return METHODS[method](model)
-    if refine < 0:
-        raise ValueError(f"refine must be >= 0, got {refine}")
-    from ..align.predictor import check_converged_iou
+    from ..align.options import EVAL_DEFAULTS
 
-    check_converged_iou(converged_iou)
+    EVAL_DEFAULTS.replace(refine=refine, converged_iou=converged_iou, precision=precision, mirror=mirror,
+                          backend=backend, camera_refit=camera_refit)  # validated where they are declared
     return METHODS[method](model, cascade, refine, converged_iou, precision, mirror, backend, camera_refit)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..align.options import EVAL_DEFAULTS
 from .metrics import (INNER_68, POSE_ANGLES, YAW_BINS, aflw21_from_68, interocular_distance, interpupil_distance,
                       landmark_box_size, nme, nme_box, pose_errors, summarize_bins, summarize_pose, yaw_bin)
 from .predictors import make_predictor
@@ -56,12 +57,14 @@ class EvalOptions:
     detector: str | None = None  # a dffx.detect.DETECTORS name: start from detected boxes
     progress: bool = True
     cascade: Path | None = None  # dff/sift: descent directions other than the shipped ones
-    refine: int = 0  # dff/sift: re-crop passes from the landmark box (dffx.align.predictor.align_in_image)
-    converged_iou: float | None = None  # dff/sift: box IoU that ends a face's re-crop passes; None: all run
-    precision: str = "float32"  # dff: the network's dtype (dffx.nn.DFFExtractor), float32 or bfloat16
-    mirror: bool = False  # dff/sift: also align the mirror image and average (dffx.align.mirror)
-    backend: str = "torch"  # dff: where the network runs, torch or onnxruntime (dffx.FaceAligner)
-    camera_refit: bool = True  # dff/sift: the camera refit after the last stage (dffx.align.camera_refit)
+    # dff/sift: the alignment settings of dffx.align.options.AlignOptions that apply to a given box
+    # (EVAL_SETTINGS), validated there; defaults: the paper's protocol (EVAL_DEFAULTS)
+    refine: int = EVAL_DEFAULTS.refine
+    converged_iou: float | None = EVAL_DEFAULTS.converged_iou
+    precision: str = EVAL_DEFAULTS.precision
+    mirror: bool = EVAL_DEFAULTS.mirror
+    backend: str = EVAL_DEFAULTS.backend
+    camera_refit: bool = EVAL_DEFAULTS.camera_refit
 
 
 def _load(opts: EvalOptions):
