@@ -22,8 +22,9 @@ PRECISIONS = ("float32", "bfloat16")
 BACKENDS = ("torch", "onnxruntime")
 
 
-def _flag(help_text: str, **argparse_options) -> dict:
-    return {"help": help_text, "argparse": argparse_options}
+def _flag(help_text: str, none: str = "none", **argparse_options) -> dict:
+    """A field's flag: its help, what None means for it, and its argparse options."""
+    return {"help": help_text, "none": none, "argparse": argparse_options}
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,10 @@ class AlignOptions:
         "re-crop passes from the previous landmarks' box", type=int))
     converged_iou: float | None = field(default=0.85, metadata=_flag(
         "a face gets no more re-crop passes once its landmarks' box overlaps the box its pass started "
-        "from by this IoU (above 1: every face gets all)", type=float))
+        "from by this IoU (above 1: every face gets all)", none="every face gets all passes", type=float))
     min_score: float | str | None = field(default="cascade", metadata=_flag(
-        "drop detected faces whose alignment score is below this (negative: keep all)", type=float))
+        "drop detected faces whose alignment score is below this (negative: keep all)", none="keep all",
+        type=float))
     detector: str = field(default=DEFAULT_DETECTOR, metadata=_flag(
         "face detector when no --box is given", choices=DETECTORS))
     precision: str = field(default="float32", metadata=_flag(
@@ -77,12 +79,13 @@ class AlignOptions:
         "smallest face side the detector looks for, pixels (raise it for large photos: far faster)",
         type=int, metavar="PX"))
     backend: str | None = field(default=None, metadata=_flag(
-        "dff: where the network runs (torch, or onnxruntime: CPU, float32)", choices=BACKENDS))
+        "dff: where the network runs (torch, or onnxruntime: CPU, float32)",
+        none="torch when installed, else onnxruntime", choices=BACKENDS))
     camera_refit: bool = field(default=True, metadata=_flag(
         "re-fit camera and shape to the landmarks after the last stage", action=argparse.BooleanOptionalAction))
     max_pixels: int | None = field(default=DEFAULT_MAX_PIXELS, metadata=_flag(
         "refuse images of more than N pixels, checked from the file header before decoding (0: no limit)",
-        type=int, metavar="N"))
+        none="no limit", type=int, metavar="N"))
 
     def __post_init__(self):
         def integer(value) -> bool:
@@ -137,8 +140,8 @@ def add_arguments(parser: argparse.ArgumentParser, names=NAMES, defaults: AlignO
     for name in names:
         spec = by_name[name].metadata
         default = getattr(defaults, name)
-        shown = {None: "none", "cascade": "the threshold calibrated with the cascade file"}.get(default, default) \
-            if not isinstance(default, bool) else ("on" if default else "off")
+        shown = spec["none"] if default is None else "the threshold calibrated with the cascade file" \
+            if default == "cascade" else ("on" if default else "off") if isinstance(default, bool) else default
         parser.add_argument("--" + name.replace("_", "-"), default=None, dest=name,
                             help=f"{spec['help']} (default: {shown})", **spec["argparse"])
 
