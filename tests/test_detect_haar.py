@@ -15,7 +15,7 @@ import pytest
 from conftest import DLIB_EXAMPLES, dlib_faces, match_dlib_faces
 from dffx.data import load_aflw2000_3d
 from dffx.detect import box_iou, detect_faces
-from dffx.detect.haar import (BOX_CALIBRATION, DEFAULT_MIN_SCORE, PROFILE_PREFERENCE_MARGIN, cascade_hits,
+from dffx.detect.haar import (BOX_CALIBRATION, MIN_STAGE_SUM, PROFILE_PREFERENCE_MARGIN, cascade_hits,
                               faces_from_hits, landmark_box)
 
 
@@ -31,8 +31,8 @@ def test_score_threshold_keeps_faces_and_drops_false_hits():
         everything = haar(image, min_size=20, min_score=None)
         thresholded = haar(image, min_size=20)
         # The threshold only removes rows: same boxes, all scoring at least the threshold.
-        assert np.all(thresholded[:, 4] >= DEFAULT_MIN_SCORE)
-        assert len(thresholded) == int(np.sum(everything[:, 4] >= DEFAULT_MIN_SCORE))
+        assert np.all(thresholded[:, 4] >= MIN_STAGE_SUM)
+        assert len(thresholded) == int(np.sum(everything[:, 4] >= MIN_STAGE_SUM))
         hits, false = match_dlib_faces(thresholded, truth)
         kept, false_kept = kept + hits, false_kept + false
         hits, false = match_dlib_faces(everything, truth)

@@ -40,7 +40,7 @@ def test_default_min_score_drops_a_faint_hit_on_a_wall_emblem():
     everything = detect_faces(image, min_score=None)
     kept = detect_faces(image)
     assert len(everything) == 2 and len(kept) == 1
-    assert kept[0, 4] >= mtcnn.DEFAULT_MIN_SCORE > everything[1, 4] >= mtcnn.STAGE_THRESHOLDS[2]
+    assert kept[0, 4] >= mtcnn.MIN_FACE_PROBABILITY > everything[1, 4] >= mtcnn.STAGE_THRESHOLDS[2]
     assert np.allclose(kept, everything[:1])
 
 

