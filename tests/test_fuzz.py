@@ -16,7 +16,6 @@ def test_mutated_files_give_named_one_line_errors_and_no_crash(tmp_path):
     start (an allocation sized by a damaged header fails it)."""
     script = Path(__file__).parent / "fuzz" / "loaders.py"
     limit = ("import resource, runpy, sys\n"
-             "size = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmSize')) * 1024\n"
              "import torch, cv2\n"  # their own mappings first, then the limit
              "size = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmSize')) * 1024\n"
              "resource.setrlimit(resource.RLIMIT_AS, (size + (3 << 30), size + (3 << 30)))\n"

@@ -37,14 +37,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEV = REPO.parent / "shared" / "data" / "dev"
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def photos():
     """(set, path, truth boxes (F, 4), |yaw| per face or None, boxes are dlib's)."""
     from dffx.data import load_aflw2000_3d, read_pts
@@ -66,6 +58,8 @@ def photos():
 
 
 def matches(found: np.ndarray, truth: np.ndarray, dlib_boxes: bool) -> tuple[list[bool], int]:
+    from dffx.detect import box_iou
+
     used = set()
     for det in found[:, :4]:
         best = None
@@ -76,7 +70,7 @@ def matches(found: np.ndarray, truth: np.ndarray, dlib_boxes: bool) -> tuple[lis
                 cx, cy, side = (det[0] + det[2]) / 2, (det[1] + det[3]) / 2, det[2] - det[0]
                 ok = box[0] <= cx <= box[2] and box[1] <= cy <= box[3] and 0.5 < side / (box[2] - box[0]) < 2
             else:
-                ok = box_iou(det, box) >= 0.5
+                ok = box_iou(det[None], box)[0] >= 0.5
             if ok:
                 best = j
                 break

@@ -161,18 +161,22 @@ class CentreSlots {
 void mesh_visibility_one(const float* v, const int32_t* tris, const int32_t* landmark_index, int64_t num_landmarks,
                          const RasterShape& s, float tolerance, int threads, uint8_t* visible) {
   const int64_t H = s.height, W = s.width;
+  // fn(x, y) for the 2x2 pixel centres front_depth_2x2 reads around point q (clamped to the image)
+  const auto for_each_centre = [H, W](const float* q, auto&& fn) {
+    const int64_t x0 = detail::floor_to_int(q[0]), y0 = detail::floor_to_int(q[1]);
+    for (const int64_t y : {detail::clamp_index(y0, H), detail::clamp_index(y0 + 1, H)})
+      for (const int64_t x : {detail::clamp_index(x0, W), detail::clamp_index(x0 + 1, W)}) fn(x, y);
+  };
   // 1. The 2x2 pixel centres around every landmark inside the image get a slot.
   std::vector<int64_t> keys;
   int64_t x_lo = W, x_hi = -1, y_lo = H, y_hi = -1;
   for (int64_t l = 0; l < num_landmarks; ++l) {
     const float* q = v + 3 * static_cast<int64_t>(landmark_index[l]);
     if (!(detail::inside_image(q[0], W) && detail::inside_image(q[1], H))) continue;
-    const int64_t x0 = detail::floor_to_int(q[0]), y0 = detail::floor_to_int(q[1]);
-    for (const int64_t y : {detail::clamp_index(y0, H), detail::clamp_index(y0 + 1, H)})
-      for (const int64_t x : {detail::clamp_index(x0, W), detail::clamp_index(x0 + 1, W)}) {
-        keys.push_back(y * W + x);
-        x_lo = std::min(x_lo, x), x_hi = std::max(x_hi, x), y_lo = std::min(y_lo, y), y_hi = std::max(y_hi, y);
-      }
+    for_each_centre(q, [&](int64_t x, int64_t y) {
+      keys.push_back(y * W + x);
+      x_lo = std::min(x_lo, x), x_hi = std::max(x_hi, x), y_lo = std::min(y_lo, y), y_hi = std::max(y_hi, y);
+    });
   }
   const CentreSlots slots(std::move(keys), W, x_lo, x_hi, y_lo, y_hi);
   // 2. Front-most depth at those centres: each thread shades a range of triangles into its own
@@ -215,11 +219,8 @@ void mesh_visibility_one(const float* v, const int32_t* tris, const int32_t* lan
       visible[l] = 0;
       continue;
     }
-    const int64_t x0 = detail::floor_to_int(q[0]), y0 = detail::floor_to_int(q[1]);
     float front = std::numeric_limits<float>::infinity();
-    for (const int64_t y : {detail::clamp_index(y0, H), detail::clamp_index(y0 + 1, H)})
-      for (const int64_t x : {detail::clamp_index(x0, W), detail::clamp_index(x0 + 1, W)})
-        front = std::min(front, slot_depth[slots.find(x, y)]);
+    for_each_centre(q, [&](int64_t x, int64_t y) { front = std::min(front, slot_depth[slots.find(x, y)]); });
     visible[l] = q[2] + tolerance >= front;
   }
 }

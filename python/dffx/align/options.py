@@ -22,6 +22,12 @@ PRECISIONS = ("float32", "bfloat16")
 BACKENDS = ("torch", "onnxruntime")
 
 
+def check_converged_iou(converged_iou) -> None:
+    """Raise ValueError unless ``converged_iou`` is None or a number > 0 (above 1 no face converges)."""
+    if converged_iou is not None and not (isinstance(converged_iou, (int, float, np.number)) and converged_iou > 0):
+        raise ValueError(f"converged_iou must be a number > 0 or None, got {converged_iou!r}")
+
+
 def _flag(help_text: str, none: str = "none", **argparse_options) -> dict:
     """A field's flag: its help, what None means for it, and its argparse options."""
     return {"help": help_text, "none": none, "argparse": argparse_options}
@@ -93,9 +99,7 @@ class AlignOptions:
 
         if not integer(self.refine) or self.refine < 0:
             raise ValueError(f"refine must be >= 0 (an integer), got {self.refine!r}")
-        if self.converged_iou is not None and not (
-                isinstance(self.converged_iou, (int, float, np.number)) and self.converged_iou > 0):
-            raise ValueError(f"converged_iou must be a number > 0 or None, got {self.converged_iou!r}")
+        check_converged_iou(self.converged_iou)
         if self.min_score is not None and not isinstance(self.min_score, str) and not (
                 isinstance(self.min_score, (int, float, np.number)) and np.isfinite(self.min_score)):
             raise ValueError(f"min_score must be a finite number, 'cascade' or None, got {self.min_score!r}")

@@ -14,6 +14,7 @@ from .cascade import Cascade, CascadeState, update_geometry
 from .features import DFFLandmarkFeatures, SIFTLandmarkFeatures
 from .image_alignment import ImageAlignment
 from .mirror import average_with_mirror, mirror_back, mirror_boxes
+from .options import check_converged_iou
 
 
 def synth_split(root, split: str, limit: int | None = None, seed: int = 0, model=None) -> dict:
@@ -237,12 +238,6 @@ def _passes(model, cascade: Cascade, features, image: np.ndarray, boxes: np.ndar
                 break
         boxes = next_boxes
     return kept
-
-
-def check_converged_iou(converged_iou: float | None) -> None:
-    """Raise ValueError unless ``converged_iou`` is None or a number > 0 (above 1 no face converges)."""
-    if converged_iou is not None and not converged_iou > 0:
-        raise ValueError(f"converged_iou must be a number > 0 or None, got {converged_iou!r}")
 
 
 def _to_image(state, transforms, boxes: np.ndarray) -> ImageAlignment:

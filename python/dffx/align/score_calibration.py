@@ -120,7 +120,7 @@ def calibrate_min_score(aligner, samples, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     faces, backgrounds = [], []
     for sample in samples:
-        image = sample.read() if sample.read is not None else _read(sample.image_path)
+        image = sample.load_image()
         boxes = [detector_like_box(sample.face_box, rng)]
         background = background_box(image.shape, sample.face_box, rng)
         if background is not None:
@@ -137,9 +137,3 @@ def calibrate_min_score(aligner, samples, seed: int = 0) -> dict:
             "background_p95": float(np.percentile(backgrounds, BACKGROUND_PERCENTILE)),
             "faces_kept": float(np.mean(faces >= threshold)),
             "backgrounds_kept": float(np.mean(backgrounds >= threshold))}
-
-
-def _read(path) -> np.ndarray:
-    from ..imageio import read_image
-
-    return read_image(path)

@@ -30,8 +30,7 @@ def _cmd_eval(args) -> int:
 
 
 def add_parsers(sub, train_sub) -> None:
-    """Register ``dffx eval`` on the ``dffx`` sub-parsers (``sub``) and on those of
-    ``dffx train`` (``train_sub``), as every package's ``cli`` module does."""
+    """Register ``dffx eval`` (the ``add_parsers`` of :mod:`dffx.cli`)."""
     p = sub.add_parser("eval", help="benchmark protocols: NME by yaw bin (AFLW2000-3D, AFLW, held-out synthesized "
                                     "renders) or subset (300W), and head-pose MAE where the truth is known")
     p.add_argument("dataset", choices=list(EVAL_DATASETS))

@@ -27,8 +27,7 @@ def _cmd_render_depth(args) -> int:
 
 
 def add_parsers(sub, train_sub) -> None:
-    """Register ``dffx render-depth`` on the ``dffx`` sub-parsers (``sub``) and on those of
-    ``dffx train`` (``train_sub``), as every package's ``cli`` module does."""
+    """Register ``dffx render-depth`` (the ``add_parsers`` of :mod:`dffx.cli`)."""
     p = sub.add_parser("render-depth", help="write depth-map PNGs of the mean face at given yaw angles")
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
     p.add_argument("--out", required=True, help="output folder")

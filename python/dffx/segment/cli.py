@@ -45,8 +45,7 @@ def _cmd_segment(args) -> int:
 
 
 def add_parsers(sub, train_sub) -> None:
-    """Register ``dffx segment`` on the ``dffx`` sub-parsers (``sub``) and on those of
-    ``dffx train`` (``train_sub``), as every package's ``cli`` module does."""
+    """Register ``dffx segment`` (the ``add_parsers`` of :mod:`dffx.cli`)."""
     p = sub.add_parser("segment", help="random CVT segmentations of the mean face (DFF training targets, Sec. III-B)")
     p.add_argument("--out", required=True, help="output .npz (lookup table count x triangles + metadata)")
     p.add_argument("--count", type=int, default=100, help="number of segmentations (paper: 100)")

@@ -29,8 +29,7 @@ def _cmd_synth_preview(args) -> int:
 
 
 def add_parsers(sub, train_sub) -> None:
-    """Register ``dffx synth`` and ``dffx synth-preview`` on the ``dffx`` sub-parsers (``sub``) and on those of
-    ``dffx train`` (``train_sub``), as every package's ``cli`` module does."""
+    """Register ``dffx synth`` and ``dffx synth-preview`` (the ``add_parsers`` of :mod:`dffx.cli`)."""
     p = sub.add_parser("synth", help="training data: fit the 3DMM to annotated photos, render new views (Sec. III-A)")
     p.add_argument("--photos", required=True, help="folder of photos with 68-point iBUG .pts files (recursive)")
     p.add_argument("--out", required=True, help="output folder (resumable: finished shards are kept)")
