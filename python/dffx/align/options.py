@@ -19,6 +19,8 @@ from ..detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE_SIZE, DETECTORS, MTCNN_M
 from ..imageio import DEFAULT_MAX_PIXELS
 
 PRECISIONS = ("float32", "bfloat16")
+# Where the DFF network runs: PyTorch (CPU or CUDA, float32 or bfloat16) or ONNX Runtime (CPU,
+# float32, the shipped dff_default.onnx; no PyTorch needed). docs/experiments/2026-12-03-latency.md.
 BACKENDS = ("torch", "onnxruntime")
 
 

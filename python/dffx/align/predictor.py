@@ -14,7 +14,7 @@ from .cascade import Cascade, CascadeState, update_geometry
 from .features import DFFLandmarkFeatures, SIFTLandmarkFeatures
 from .image_alignment import ImageAlignment
 from .mirror import average_with_mirror, mirror_back, mirror_boxes
-from .options import check_converged_iou
+from .options import BACKENDS, check_converged_iou
 
 
 def synth_split(root, split: str, limit: int | None = None, seed: int = 0, model=None) -> dict:
@@ -59,11 +59,6 @@ def default_cascade_path(features: str):
     return Path(__file__).resolve().parents[1] / "weights" / f"cascade_{features}.npz"
 
 
-# Where the DFF network runs: PyTorch (CPU or CUDA, float32 or bfloat16) or ONNX Runtime (CPU,
-# float32, the shipped dff_default.onnx; no PyTorch needed). docs/experiments/2026-12-03-latency.md.
-BACKENDS = ("torch", "onnxruntime")
-
-
 def resolve_backend(backend: str | None) -> str:
     """The DFF network's backend: ``backend`` itself, or for None "torch" when PyTorch is
     installed and "onnxruntime" otherwise. Raises ValueError for an unknown name."""
@@ -101,8 +96,6 @@ def make_features(kind: str, weights=None, device=None, precision: str = "float3
     if kind == "sift":
         return SIFTLandmarkFeatures()
     raise ValueError(f"features must be 'dff' or 'sift', got {kind!r}")
-
-
 
 
 def cascade_features(cascade: Cascade, weights=None, device=None, precision: str = "float32",
