@@ -39,6 +39,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .._native import _C
+from ..ops._dispatch import launch_cuda, require_cuda_kernels
 
 __all__ = ["AngularSoftmaxLoss", "SegmentationLoss", "angular_softmax_nll", "angular_softmax_nll_reference",
            "DEFAULT_REFERENCE_CHUNK"]
@@ -95,9 +96,7 @@ def _check_inputs(features, labels, class_vectors, scale, float_dtypes) -> tuple
 
 
 def _require_cuda_kernels() -> None:
-    if not _C.cuda_compiled():
-        raise RuntimeError("dffx was built without CUDA kernels; pass CPU tensors to angular_softmax_nll "
-                           "(or use angular_softmax_nll_reference)")
+    require_cuda_kernels("pass CPU tensors to angular_softmax_nll (or use angular_softmax_nll_reference)")
 
 
 # ----------------------------------------------------------------------------------- reference
@@ -174,10 +173,7 @@ def _angular_softmax_nll_op(features: torch.Tensor, labels: torch.Tensor, class_
         loss = torch.empty(K, dtype=torch.float32, device=f.device)
         correct = torch.empty(K, dtype=torch.int64, device=f.device)
         lse = torch.empty((K, N), dtype=torch.float32, device=f.device)
-        with torch.cuda.device(f.device):
-            stream = torch.cuda.current_stream().cuda_stream
-            _C.angular_softmax_forward_cuda(f.data_ptr(), lab.data_ptr(), h.data_ptr(), N, K, C, D, float(scale),
-                                            loss.data_ptr(), correct.data_ptr(), lse.data_ptr(), stream)
+        launch_cuda(_C.angular_softmax_forward_cuda, f.device, f, lab, h, N, K, C, D, float(scale), loss, correct, lse)
         return loss, correct, lse
     loss, correct, lse = _C.angular_softmax_forward(features.detach().numpy(), labels.detach().numpy(),
                                                     class_vectors.detach().numpy(), float(scale))
@@ -207,11 +203,8 @@ def _angular_softmax_nll_backward_op(features: torch.Tensor, labels: torch.Tenso
         lse, g = log_sum_exp.contiguous(), grad_loss.to(torch.float32).contiguous()
         gf = torch.empty((N, D) if need_features else (0,), dtype=torch.float32, device=dev)
         gh = torch.empty((K, C, D) if need_class_vectors else (0,), dtype=torch.float32, device=dev)
-        with torch.cuda.device(dev):
-            stream = torch.cuda.current_stream().cuda_stream
-            _C.angular_softmax_backward_cuda(f.data_ptr(), lab.data_ptr(), h.data_ptr(), lse.data_ptr(), g.data_ptr(),
-                                             N, K, C, D, float(scale), gf.data_ptr() if need_features else 0,
-                                             gh.data_ptr() if need_class_vectors else 0, stream)
+        launch_cuda(_C.angular_softmax_backward_cuda, dev, f, lab, h, lse, g, N, K, C, D, float(scale),
+                    gf if need_features else 0, gh if need_class_vectors else 0)
         return gf, gh
     gf, gh = _C.angular_softmax_backward(features.detach().numpy(), labels.detach().numpy(),
                                          class_vectors.detach().numpy(), log_sum_exp.detach().numpy(),

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._native import _C
+from ._dispatch import as_numpy, is_torch, launch_cuda, require_cuda_kernels
 from .._validate import as_float_array, as_index_array, image_size
 
 # Landmark visibility tolerance in screen-depth units (pixels): a landmark counts as visible
@@ -40,15 +41,6 @@ class RasterResult(NamedTuple):
     barycentric: object
 
 
-def _is_torch(x) -> bool:
-    return type(x).__module__.startswith("torch")
-
-
-def _numpy(x):
-    """A CPU NumPy view of a torch tensor; anything else unchanged."""
-    return x.detach().cpu().numpy() if _is_torch(x) else x
-
-
 def rasterize(vertices, triangles, size, *, threads: int = 0) -> RasterResult:
     """Rasterize screen-space meshes into depth, triangle-id and barycentric buffers.
 
@@ -68,9 +60,9 @@ def rasterize(vertices, triangles, size, *, threads: int = 0) -> RasterResult:
         RuntimeError: a CUDA tensor was given but dffx was built without CUDA kernels.
     """
     h, w = image_size(size)
-    if _is_torch(vertices) and vertices.is_cuda:
+    if is_torch(vertices) and vertices.is_cuda:
         return _rasterize_cuda(vertices, triangles, h, w)
-    torch_out = _is_torch(vertices)
+    torch_out = is_torch(vertices)
     v3, t, single = _checked_mesh(vertices, triangles)
     depth, tri_id, bary = _C.rasterize(v3, t, h, w, threads)
     out = (depth, tri_id, bary)
@@ -86,19 +78,18 @@ def rasterize(vertices, triangles, size, *, threads: int = 0) -> RasterResult:
 def _checked_mesh(vertices, triangles):
     """(float32 (B, N, 3) vertices, int32 (F, 3) triangles, whether the input was unbatched) for
     the CPU kernels; ValueError for wrong shapes, NaN/inf or indices outside [0, N)."""
-    v = as_float_array(_numpy(vertices), "vertices", last=3)
+    v = as_float_array(as_numpy(vertices), "vertices", last=3)
     if v.ndim not in (2, 3):
         raise ValueError(f"vertices must have shape (N, 3) or (B, N, 3), got {v.shape}")
     single = v.ndim == 2
     v3 = v[None] if single else v
-    return v3, as_index_array(_numpy(triangles), "triangles", v3.shape[1], ndim=2, last=3), single
+    return v3, as_index_array(as_numpy(triangles), "triangles", v3.shape[1], ndim=2, last=3), single
 
 
 def _check_cuda_mesh(vertices):
     import torch
 
-    if not _C.cuda_compiled():
-        raise RuntimeError("dffx was built without CUDA kernels; pass CPU tensors or NumPy arrays")
+    require_cuda_kernels()
     if vertices.ndim not in (2, 3) or vertices.shape[-1] != 3 or vertices.numel() == 0:
         raise ValueError(f"vertices must have shape (N, 3) or (B, N, 3), got {tuple(vertices.shape)}")
     v = vertices.detach().to(torch.float32)
@@ -112,15 +103,12 @@ def _rasterize_cuda(vertices, triangles, h, w) -> RasterResult:
     import torch
 
     v = _check_cuda_mesh(vertices)
-    t = torch.from_numpy(as_index_array(_numpy(triangles), "triangles", v.shape[1], ndim=2, last=3)).to(v.device)
+    t = torch.from_numpy(as_index_array(as_numpy(triangles), "triangles", v.shape[1], ndim=2, last=3)).to(v.device)
     B, N, F = v.shape[0], v.shape[1], t.shape[0]
     depth = torch.empty((B, h, w), dtype=torch.float32, device=v.device)
     tri_id = torch.empty((B, h, w), dtype=torch.int32, device=v.device)
     bary = torch.empty((B, h, w, 3), dtype=torch.float32, device=v.device)
-    with torch.cuda.device(v.device):
-        stream = torch.cuda.current_stream().cuda_stream
-        _C.rasterize_cuda(v.data_ptr(), t.data_ptr(), B, N, F, h, w, depth.data_ptr(), tri_id.data_ptr(),
-                          bary.data_ptr(), stream)
+    launch_cuda(_C.rasterize_cuda, v.device, v, t, B, N, F, h, w, depth, tri_id, bary)
     out = (depth, tri_id, bary)
     if vertices.ndim == 2:
         out = tuple(o[0] for o in out)
@@ -151,20 +139,20 @@ def landmark_visibility(vertices, landmark_index, depth, tolerance: float = DEFA
     """
     if not (np.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"tolerance must be finite and >= 0, got {tolerance}")
-    if _is_torch(vertices) and vertices.is_cuda:
+    if is_torch(vertices) and vertices.is_cuda:
         return _visibility_cuda(vertices, landmark_index, depth, float(tolerance))
-    torch_out = _is_torch(vertices)
+    torch_out = is_torch(vertices)
     # The kernel checks the finiteness of the landmark vertices it reads (not all N).
-    v = as_float_array(_numpy(vertices), "vertices", last=3, check_finite=False)
+    v = as_float_array(as_numpy(vertices), "vertices", last=3, check_finite=False)
     if v.ndim not in (2, 3):
         raise ValueError(f"vertices must have shape (N, 3) or (B, N, 3), got {v.shape}")
     single = v.ndim == 2
     v3 = v[None] if single else v
-    d = np.ascontiguousarray(_numpy(depth), dtype=np.float32)
+    d = np.ascontiguousarray(as_numpy(depth), dtype=np.float32)
     d3 = d[None] if d.ndim == 2 else d
     if d3.ndim != 3 or d3.shape[0] != v3.shape[0]:
         raise ValueError(f"depth must have shape (B, H, W) with B = {v3.shape[0]}, got {d.shape}")
-    idx = as_index_array(_numpy(landmark_index), "landmark_index", v3.shape[1], ndim=1)
+    idx = as_index_array(as_numpy(landmark_index), "landmark_index", v3.shape[1], ndim=1)
     vis = _C.landmark_visibility(v3, idx, d3, float(tolerance))
     vis = vis[0] if single else vis
     if torch_out:
@@ -202,12 +190,12 @@ def mesh_landmark_visibility(vertices, triangles, landmark_index, size,
     """
     if not (np.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"tolerance must be finite and >= 0, got {tolerance}")
-    if _is_torch(vertices) and vertices.is_cuda:
+    if is_torch(vertices) and vertices.is_cuda:
         return landmark_visibility(vertices, landmark_index, rasterize(vertices, triangles, size).depth, tolerance)
     h, w = image_size(size)
-    torch_out = _is_torch(vertices)
+    torch_out = is_torch(vertices)
     v3, t, single = _checked_mesh(vertices, triangles)
-    idx = as_index_array(_numpy(landmark_index), "landmark_index", v3.shape[1], ndim=1)
+    idx = as_index_array(as_numpy(landmark_index), "landmark_index", v3.shape[1], ndim=1)
     vis = _C.mesh_landmark_visibility(v3, t, idx, h, w, float(tolerance), threads)
     vis = vis[0] if single else vis
     if torch_out:
@@ -225,11 +213,9 @@ def _visibility_cuda(vertices, landmark_index, depth, tolerance):
     d = (d[None] if d.ndim == 2 else d).contiguous()
     if d.ndim != 3 or d.shape[0] != v.shape[0]:
         raise ValueError(f"depth must have shape (B, H, W) with B = {v.shape[0]}, got {tuple(depth.shape)}")
-    idx = torch.from_numpy(as_index_array(_numpy(landmark_index), "landmark_index", v.shape[1], ndim=1)).to(v.device)
+    idx = torch.from_numpy(as_index_array(as_numpy(landmark_index), "landmark_index", v.shape[1], ndim=1)).to(v.device)
     visible = torch.empty((v.shape[0], idx.shape[0]), dtype=torch.uint8, device=v.device)
-    with torch.cuda.device(v.device):
-        stream = torch.cuda.current_stream().cuda_stream
-        _C.landmark_visibility_cuda(v.data_ptr(), idx.data_ptr(), idx.shape[0], d.data_ptr(), v.shape[0], v.shape[1],
-                                    d.shape[1], d.shape[2], tolerance, visible.data_ptr(), stream)
+    launch_cuda(_C.landmark_visibility_cuda, v.device, v, idx, idx.shape[0], d, v.shape[0], v.shape[1], d.shape[1],
+                d.shape[2], tolerance, visible)
     visible = visible.bool()
     return visible[0] if vertices.ndim == 2 else visible

@@ -14,20 +14,12 @@ import functools
 import numpy as np
 
 from .._native import _C
+from ._dispatch import as_numpy, is_torch, launch_cuda, require_cuda_kernels
 
 __all__ = ["MIN_NORM", "sample_landmark_features", "sample_landmark_features_backward"]
 
 # A sampled descriptor whose norm is below this is returned as zeros instead of being normalised.
 MIN_NORM = 1e-12
-
-
-def _is_torch(x) -> bool:
-    return type(x).__module__.startswith("torch")
-
-
-def _numpy(x):
-    """A CPU NumPy view of a torch tensor; anything else unchanged."""
-    return x.detach().cpu().numpy() if _is_torch(x) else x
 
 
 def _shape_text(single: bool) -> tuple[str, str, str]:
@@ -132,9 +124,9 @@ def sample_landmark_features(maps, points, visible, *, threads: int = 0):
             mismatch, L differs between points and visible), NaN or inf in points.
         RuntimeError: a CUDA tensor was given but dffx was built without CUDA kernels.
     """
-    if _is_torch(maps):
+    if is_torch(maps):
         return _sample_torch(maps, points, visible, int(threads))
-    m, p, v, single = _numpy_inputs(maps, _numpy(points), _numpy(visible))
+    m, p, v, single = _numpy_inputs(maps, as_numpy(points), as_numpy(visible))
     out = _C.sample_landmark_features(m, p, v, int(threads))
     return out[0] if single else out
 
@@ -157,10 +149,10 @@ def sample_landmark_features_backward(maps, points, visible, grad_features, *, t
     Raises:
         ValueError: like :func:`sample_landmark_features`, or grad_features of the wrong shape.
     """
-    m, p, v, single = _numpy_inputs(_numpy(maps), _numpy(points), _numpy(visible))
+    m, p, v, single = _numpy_inputs(as_numpy(maps), as_numpy(points), as_numpy(visible))
     B, C, _, _ = m.shape
     L = p.shape[1]
-    g = np.asarray(_numpy(grad_features))
+    g = np.asarray(as_numpy(grad_features))
     _check_dtype_kind(g.dtype.kind, "grad_features", g.dtype, "fiu")
     want = (L * C,) if single else (B, L * C)
     if g.shape != want:
@@ -209,11 +201,6 @@ def _torch_inputs(maps, points, visible):
     return m, p, v, single
 
 
-def _require_cuda_kernels() -> None:
-    if not _C.cuda_compiled():
-        raise RuntimeError("dffx was built without CUDA kernels; pass CPU tensors or NumPy arrays")
-
-
 def _forward_native(m, p, v, threads: int):
     """float32 (B, C, H, W), (B, L, 2), uint8 (B, L) torch tensors on one device -> (B, L * C)."""
     import torch
@@ -221,13 +208,10 @@ def _forward_native(m, p, v, threads: int):
     B, C, H, W = m.shape
     L = p.shape[1]
     if m.is_cuda:
-        _require_cuda_kernels()
+        require_cuda_kernels()
         m = m.detach().contiguous()
         out = torch.empty((B, L * C), dtype=torch.float32, device=m.device)
-        with torch.cuda.device(m.device):
-            stream = torch.cuda.current_stream().cuda_stream
-            _C.sample_landmark_features_cuda(m.data_ptr(), p.data_ptr(), v.data_ptr(), B, C, H, W, L,
-                                             out.data_ptr(), stream)
+        launch_cuda(_C.sample_landmark_features_cuda, m.device, m, p, v, B, C, H, W, L, out)
         return out
     m = m.detach()
     if not m.is_contiguous() and m.is_contiguous(memory_format=torch.channels_last):
@@ -245,13 +229,10 @@ def _backward_native(m, p, v, g, threads: int):
     L = p.shape[1]
     g = g.to(torch.float32).contiguous()
     if m.is_cuda:
-        _require_cuda_kernels()
+        require_cuda_kernels()
         m = m.contiguous()
         grad = torch.zeros((B, C, H, W), dtype=torch.float32, device=m.device)
-        with torch.cuda.device(m.device):
-            stream = torch.cuda.current_stream().cuda_stream
-            _C.sample_landmark_features_backward_cuda(m.data_ptr(), p.data_ptr(), v.data_ptr(), g.data_ptr(), B, C,
-                                                      H, W, L, grad.data_ptr(), stream)
+        launch_cuda(_C.sample_landmark_features_backward_cuda, m.device, m, p, v, g, B, C, H, W, L, grad)
         return grad
     return torch.from_numpy(_C.sample_landmark_features_backward(m.numpy(), p.numpy(), v.numpy(), g.numpy(),
                                                                  threads))
@@ -286,7 +267,7 @@ def _sample_torch(maps, points, visible, threads: int):
     import torch
 
     if maps.is_cuda:
-        _require_cuda_kernels()
+        require_cuda_kernels()
     m, p, v, single = _torch_inputs(maps, points, visible)
     if torch.is_grad_enabled() and m.requires_grad:
         out = _autograd_function().apply(m, p, v, threads)
