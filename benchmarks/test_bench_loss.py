@@ -30,7 +30,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dffx.nn.loss import DEFAULT_REFERENCE_CHUNK, angular_softmax_nll, angular_softmax_nll_reference
+from dffx.ops.angular_softmax import DEFAULT_REFERENCE_CHUNK, angular_softmax_nll, angular_softmax_nll_reference
 
 SCALE = 10.0
 CPU_SIZE = dict(N=4096, K=10, C=500, D=32)

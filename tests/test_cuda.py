@@ -100,7 +100,7 @@ def _loss_and_grads(fn, f, labels, h, scale, weights):
 def test_cuda_angular_softmax_matches_reference(N, K, Cn, D, scale):
     import torch
 
-    from dffx.nn.loss import angular_softmax_nll, angular_softmax_nll_reference
+    from dffx.ops.angular_softmax import angular_softmax_nll, angular_softmax_nll_reference
     from test_loss import ambiguous_pixels, random_problem
 
     f, labels, h = random_problem(N, K, Cn, D, seed=N + K)
@@ -124,7 +124,7 @@ def test_cuda_angular_softmax_matches_reference(N, K, Cn, D, scale):
 def test_cuda_angular_softmax_analytic_and_deterministic_loss():
     import torch
 
-    from dffx.nn.loss import angular_softmax_nll
+    from dffx.ops.angular_softmax import angular_softmax_nll
     from test_loss import random_problem
 
     f, labels, _ = random_problem(300, 2, 17, 32, seed=3)
@@ -142,7 +142,7 @@ def test_cuda_angular_softmax_analytic_and_deterministic_loss():
 def test_cuda_angular_softmax_bad_input():
     import torch
 
-    from dffx.nn.loss import angular_softmax_nll
+    from dffx.ops.angular_softmax import angular_softmax_nll
     from test_loss import random_problem
 
     f, labels, h = random_problem(10, 2, 5, 4)
@@ -159,7 +159,7 @@ def test_cuda_angular_softmax_bad_input():
 def test_cuda_angular_softmax_does_not_materialise_logits():
     import torch
 
-    from dffx.nn.loss import angular_softmax_nll
+    from dffx.ops.angular_softmax import angular_softmax_nll
 
     N, K, Cn, D = 50_000, 10, 500, 32
     dev = torch.device("cuda")
@@ -202,7 +202,7 @@ def test_cuda_loss_layer_matches_cpu(face_model):
 def test_cuda_angular_softmax_passes_opcheck():
     import torch
 
-    import dffx.nn.loss  # noqa: F401  (registers torch.ops.dffx.*)
+    import dffx.ops.angular_softmax  # noqa: F401  (registers torch.ops.dffx.*)
     from test_loss import random_problem
 
     f, labels, h = random_problem(200, 3, 40, 32, seed=6)

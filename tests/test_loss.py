@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 import dffx
 import dffx._C as C
-from dffx.nn.loss import (AngularSoftmaxLoss, SegmentationLoss, angular_softmax_nll,
-                          angular_softmax_nll_reference)
+from dffx.nn.loss import AngularSoftmaxLoss, SegmentationLoss
+from dffx.ops.angular_softmax import angular_softmax_nll, angular_softmax_nll_reference
 from dffx.render import frame_camera
 from dffx.segment import random_segmentations, save_segmentations
 
