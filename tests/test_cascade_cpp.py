@@ -173,3 +173,40 @@ def test_cpp_cascade_reader_checks_every_size_before_allocating(tmp_path, cascad
         with pytest.raises(RuntimeError, match="scalars out of range"):
             load(bytes(bad), "scalars.dffx")
     _C.Cascade.from_bytes(bytes(data))  # the untouched file still loads
+
+
+def _sector_twin(cascade):
+    """A pose-fused cascade built from the shipped one: stage 1 generic, stages 2-3 per yaw sector
+    (centres -30, 0, 30: the test faces' yaws, 0-70 degrees, fall in and beyond the blend)."""
+    import copy
+
+    fused = copy.copy(cascade)
+    gains = np.array([0.9, 1.0, 1.1], np.float32)[None, :, None, None]
+    fused.R_X, fused.R_w = cascade.R_X[:1], cascade.R_w[:1]
+    fused.sector_yaw = np.array([-30.0, 0.0, 30.0])
+    fused.R_X_sectors = np.ascontiguousarray(cascade.R_X[1:, None] * gains)
+    fused.R_w_sectors = np.ascontiguousarray(cascade.R_w[1:, None] * gains)
+    fused._native_cascade = None
+    return fused
+
+
+def test_cpp_cascade_blends_yaw_sectors_as_the_python_cascade(aligner, crops, face_model, tmp_path):
+    """Issue 27's pose fusion in C++ (the file's sector arrays) against the Python loop."""
+    from dffx.align.export import write_cascade_file
+
+    fused = _sector_twin(aligner.cascade)
+    want = fused.run(face_model, aligner.features, crops, native=False)
+    plain = aligner.cascade.run(face_model, aligner.features, crops, native=False)
+    assert np.abs(want.X - plain.X).max() > 0.1  # the sector directions do change the result
+    got = fused.run(face_model, aligner.features, crops)  # the C++ twin (maps in CPU memory)
+    np.testing.assert_allclose(got.X, want.X, atol=1e-3)
+    np.testing.assert_allclose(got.camera, want.camera, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got.score, want.score, atol=1e-5)
+    path = write_cascade_file(tmp_path / "fused.dffx", face_model, fused)
+    assert _C.Cascade.load(str(path)).stages == 3
+    # a damaged sector array is refused by name
+    bad = _sector_twin(aligner.cascade)
+    bad.sector_yaw = np.array([0.0, 0.0, 30.0])
+    path = write_cascade_file(tmp_path / "bad.dffx", face_model, bad)
+    with pytest.raises(RuntimeError, match="strictly increasing"):
+        _C.Cascade.load(str(path))

@@ -32,6 +32,9 @@ constexpr int64_t kMaxElements = int64_t{1} << 31;  // per array
 constexpr double kMaxCropSize = 4096;               // px: the crop the maps cover (224 as shipped)
 constexpr double kMaxChannels = 1024;               // descriptor length (32 as shipped)
 constexpr double kMaxIdentity = 1 << 20;            // identity parameters (m1)
+constexpr double kPi = 3.14159265358979323846;
+constexpr int64_t kMaxSectors = 64;                  // yaw sectors of a pose-fused cascade
+constexpr int64_t kMaxSectorStages = 64;
 
 using Matrix3 = Eigen::Matrix<double, 3, 3, Eigen::RowMajor>;
 
@@ -200,6 +203,27 @@ struct Cascade::Geometry {
   std::vector<uint8_t> V;      // (L,)
 };
 
+std::vector<Cascade::StageDirection> Cascade::stage_directions(int k, double yaw) const {
+  const int64_t D1 = num_landmarks() * channels_ + 1;
+  if (k < generic_stages_)
+    return {{R_X_.data() + k * D1 * 2 * kLandmarks68, R_w_.data() + k * D1 * kCameraParams, 1.0f}};
+  // dffx.align.pose_sectors.sector_weights: linear between neighbouring centres, clamped outside
+  const auto S = static_cast<int64_t>(sector_yaw_.size());
+  const double degrees = std::clamp(yaw * (180.0 / kPi), sector_yaw_.front(), sector_yaw_.back());
+  const int64_t hi = std::clamp<int64_t>(
+      std::upper_bound(sector_yaw_.begin(), sector_yaw_.end(), degrees) - sector_yaw_.begin(), 1, S - 1);
+  const double t = (degrees - sector_yaw_[hi - 1]) / (sector_yaw_[hi] - sector_yaw_[hi - 1]);
+  const int64_t stage = k - generic_stages_;
+  std::vector<StageDirection> out;
+  for (const auto& [s, share] : {std::pair{hi - 1, 1.0 - t}, std::pair{hi, t}}) {
+    if (!(share > 0)) continue;  // as the Python twin, a sector without a share is not evaluated
+    const int64_t block = stage * S + s;
+    out.push_back({R_X_sectors_.data() + block * D1 * 2 * kLandmarks68,
+                   R_w_sectors_.data() + block * D1 * kCameraParams, static_cast<float>(share)});
+  }
+  return out;
+}
+
 Cascade Cascade::load(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) bad_file(path, "cannot be opened (missing or unreadable)");
@@ -238,6 +262,18 @@ Cascade Cascade::parse(std::istream& in, const std::string& path) {
   c.channels_ = static_cast<int64_t>(scalars[3]);
   c.n_identity_ = static_cast<int64_t>(scalars[4]);
   c.stages_ = static_cast<int>(K);
+  if (arrays.count("sector_yaw")) {  // pose fusion: later stages blend per-yaw-sector directions
+    const int64_t S = dim(arrays, "sector_yaw", 0), Ks = dim(arrays, "R_X_sectors", 0);
+    c.sector_yaw_ = take<double>(arrays, path, "sector_yaw", {S});
+    c.R_X_sectors_ = take<float>(arrays, path, "R_X_sectors", {Ks, S, D1, 2 * kLandmarks68});
+    c.R_w_sectors_ = take<float>(arrays, path, "R_w_sectors", {Ks, S, D1, kCameraParams});
+    if (S < 2 || S > kMaxSectors || Ks <= 0 || Ks > kMaxSectorStages) bad_file(path, "sector arrays out of range");
+    for (int64_t s = 0; s < S; ++s)
+      if (!std::isfinite(c.sector_yaw_[s]) || (s > 0 && !(c.sector_yaw_[s] > c.sector_yaw_[s - 1])))
+        bad_file(path, "sector_yaw must be finite and strictly increasing");
+    c.stages_ += static_cast<int>(Ks);
+  }
+  c.generic_stages_ = static_cast<int>(K);
   if (arrays.count("template")) c.template_ = take<float>(arrays, path, "template", {L, c.channels_});
   if (arrays.count("camera_refit")) {  // rounds, prior, Gauss-Newton steps
     const auto refit = take<double>(arrays, path, "camera_refit", {3});
@@ -336,9 +372,13 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
       sample_landmark_features(face_maps, g.U.data(), g.V.data(), sampling, Z.data(), kernel_threads);  // eq. 4-5
       Z[D1 - 1] = 1.0f;
       Eigen::Map<const Eigen::VectorXf> z(Z.data(), D1);
-      Eigen::Map<const RowMajor> R_X(R_X_.data() + k * D1 * 2 * kLandmarks68, D1, 2 * kLandmarks68);
-      Eigen::Map<const RowMajor> R_w(R_w_.data() + k * D1 * kCameraParams, D1, kCameraParams);
-      const Eigen::VectorXf dX = R_X.transpose() * z, dw = R_w.transpose() * z;
+      Eigen::VectorXf dX = Eigen::VectorXf::Zero(2 * kLandmarks68), dw = Eigen::VectorXf::Zero(kCameraParams);
+      for (const StageDirection& d : stage_directions(k, camera[2])) {  // one, or the blended yaw sectors
+        Eigen::Map<const RowMajor> R_X(d.R_X, D1, 2 * kLandmarks68);
+        Eigen::Map<const RowMajor> R_w(d.R_w, D1, kCameraParams);
+        dX += d.share * (R_X.transpose() * z);
+        dw += d.share * (R_w.transpose() * z);
+      }
       for (int i = 0; i < 2 * kLandmarks68; ++i) x_hat[i] = g.X[i] + dX[i];
       for (int i = 0; i < kCameraParams; ++i) camera[i] += static_cast<double>(dw[i]);
       camera[0] = std::max(camera[0], kMinScale);

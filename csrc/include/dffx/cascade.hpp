@@ -10,6 +10,8 @@
 //     V   = visibility of the 160 landmarks from the depth test of the current mesh (raster.hpp)
 //     F   = DFF sampled at the 160 projected landmarks, hidden ones zero (sampling.hpp, eq. 4-5)
 //     X^  = X + [F, 1] R_X[k];   w <- w + [F, 1] R_w[k];   s >= 1e-3
+//           (in a pose-fused file, stages after the generic ones blend per-yaw-sector directions
+//            by the current yaw: sum_s a_s(yaw) [F, 1] R_X[k, s], dffx.align.pose_sectors)
 //     p   = the regularised least-squares fit of eq. 6-8 to X^ under w (shape_fit.hpp), with
 //           landmark weights 1 / s^2 (the landmark term in model units) and the file's w_reg
 //     after the last stage, the camera refit (dffx.align.camera_refit), `rounds` times:
@@ -74,11 +76,17 @@ class Cascade {
 
  private:
   struct Geometry;
+  struct StageDirection {  // one set of stage-k directions and its share of the update
+    const float* R_X;      // (D + 1, 136)
+    const float* R_w;      // (D + 1, 6)
+    float share;
+  };
+  std::vector<StageDirection> stage_directions(int k, double yaw) const;
   static Cascade parse(std::istream& in, const std::string& source);
   void update_geometry(const float* params, const double* camera, Geometry& g, int num_threads) const;
 
   int64_t crop_size_ = 0, channels_ = 0, n_identity_ = 0;
-  int stages_ = 0;
+  int stages_ = 0, generic_stages_ = 0;      // all stages; those before the yaw-sector ones
   int refit_rounds_ = 0, refit_steps_ = 0;  // the camera refit; 0 rounds in files without it
   double refit_prior_ = 0.0;
   float tolerance_ = 1.0f;
@@ -87,7 +95,9 @@ class Cascade {
   std::vector<float> mean68_, basis68_;           // (68, 3), (68, 3, M) for the shape fit
   std::vector<int32_t> triangles_, landmarks68_, landmarks160_;
   std::vector<double> mean_camera_;               // (6)
-  std::vector<float> R_X_, R_w_;                  // (K, D + 1, 136), (K, D + 1, 6)
+  std::vector<float> R_X_, R_w_;                  // (K, D + 1, 136), (K, D + 1, 6): the generic stages
+  std::vector<double> sector_yaw_;                // (S) yaw-sector centres, degrees; empty without sectors
+  std::vector<float> R_X_sectors_, R_w_sectors_;  // (K_s, S, D + 1, 136), (K_s, S, D + 1, 6)
   std::vector<float> template_;                   // (L, C) or empty
 };
 

@@ -28,6 +28,7 @@ from ..ops.shape_fit import fit_shape, fit_shared_shape
 from ..preprocess import CROP_SIZE
 from .camera_refit import MIN_SCALE, REFIT_PRIOR, REFIT_ROUNDS, refit_cameras
 from .confidence import UNCALIBRATED_MIN_SCORE, alignment_score, landmark_template
+from .pose_sectors import check_sector_yaw, sector_weights
 
 DEFAULT_STAGES = 3
 DEFAULT_W_REG = 0.5          # eq. 6 prior weight against the landmark term in cm^2 (as the photo fit)
@@ -85,7 +86,8 @@ def _design(F: np.ndarray) -> np.ndarray:
     return np.hstack([F, np.ones((len(F), 1), F.dtype)])
 
 
-def ridge_select(F_train, targets: list, F_val, val_targets: list, lambdas=LAMBDA_GRID):
+def ridge_select(F_train, targets: list, F_val, val_targets: list, lambdas=LAMBDA_GRID,
+                 weights=None, val_weights=None):
     """Ridge regressions (eq. 9/10: R and b regularised alike), lambda chosen on held-out data.
 
     One Cholesky factorisation per lambda serves every target group.
@@ -93,24 +95,32 @@ def ridge_select(F_train, targets: list, F_val, val_targets: list, lambdas=LAMBD
     Args:
         F_train: (N, D) features; targets: list of (N, T_g) displacement groups (e.g. landmarks
             and camera); F_val, val_targets: the held-out counterparts.
-        lambdas: candidate regularisers (scaled by N / 1000 so the choice does not depend on N).
+        lambdas: candidate regularisers (scaled by N / 1000, or the weights' sum / 1000, so the
+            choice does not depend on N).
+        weights, val_weights: optional (N,) / (N_val,) non-negative sample weights (a weighted
+            least-squares fit and a weighted held-out error: the yaw sectors of
+            :mod:`dffx.align.pose_sectors`).
 
     Returns:
         list per group of (R (D + 1, T_g) float32 including the bias row, chosen lambda,
         {lambda: held-out MSE}).
     """
     Z = _design(F_train.astype(np.float64))
-    gram = Z.T @ Z
-    rhs = Z.T @ np.hstack(targets).astype(np.float64)
+    Zw = Z if weights is None else Z * np.asarray(weights, np.float64)[:, None]
+    gram = Zw.T @ Z
+    rhs = Zw.T @ np.hstack(targets).astype(np.float64)
+    del Zw
     Zv = _design(F_val.astype(np.float64))
+    vw = None if val_weights is None else np.asarray(val_weights, np.float64)[:, None]
     bounds = np.cumsum([0] + [t.shape[1] for t in targets])
-    scale = max(len(Z), 1) / 1000.0
+    scale = max(len(Z) if weights is None else float(np.sum(weights)), 1) / 1000.0
     best = [None] * len(targets)
     errors = [{} for _ in targets]
     for lam in lambdas:
         R = scipy.linalg.cho_solve(scipy.linalg.cho_factor(gram + lam * scale * np.eye(len(gram))), rhs)
         for g, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-            err = float(np.mean((val_targets[g] - Zv @ R[:, lo:hi]) ** 2))
+            sq = (val_targets[g] - Zv @ R[:, lo:hi]) ** 2
+            err = float(np.mean(sq) if vw is None else np.sum(sq * vw) / (np.sum(vw) * sq.shape[1]))
             errors[g][lam] = err
             if best[g] is None or err < best[g][2]:
                 best[g] = (R[:, lo:hi].astype(np.float32), lam, err)
@@ -137,6 +147,11 @@ class Cascade:
             (its landmark convention, :mod:`dffx.model.annotated_landmarks`); None for files
             written before 2026-12-06, which regress ICT's published vertices (the model's own).
             :meth:`bind` gives the model with these landmarks; :meth:`run` binds by itself.
+        sector_yaw: float64 (S,) yaw-sector centres in degrees, or None (every stage generic).
+            With them, the stages after the ``len(R_X)`` generic ones blend per-sector
+            directions by the current yaw (:mod:`dffx.align.pose_sectors`, issue 27):
+        R_X_sectors: float32 (K_s, S, D + 1, 136) and R_w_sectors: float32 (K_s, S, D + 1, 6)
+            their directions (None without sectors).
     """
 
     features: str
@@ -149,6 +164,9 @@ class Cascade:
     refit_rounds: int = REFIT_ROUNDS
     refit_prior: float = REFIT_PRIOR
     landmarks68: np.ndarray | None = None
+    sector_yaw: np.ndarray | None = None
+    R_X_sectors: np.ndarray | None = None
+    R_w_sectors: np.ndarray | None = None
     # (model, bound model): the model with this cascade's landmarks (bind)
     _bound: tuple | None = field(default=None, init=False, repr=False, compare=False)
     # (model, mean camera bytes, one-face CascadeState): the start every face shares (initial_state)
@@ -158,7 +176,12 @@ class Cascade:
 
     @property
     def stages(self) -> int:
-        return len(self.R_X)
+        return len(self.R_X) + (0 if self.R_X_sectors is None else len(self.R_X_sectors))
+
+    @property
+    def has_sectors(self) -> bool:
+        """Whether later stages blend yaw-sector directions (:mod:`dffx.align.pose_sectors`)."""
+        return self.sector_yaw is not None
 
     @property
     def min_score(self) -> float:
@@ -176,6 +199,10 @@ class Cascade:
         optional = {} if self.template is None else {"template": np.asarray(self.template, np.float32)}
         if self.landmarks68 is not None:
             optional["landmarks68"] = np.asarray(self.landmarks68, np.int64)
+        if self.has_sectors:
+            optional.update(sector_yaw=np.asarray(self.sector_yaw, np.float64),
+                            R_X_sectors=np.asarray(self.R_X_sectors, np.float32),
+                            R_w_sectors=np.asarray(self.R_w_sectors, np.float32))
         np.savez(path, features=self.features, mean_camera=self.mean_camera, R_X=self.R_X, R_w=self.R_w,
                  w_reg=self.w_reg, info=json.dumps(self.info), **optional)
         return path
@@ -195,13 +222,29 @@ class Cascade:
             raise FileNotFoundError(f"cascade file {path} not found (train one with `dffx train cascade`)")
         try:
             with np.load(path) as z:
-                return cls(features=str(z["features"]), mean_camera=z["mean_camera"], R_X=z["R_X"], R_w=z["R_w"],
-                           w_reg=float(z["w_reg"]), info=json.loads(str(z["info"])),
-                           template=z["template"] if "template" in z.files else None,
-                           landmarks68=z["landmarks68"] if "landmarks68" in z.files else None)
+                optional = {k: z[k] for k in ("template", "landmarks68", "sector_yaw", "R_X_sectors", "R_w_sectors")
+                            if k in z.files}
+                cascade = cls(features=str(z["features"]), mean_camera=z["mean_camera"], R_X=z["R_X"], R_w=z["R_w"],
+                              w_reg=float(z["w_reg"]), info=json.loads(str(z["info"])), **optional)
+            cascade._check_sectors()
+            return cascade
         except Exception as exc:  # noqa: BLE001 - BadZipFile, pickle refusal, missing keys, bad CRC, JSON, ...
             raise ValueError(f"cannot read cascade file '{path}' (damaged, or not written by `dffx train "
                              f"cascade`): {type(exc).__name__}: {exc}") from None
+
+    def _check_sectors(self) -> None:
+        """Raise ValueError unless the sector arrays are all absent or all present and consistent."""
+        present = [a is not None for a in (self.sector_yaw, self.R_X_sectors, self.R_w_sectors)]
+        if not any(present):
+            return
+        if not all(present):
+            raise ValueError("cascade: sector_yaw, R_X_sectors and R_w_sectors come together")
+        centres = check_sector_yaw(self.sector_yaw)
+        want = (len(centres), self.R_X.shape[1])
+        if (self.R_X_sectors.ndim != 4 or self.R_X_sectors.shape[1:3] != want or self.R_w_sectors.ndim != 4
+                or self.R_w_sectors.shape[:3] != self.R_X_sectors.shape[:3]):
+            raise ValueError(f"cascade: sector directions of shapes {self.R_X_sectors.shape} and "
+                             f"{self.R_w_sectors.shape} do not match {len(centres)} sectors of {want[1]} rows")
 
     def bind(self, model):
         """``model`` with the landmarks this cascade regresses (``landmarks68``; the model itself
@@ -253,8 +296,9 @@ class Cascade:
         (with ``refit``) the camera refit (``refit_rounds``), re-projection."""
         Z = _design(np.asarray(F, np.float32))
         with _blas.single_threaded_blas():
-            X_hat = (state.X.reshape(len(Z), -1) + Z @ self.R_X[k]).reshape(-1, 68, 2)
-            camera = state.camera + (Z @ self.R_w[k]).astype(np.float64)
+            dX, dw = self.directions(k, Z, state.camera)
+            X_hat = (state.X.reshape(len(Z), -1) + dX).reshape(-1, 68, 2)
+            camera = state.camera + dw.astype(np.float64)
         camera[:, 0] = np.maximum(camera[:, 0], MIN_SCALE)
         params = self.fit_shape(model, X_hat, camera)
         if refit and k == self.stages - 1:
@@ -265,6 +309,24 @@ class Cascade:
                 camera = refit_cameras(points, X_hat, regressed, prior=self.refit_prior)
                 params = self.fit_shape(model, X_hat, camera)
         return update_geometry(model, CascadeState(camera, params))
+
+    def directions(self, k: int, Z: np.ndarray, camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stage k's updates (eq. 4-5) for design rows Z (B, D + 1) float32: landmark (B, 136)
+        and camera (B, 6) steps; a sector stage blends its directions by the yaw of ``camera``
+        (B, 6) (:func:`dffx.align.pose_sectors.sector_weights`)."""
+        generic = len(self.R_X)
+        if k < generic:
+            return Z @ self.R_X[k], Z @ self.R_w[k]
+        weights = sector_weights(camera[:, 2], self.sector_yaw).astype(np.float32)
+        dX = np.zeros((len(Z), self.R_X_sectors.shape[-1]), np.float32)
+        dw = np.zeros((len(Z), self.R_w_sectors.shape[-1]), np.float32)
+        for s in range(weights.shape[1]):
+            rows = np.flatnonzero(weights[:, s] > 0)
+            if len(rows):
+                a = weights[rows, s, None]
+                dX[rows] += a * (Z[rows] @ self.R_X_sectors[k - generic, s])
+                dw[rows] += a * (Z[rows] @ self.R_w_sectors[k - generic, s])
+        return dX, dw
 
     def fit_shape(self, model, landmarks: np.ndarray, camera: np.ndarray) -> np.ndarray:
         """Shape parameters float32 (F, M) of eq. 6-8 for landmarks (F, 68, 2) under cameras (F, 6),
@@ -372,7 +434,8 @@ def perturbed_cameras(mean_camera: np.ndarray, count: int, rng: np.random.Genera
 
 def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAULT_STAGES, boxes: int = 5,
                   box_shift: float = DEFAULT_BOX_SHIFT, box_scale: float = DEFAULT_BOX_SCALE,
-                  w_reg: float = DEFAULT_W_REG, seed: int = 0, progress: bool = True) -> Cascade:
+                  w_reg: float = DEFAULT_W_REG, seed: int = 0, progress: bool = True,
+                  sector_yaw=None, sector_stages: int = 0) -> Cascade:
     """Learn the descent directions (eq. 9-10) with the generic face of eq. 11.
 
     Args:
@@ -383,12 +446,24 @@ def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAUL
         stages: K iterations (paper: 3).
         boxes: perturbed initial boxes per training image (paper: 5).
         box_shift, box_scale: how far the boxes are perturbed (:func:`perturbed_cameras`).
+        sector_yaw, sector_stages: the last ``sector_stages`` stages learn one set of directions
+            per yaw sector (centres ``sector_yaw`` in degrees, :mod:`dffx.align.pose_sectors`),
+            each a ridge regression weighted by the sector's share of every face at its current
+            yaw estimate, exactly as inference blends them.
 
     Returns:
         :class:`Cascade`.
+
+    Raises:
+        ValueError: ``sector_stages`` outside [0, stages - 1] (the first stage has no pose
+            estimate yet), or bad ``sector_yaw``.
     """
     from tqdm import tqdm
 
+    if not 0 <= sector_stages < stages:
+        raise ValueError(f"sector_stages must be in [0, {stages - 1}] (stage 1 makes the yaw estimate); "
+                         f"got {sector_stages}")
+    centres = check_sector_yaw(sector_yaw) if sector_stages else None
     rng = np.random.default_rng(seed)
     mean_camera = np.r_[np.mean(train["cameras"][:, 0]), 0.0, 0.0, 0.0, np.mean(train["cameras"][:, 4:6], axis=0)]
     sets = {}
@@ -399,46 +474,84 @@ def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAUL
         sets[name] = dict(data=data, image_of=image_of, X_star=data["landmarks"][image_of].reshape(len(image_of), -1),
                           w_star=data["cameras"][image_of].astype(np.float64),
                           state=CascadeState(cams, np.zeros(model.n_params, np.float32)))
-    R_X, R_w, info = [], [], {"stages": []}
+    directions = {"generic": ([], []), "sectors": ([], [])}
+    info = {"stages": []}
     bar = tqdm(range(stages), desc=f"train cascade ({extractor_features.name})", disable=not progress)
     for k in bar:
         F = {}
         for name, s in sets.items():
             update_geometry(model, s["state"])
             F[name] = _features(extractor_features, s["data"]["crops"], s["image_of"], s["state"])
-        tr, va = sets["train"], sets["val"]
-        dX = tr["X_star"] - tr["state"].X.reshape(len(tr["image_of"]), -1)
-        dX_val = va["X_star"] - va["state"].X.reshape(len(va["image_of"]), -1)
-        dw = tr["w_star"] - tr["state"].camera
-        dw_val = va["w_star"] - va["state"].camera
-        sd = dw.std(0) + 1e-9  # camera components in comparable units for the regression
-        (RX, lam_x, _), (Rw, lam_w, _) = ridge_select(F["train"], [dX, dw / sd], F["val"], [dX_val, dw_val / sd])
-        Rw = (Rw * sd).astype(np.float32)
-        R_X.append(RX)
-        R_w.append(Rw)
-        before = float(np.sqrt(np.mean(dX_val ** 2)))
-        for name, s in sets.items():
-            Z = _design(F[name])
-            X_hat = s["state"].X.reshape(len(Z), -1) + Z @ RX
-            s["state"].camera = s["state"].camera + Z @ Rw
-            s["X_hat"] = X_hat.reshape(-1, 68, 2)
-        after = float(np.sqrt(np.mean((va["X_star"] - va["X_hat"].reshape(len(va["image_of"]), -1)) ** 2)))
+        kind = "sectors" if k >= stages - sector_stages else "generic"
+        RX, Rw, stage_info = _fit_stage(sets, F, centres if kind == "sectors" else None)
+        directions[kind][0].append(RX)
+        directions[kind][1].append(Rw)
         # eq. 11: one generic shape for all training images
-        cams = tr["state"].camera
+        cams = sets["train"]["state"].camera
         weights = np.repeat((1.0 / cams[:, 0] ** 2)[:, None], 68, axis=1)
-        generic = fit_shared_shape(model, tr["X_hat"], cams, landmark_weights=weights, w_reg=w_reg)
+        generic = fit_shared_shape(model, sets["train"]["X_hat"], cams, landmark_weights=weights, w_reg=w_reg)
         for s in sets.values():
             s["state"].params = generic.astype(np.float32)
-        info["stages"].append({"lambda_X": lam_x, "lambda_w": lam_w, "val_rmse_px_before": before,
-                               "val_rmse_px_after": after})
-        bar.set_postfix(val_rmse=f"{before:.2f}->{after:.2f}px")
+        info["stages"].append(stage_info)
+        bar.set_postfix(val_rmse=f"{stage_info['val_rmse_px_before']:.2f}->{stage_info['val_rmse_px_after']:.2f}px")
     info.update(train_images=int(len(train["landmarks"])), boxes=boxes, box_shift=box_shift, box_scale=box_scale,
                 val_images=int(len(val["landmarks"])))
+    sectors = {}
+    if sector_stages:
+        info.update(sector_yaw=centres.tolist(), sector_stages=sector_stages)
+        sectors = dict(sector_yaw=centres, R_X_sectors=np.stack(directions["sectors"][0]),
+                       R_w_sectors=np.stack(directions["sectors"][1]))
     template = None
     if "landmarks160" in train:
         template, info["template_images"] = training_template(extractor_features, train, rng)
-    return Cascade(features=extractor_features.name, mean_camera=mean_camera, R_X=np.stack(R_X), R_w=np.stack(R_w),
-                   w_reg=w_reg, info=info, template=template, landmarks68=np.asarray(model.landmarks68, np.int64))
+    return Cascade(features=extractor_features.name, mean_camera=mean_camera, R_X=np.stack(directions["generic"][0]),
+                   R_w=np.stack(directions["generic"][1]), w_reg=w_reg, info=info, template=template,
+                   landmarks68=np.asarray(model.landmarks68, np.int64), **sectors)
+
+
+def _fit_stage(sets: dict, F: dict, centres):
+    """One stage's ridge regressions (eq. 9-10) on the train set, regularisers chosen on val;
+    applies them (``X_hat``, camera) to both sets.
+
+    Returns:
+        (R_X, R_w, info): generic (D + 1, 136) / (D + 1, 6) directions, or per sector
+        (S, D + 1, 136) / (S, D + 1, 6) when ``centres`` is given.
+    """
+    tr, va = sets["train"], sets["val"]
+    dX = tr["X_star"] - tr["state"].X.reshape(len(tr["image_of"]), -1)
+    dX_val = va["X_star"] - va["state"].X.reshape(len(va["image_of"]), -1)
+    dw = tr["w_star"] - tr["state"].camera
+    dw_val = va["w_star"] - va["state"].camera
+    sd = dw.std(0) + 1e-9  # camera components in comparable units for the regression
+    if centres is None:
+        (RX, lam_x, _), (Rw, lam_w, _) = ridge_select(F["train"], [dX, dw / sd], F["val"], [dX_val, dw_val / sd])
+        Rw = (Rw * sd).astype(np.float32)
+        lambdas = {"lambda_X": lam_x, "lambda_w": lam_w}
+        cascade = Cascade("", np.zeros(6), RX[None], Rw[None])
+    else:
+        a_tr = sector_weights(tr["state"].camera[:, 2], centres)
+        a_va = sector_weights(va["state"].camera[:, 2], centres)
+        RX, Rw, lambdas = [], [], {"lambda_X": [], "lambda_w": []}
+        for s in range(len(centres)):
+            rows, rows_val = np.flatnonzero(a_tr[:, s] > 0), np.flatnonzero(a_va[:, s] > 0)
+            (rx, lam_x, _), (rw, lam_w, _) = ridge_select(
+                F["train"][rows], [dX[rows], dw[rows] / sd], F["val"][rows_val], [dX_val[rows_val], dw_val[rows_val] / sd],
+                weights=a_tr[rows, s], val_weights=a_va[rows_val, s])
+            RX.append(rx)
+            Rw.append((rw * sd).astype(np.float32))
+            lambdas["lambda_X"].append(lam_x)
+            lambdas["lambda_w"].append(lam_w)
+        RX, Rw = np.stack(RX), np.stack(Rw)
+        cascade = Cascade("", np.zeros(6), RX[:0, 0], Rw[:0, 0], sector_yaw=centres, R_X_sectors=RX[None],
+                          R_w_sectors=Rw[None])
+    for name, s in sets.items():
+        Z = _design(F[name])
+        step_X, step_w = cascade.directions(0, Z, s["state"].camera)
+        s["X_hat"] = (s["state"].X.reshape(len(Z), -1) + step_X).reshape(-1, 68, 2)
+        s["state"].camera = s["state"].camera + step_w
+    before = float(np.sqrt(np.mean(dX_val ** 2)))
+    after = float(np.sqrt(np.mean((va["X_star"] - va["X_hat"].reshape(len(va["image_of"]), -1)) ** 2)))
+    return RX, Rw, {**lambdas, "val_rmse_px_before": before, "val_rmse_px_after": after}
 
 
 def training_template(extractor_features, data: dict, rng: np.random.Generator,

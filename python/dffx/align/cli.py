@@ -28,6 +28,7 @@ import numpy as np
 from ..imageio import DamagedImageWarning, read_image
 from .options import add_arguments as add_options
 from .options import from_args as options_from_args
+from .pose_sectors import DEFAULT_SECTOR_YAW
 
 OVERLAY_VIDEO_SUFFIXES = {".avi": "MJPG", ".mp4": "mp4v"}   # dffx track --overlay: file suffix -> codec
 
@@ -182,6 +183,8 @@ def _cmd_train_cascade(args) -> int:
         perturbation["box_shift"] = args.box_shift
     if args.box_scale is not None:
         perturbation["box_scale"] = args.box_scale
+    if args.sector_stages:
+        perturbation.update(sector_stages=args.sector_stages, sector_yaw=args.sector_yaw)
     cascade = train_cascade(model, features, train, val, stages=args.stages, boxes=args.boxes, seed=args.seed,
                             progress=not args.no_progress, **perturbation)
     cascade.info.update(data=str(args.data), seconds=round(time.perf_counter() - start, 1),
@@ -295,6 +298,11 @@ def add_parsers(sub, train_sub) -> None:
     p.add_argument("--box-scale", type=float, default=None,
                    help="box perturbation: scale by up to 1 +- this (default 0.1)")
     p.add_argument("--stages", type=int, default=3, help="cascade iterations K (paper: 3)")
+    p.add_argument("--sector-stages", type=int, default=0,
+                   help="pose fusion (issue 27): the last N stages learn one set of directions per yaw sector, "
+                        "blended by the yaw estimate of the stages before (default 0: none)")
+    p.add_argument("--sector-yaw", type=float, nargs="+", default=list(DEFAULT_SECTOR_YAW),
+                   help="yaw-sector centres in degrees, increasing (default: %(default)s)")
     p.add_argument("--landmarks", default="300w", choices=["300w", "ict"],
                    help="landmark convention the cascade regresses: 300w = vertices learned from 300-W's "
                         "annotations (default), ict = ICT-FaceKit's published vertices")

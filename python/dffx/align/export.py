@@ -3,7 +3,8 @@
 
 The file holds the face model restricted to what the cascade reads (mean shape, the bases one
 row per parameter, prior variances, triangles, the 68 and 160 landmark vertices) and the
-cascade (mean camera, descent directions, ``w_reg``, the camera refit's rounds, prior and
+cascade (mean camera, descent directions, in a pose-fused cascade the yaw sectors and their
+directions, ``w_reg``, the camera refit's rounds, prior and
 Gauss-Newton steps, the alignment-score template): about 24 MB
 for ICT-FaceKit and the shipped DFF cascade. Layout, little-endian: ``DFFXCAS1``, uint32 array
 count, then per array uint32 name length, name, uint8 dtype (0 float32, 1 float64, 2 int32),
@@ -66,6 +67,10 @@ def cascade_file_bytes(model, cascade) -> bytes:
     }
     if cascade.template is not None:
         arrays["template"] = np.asarray(cascade.template, np.float32)
+    if cascade.has_sectors:  # pose fusion (dffx.align.pose_sectors)
+        arrays.update(sector_yaw=np.asarray(cascade.sector_yaw, np.float64),
+                      R_X_sectors=np.asarray(cascade.R_X_sectors, np.float32),
+                      R_w_sectors=np.asarray(cascade.R_w_sectors, np.float32))
     f = io.BytesIO()
     f.write(MAGIC + struct.pack("<I", len(arrays)))
     for name, array in arrays.items():
