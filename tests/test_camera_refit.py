@@ -71,11 +71,12 @@ def test_refit_rejects_bad_input(face_model, rng):
 def test_refit_improves_landmarks_and_pose_on_real_faces(face_model, aflw2000_dir):
     """On the AFLW2000-3D sample (ground-truth boxes, the paper's protocol) the shipped cascade
     with the refit has lower landmark NME and head-pose error than without it."""
+    from dffx.align.options import EVAL_DEFAULTS
     from dffx.eval import EvalOptions, evaluate
 
     def run(camera_refit):
         return evaluate(EvalOptions("aflw2000-3d", aflw2000_dir, method="dff", progress=False,
-                                    camera_refit=camera_refit), face_model)[0]
+                                    align=EVAL_DEFAULTS.replace(camera_refit=camera_refit)), face_model)[0]
 
     plain, refit = run(False), run(True)
     assert plain["camera_refit"] is False and "camera_refit" not in refit

@@ -192,19 +192,21 @@ def test_a_cascade_file_replaces_the_shipped_one(face_model, tmp_path):
 
 
 def test_refine_passes_change_the_cascade_run_and_are_reported(face_model):
+    from dffx.align.options import EVAL_DEFAULTS
     from dffx.eval import make_predictor
 
     root = DEV / "aflw2000-3d-sample"
     single, _ = evaluate(EvalOptions("aflw2000-3d", root, method="sift", limit=3, progress=False), face_model)
-    refined, _ = evaluate(EvalOptions("aflw2000-3d", root, method="sift", limit=3, progress=False, refine=1),
+    one_pass = EVAL_DEFAULTS.replace(refine=1)
+    refined, _ = evaluate(EvalOptions("aflw2000-3d", root, method="sift", limit=3, progress=False, align=one_pass),
                           face_model)
     assert refined["refine"] == 1 and "refine" not in single
     assert refined["bins"] != single["bins"] and abs(refined["mean"] - single["mean"]) < 0.5 * single["mean"]
     assert "re-crop passes: 1" in format_table(refined)
     # A converged IoU no box reaches leaves every pass; one every box reaches leaves the first only.
     for converged_iou, same_as in ((1.5, refined), (0.01, single)):
-        run, _ = evaluate(EvalOptions("aflw2000-3d", root, method="sift", limit=3, progress=False, refine=1,
-                                      converged_iou=converged_iou), face_model)
+        run, _ = evaluate(EvalOptions("aflw2000-3d", root, method="sift", limit=3, progress=False,
+                                      align=one_pass.replace(converged_iou=converged_iou)), face_model)
         assert run["bins"] == same_as["bins"] and run["converged_iou"] == converged_iou
         assert f"box IoU >= {converged_iou}" in format_table(run)
     with pytest.raises(ValueError, match="not mean-shape"):

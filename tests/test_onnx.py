@@ -130,11 +130,12 @@ assert sys.modules["torch"] is None
 
 
 def test_eval_runs_the_onnxruntime_backend(face_model, aflw2000_dir):
+    from dffx.align.options import EVAL_DEFAULTS
     from dffx.eval import EvalOptions, evaluate
 
     def summary(backend):
         return evaluate(EvalOptions(dataset="aflw2000-3d", root=aflw2000_dir, method="dff", limit=4, progress=False,
-                                    backend=backend), face_model)[0]
+                                    align=EVAL_DEFAULTS.replace(backend=backend)), face_model)[0]
 
     on_ort, on_torch = summary("onnxruntime"), summary("torch")
     assert on_ort["backend"] == "onnxruntime" and "backend" not in on_torch

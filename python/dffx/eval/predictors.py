@@ -64,39 +64,38 @@ class CascadePredictor:
         weights: DFF weights (for "dff" cascades; None = the network the cascade was trained
             with, see :func:`dffx.align.predictor.cascade_features`).
         device: torch device for the DFF network.
-        refine, converged_iou: re-crop passes (:func:`dffx.align.predictor.align_in_image`).
-        precision: the DFF network's dtype, "float32" or "bfloat16" (:class:`dffx.nn.DFFExtractor`).
-        mirror: also align the mirror image and average (:mod:`dffx.align.mirror`).
-        backend: where the DFF network runs, "torch" or "onnxruntime" (:func:`dffx.align.predictor.make_features`).
-        camera_refit: the camera refit after the last stage (:mod:`dffx.align.camera_refit`).
+        options: a :class:`dffx.AlignOptions` (default: the paper's protocol, ``EVAL_DEFAULTS``);
+            its settings of ``EVAL_SETTINGS`` apply: re-crop passes
+            (:func:`dffx.align.predictor.align_in_image`), the network's precision and backend,
+            mirror averaging, the camera refit.
     """
 
-    def __init__(self, model, cascade, weights=None, device=None, refine: int = 0,
-                 converged_iou: float | None = None, precision: str = "float32", mirror: bool = False,
-                 backend: str = "torch", camera_refit: bool = True):
+    def __init__(self, model, cascade, weights=None, device=None, options=None):
         from ..align.cascade import Cascade
         from ..align.predictor import cascade_features
 
         self.cascade = cascade if isinstance(cascade, Cascade) else Cascade.load(cascade)
         self.model = self.cascade.bind(model)
-        self.features = cascade_features(self.cascade, weights, device, precision, backend)
+        from ..align.options import EVAL_DEFAULTS
+
+        self.options = EVAL_DEFAULTS if options is None else options
+        self.features = cascade_features(self.cascade, weights, device, self.options.precision,
+                                         self.options.backend)
         self.name = self.cascade.features
-        self.refine, self.converged_iou, self.mirror = refine, converged_iou, bool(mirror)
-        self.camera_refit = bool(camera_refit)
 
     def predict(self, image, box):
         """:class:`Prediction` for the face in ``box`` of a BGR (or grey) uint8 image; ValueError
         for another image (:func:`dffx._validate.as_bgr_image`)."""
         from ..align.predictor import align_in_image
 
-        result = align_in_image(self.model, self.cascade, self.features, as_bgr_image(image), box, self.refine,
-                                self.converged_iou, mirror=self.mirror, camera_refit=self.camera_refit)
+        o = self.options
+        result = align_in_image(self.model, self.cascade, self.features, as_bgr_image(image), box, o.refine,
+                                o.converged_iou, mirror=o.mirror, camera_refit=o.camera_refit)
         return Prediction(result.landmarks[0], result.camera[0])
 
 
 def _cascade(features: str):
-    def build(model, cascade=None, refine: int = 0, converged_iou: float | None = None, precision: str = "float32",
-              mirror: bool = False, backend: str = "torch", camera_refit: bool = True):
+    def build(model, cascade=None, options=None):
         from ..align.cascade import Cascade
         from ..align.predictor import default_cascade_path
 
@@ -104,43 +103,37 @@ def _cascade(features: str):
         if directions.features != features:  # checked before the features (a network) are loaded
             raise ValueError(f"cascade file {cascade} was trained with {directions.features!r} features, "
                              f"not {features!r}")
-        return CascadePredictor(model, directions, refine=refine, converged_iou=converged_iou, precision=precision,
-                                mirror=mirror, backend=backend, camera_refit=camera_refit)
+        return CascadePredictor(model, directions, options=options)
     return build
 
 
 METHODS = {"mean-shape": MeanShapePredictor, "sift": _cascade("sift"), "dff": _cascade("dff")}
 
 
-def make_predictor(method: str, model, cascade=None, refine: int = 0, converged_iou: float | None = None,
-                   precision: str = "float32", mirror: bool = False, backend: str = "torch",
-                   camera_refit: bool = True):
+def make_predictor(method: str, model, cascade=None, options=None, **settings):
     """Build the predictor named ``method``; ValueError lists the available ones.
 
     ``dff`` and ``sift`` are the cascade of Sec. III-C with the shipped descent directions
     (``dffx/weights/cascade_{dff,sift}.npz``), or with ``cascade``, a file written by ``dffx
     train cascade`` for the same features (a DFF cascade brings the network it records), run
-    with ``refine`` re-crop passes, which stop early for faces whose box moved less than
-    ``converged_iou`` (:func:`dffx.align.predictor.align_in_image`); ``precision`` is the DFF
-    network's dtype (:class:`dffx.nn.DFFExtractor`) and ``backend`` where it runs ("torch" or
-    "onnxruntime", :class:`dffx.FaceAligner`); ``mirror`` averages with the mirror image
-    (:mod:`dffx.align.mirror`); ``camera_refit`` runs the camera refit after the last stage
-    (:mod:`dffx.align.camera_refit`; off: the paper's cascade).
+    with ``options`` (a :class:`dffx.AlignOptions`; default: the paper's protocol,
+    :data:`dffx.align.options.EVAL_DEFAULTS`) changed by ``settings`` (``refine=1``, ...). Of
+    them, the settings of :data:`dffx.align.options.EVAL_SETTINGS` apply to a given box: re-crop
+    passes, the network's precision and backend, mirror averaging, the camera refit.
 
     Raises:
-        ValueError: unknown method, ``cascade``, ``refine`` or ``converged_iou`` given to
-            mean-shape, negative ``refine``, ``converged_iou`` not a number > 0, an unknown
-            ``precision``, or a cascade trained with other features; FileNotFoundError: missing cascade or network file.
+        ValueError: unknown method or setting, a setting out of range (named), ``cascade``,
+            refine passes or mirror averaging given to mean-shape, or a cascade trained with
+            other features; FileNotFoundError: missing cascade or network file.
     """
+    from ..align.options import EVAL_DEFAULTS
+
     if method not in METHODS:
         raise ValueError(f"unknown method '{method}'; available: {', '.join(METHODS)}")
+    options = (EVAL_DEFAULTS if options is None else options).replace(**settings)  # validated there
     if method == "mean-shape":
-        if cascade is not None or refine or converged_iou is not None or mirror:
+        if cascade is not None or options.refine or options.converged_iou is not None or options.mirror:
             raise ValueError("cascade files, refine passes and mirror averaging apply to the dff and sift methods, "
                              "not mean-shape")
         return METHODS[method](model)
-    from ..align.options import EVAL_DEFAULTS
-
-    EVAL_DEFAULTS.replace(refine=refine, converged_iou=converged_iou, precision=precision, mirror=mirror,
-                          backend=backend, camera_refit=camera_refit)  # validated where they are declared
-    return METHODS[method](model, cascade, refine, converged_iou, precision, mirror, backend, camera_refit)
+    return METHODS[method](model, cascade, options)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..align.options import EVAL_DEFAULTS
+from ..align.options import EVAL_DEFAULTS, AlignOptions
 from .metrics import (INNER_68, POSE_ANGLES, YAW_BINS, aflw21_from_68, interocular_distance, interpupil_distance,
                       landmark_box_size, nme, nme_box, pose_errors, summarize_bins, summarize_pose, yaw_bin)
 from .predictors import make_predictor
@@ -57,14 +57,9 @@ class EvalOptions:
     detector: str | None = None  # a dffx.detect.DETECTORS name: start from detected boxes
     progress: bool = True
     cascade: Path | None = None  # dff/sift: descent directions other than the shipped ones
-    # dff/sift: the alignment settings of dffx.align.options.AlignOptions that apply to a given box
-    # (EVAL_SETTINGS), validated there; defaults: the paper's protocol (EVAL_DEFAULTS)
-    refine: int = EVAL_DEFAULTS.refine
-    converged_iou: float | None = EVAL_DEFAULTS.converged_iou
-    precision: str = EVAL_DEFAULTS.precision
-    mirror: bool = EVAL_DEFAULTS.mirror
-    backend: str = EVAL_DEFAULTS.backend
-    camera_refit: bool = EVAL_DEFAULTS.camera_refit
+    # dff/sift: the alignment settings (those of EVAL_SETTINGS apply to a given box); default: the
+    # paper's protocol, one pass from the given box (EVAL_DEFAULTS)
+    align: AlignOptions = EVAL_DEFAULTS
 
 
 def _load(opts: EvalOptions):
@@ -120,9 +115,7 @@ def evaluate(opts: EvalOptions, model=None) -> tuple[dict, list[dict]]:
     from .visibility import ground_truth_visibility
 
     model = model if model is not None else load_face_model()
-    predictor = make_predictor(opts.method, model, opts.cascade, refine=opts.refine,
-                               converged_iou=opts.converged_iou, precision=opts.precision, mirror=opts.mirror,
-                               backend=opts.backend, camera_refit=opts.camera_refit)
+    predictor = make_predictor(opts.method, model, opts.cascade, opts.align)
     samples, report = _load(opts)
     if not samples:
         raise ValueError(f"no usable samples under '{opts.root}' ({len(report.skipped)} skipped)")
@@ -187,18 +180,19 @@ def _summarize(opts, rows, report, samples, stats) -> dict:  # noqa: C901  (over
         summary["detector_missed"] = stats["detector_missed"]
     if opts.cascade is not None:
         summary["cascade"] = str(opts.cascade)
-    if opts.refine:
-        summary["refine"] = opts.refine
-        if opts.converged_iou is not None:
-            summary["converged_iou"] = opts.converged_iou
-    if opts.mirror:
+    align = opts.align
+    if align.refine:
+        summary["refine"] = align.refine
+        if align.converged_iou is not None:
+            summary["converged_iou"] = align.converged_iou
+    if align.mirror:
         summary["mirror"] = True
-    if not opts.camera_refit and opts.method != "mean-shape":
+    if not align.camera_refit and opts.method != "mean-shape":
         summary["camera_refit"] = False
-    if opts.precision != "float32":
-        summary["precision"] = opts.precision
-    if opts.backend != "torch":
-        summary["backend"] = opts.backend
+    if align.precision != "float32":
+        summary["precision"] = align.precision
+    if align.backend != "torch":
+        summary["backend"] = align.backend
     if opts.dataset in ("aflw2000-3d", "aflw", "synth"):
         yaws = np.array([r["yaw"] for r in rows], np.float64)
         summary.update(summarize_bins(np.array([r["nme"] for r in rows]), yaws))
