@@ -826,3 +826,32 @@ def test_yaw_sector_directions_follow_a_pose_dependent_response(face_model):
     with pytest.raises(ValueError, match="sector_stages"):
         train_cascade(face_model, YawGainFeatures(), train, val, sector_stages=2, sector_yaw=(-30, 30), **common)
     assert isinstance(fused, Cascade)
+
+
+def test_pose_start_moves_the_camera_towards_the_true_pose_and_keeps_the_mean_shape(face_model, tmp_path):
+    """Issue 27's pose start: a camera-only first stage regressed from the features lowers the
+    held-out yaw error, leaves the shape at the mean, and the cascade after it still converges."""
+    from dffx.align import Cascade, train_cascade
+    from dffx.align.cascade import CascadeState
+
+    rng = np.random.default_rng(5)
+    train, val = _synthetic_split(face_model, 120, rng), _synthetic_split(face_model, 40, rng)
+    cascade = train_cascade(face_model, OracleFeatures(), train, val, stages=2, boxes=2, pose_stages=1,
+                            progress=False)
+    assert cascade.pose_stages == 1 and cascade.stages == 3 and cascade.R_w_pose.shape == (1, 137, 6)
+    pose = cascade.info["stages"][0]
+    assert pose["pose_stage"] and pose["val_yaw_mae_deg_after"] < 0.6 * pose["val_yaw_mae_deg_before"]
+    test = _synthetic_split(face_model, 10, rng)
+    start = cascade.initial_state(face_model, 10)
+    F = OracleFeatures().sample(test["landmarks"], start.U, start.V)
+    posed = cascade.step(face_model, 0, start, F)
+    np.testing.assert_array_equal(posed.params, start.params)  # the mean shape, under a new camera
+    true_yaw = test["cameras"][:, 2]
+    assert np.abs(posed.camera[:, 2] - true_yaw).mean() < 0.6 * np.abs(start.camera[:, 2] - true_yaw).mean()
+    state = cascade.run(face_model, OracleFeatures(), test["landmarks"])
+    assert np.sqrt(np.mean((state.X - test["landmarks"]) ** 2)) < 0.4 * np.sqrt(np.mean((start.X - test["landmarks"]) ** 2))
+    assert isinstance(state, CascadeState)
+    with pytest.raises(ValueError, match="pose_stages"):
+        train_cascade(face_model, OracleFeatures(), train, val, stages=2, pose_stages=-1, progress=False)
+    loaded = Cascade.load(cascade.save(tmp_path / "p.npz"))
+    np.testing.assert_array_equal(loaded.R_w_pose, cascade.R_w_pose)

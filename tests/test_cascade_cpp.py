@@ -210,3 +210,21 @@ def test_cpp_cascade_blends_yaw_sectors_as_the_python_cascade(aligner, crops, fa
     path = write_cascade_file(tmp_path / "bad.dffx", face_model, bad)
     with pytest.raises(RuntimeError, match="strictly increasing"):
         _C.Cascade.load(str(path))
+
+
+def test_cpp_cascade_runs_a_pose_start_as_the_python_cascade(aligner, crops, face_model, tmp_path):
+    """Issue 27's pose start in C++ (the file's R_w_pose: camera-only stages first) against the
+    Python loop, alone and with yaw sectors after it."""
+    import copy
+
+    for base in (aligner.cascade, _sector_twin(aligner.cascade)):
+        posed = copy.copy(base)
+        posed.R_w_pose = np.ascontiguousarray(aligner.cascade.R_w[:1])
+        posed._native_cascade = None
+        want = posed.run(face_model, aligner.features, crops, native=False)
+        got = posed.run(face_model, aligner.features, crops)
+        assert posed.stages == base.stages + 1
+        assert np.abs(want.X - base.run(face_model, aligner.features, crops, native=False).X).max() > 0.1
+        np.testing.assert_allclose(got.X, want.X, atol=1e-3)
+        np.testing.assert_allclose(got.camera, want.camera, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(got.score, want.score, atol=1e-5)

@@ -274,6 +274,13 @@ Cascade Cascade::parse(std::istream& in, const std::string& path) {
     c.stages_ += static_cast<int>(Ks);
   }
   c.generic_stages_ = static_cast<int>(K);
+  if (arrays.count("R_w_pose")) {  // the pose start: camera-only stages before all others
+    const int64_t P = dim(arrays, "R_w_pose", 0);
+    if (P <= 0 || P > kMaxSectorStages) bad_file(path, "R_w_pose out of range");
+    c.R_w_pose_ = take<float>(arrays, path, "R_w_pose", {P, D1, kCameraParams});
+    c.pose_stages_ = static_cast<int>(P);
+    c.stages_ += c.pose_stages_;
+  }
   if (arrays.count("template")) c.template_ = take<float>(arrays, path, "template", {L, c.channels_});
   if (arrays.count("camera_refit")) {  // rounds, prior, Gauss-Newton steps
     const auto refit = take<double>(arrays, path, "camera_refit", {3});
@@ -372,8 +379,16 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
       sample_landmark_features(face_maps, g.U.data(), g.V.data(), sampling, Z.data(), kernel_threads);  // eq. 4-5
       Z[D1 - 1] = 1.0f;
       Eigen::Map<const Eigen::VectorXf> z(Z.data(), D1);
+      if (k < pose_stages_) {  // the pose start: the camera moves, the shape stays
+        Eigen::Map<const RowMajor> R_w(R_w_pose_.data() + k * D1 * kCameraParams, D1, kCameraParams);
+        const Eigen::VectorXf dw = R_w.transpose() * z;
+        for (int i = 0; i < kCameraParams; ++i) camera[i] += static_cast<double>(dw[i]);
+        camera[0] = std::max(camera[0], kMinScale);
+        update_geometry(p.data(), camera, g, kernel_threads);
+        continue;
+      }
       Eigen::VectorXf dX = Eigen::VectorXf::Zero(2 * kLandmarks68), dw = Eigen::VectorXf::Zero(kCameraParams);
-      for (const StageDirection& d : stage_directions(k, camera[2])) {  // one, or the blended yaw sectors
+      for (const StageDirection& d : stage_directions(k - pose_stages_, camera[2])) {  // one, or the blended yaw sectors
         Eigen::Map<const RowMajor> R_X(d.R_X, D1, 2 * kLandmarks68);
         Eigen::Map<const RowMajor> R_w(d.R_w, D1, kCameraParams);
         dX += d.share * (R_X.transpose() * z);

@@ -4,7 +4,9 @@
 //
 // A cascade file (`dffx export-cascade --out FILE`) holds the face model restricted to what the
 // cascade uses (mean shape, bases, prior, triangles, the 68 and 160 landmark vertices) and the
-// learned descent directions. Per face, starting from the mean shape under the mean camera:
+// learned descent directions. Per face, starting from the mean shape under the mean camera (in a
+// file with a pose start, its P camera-only stages first move the camera,
+// w <- w + [F, 1] R_w_pose[k], the shape staying the mean), then:
 //
 //   for k in 0..K-1:
 //     V   = visibility of the 160 landmarks from the depth test of the current mesh (raster.hpp)
@@ -86,7 +88,8 @@ class Cascade {
   void update_geometry(const float* params, const double* camera, Geometry& g, int num_threads) const;
 
   int64_t crop_size_ = 0, channels_ = 0, n_identity_ = 0;
-  int stages_ = 0, generic_stages_ = 0;      // all stages; those before the yaw-sector ones
+  int stages_ = 0, generic_stages_ = 0;      // all stages; the generic ones (before the yaw sectors)
+  int pose_stages_ = 0;                      // camera-only stages of the pose start (before all others)
   int refit_rounds_ = 0, refit_steps_ = 0;  // the camera refit; 0 rounds in files without it
   double refit_prior_ = 0.0;
   float tolerance_ = 1.0f;
@@ -96,6 +99,7 @@ class Cascade {
   std::vector<int32_t> triangles_, landmarks68_, landmarks160_;
   std::vector<double> mean_camera_;               // (6)
   std::vector<float> R_X_, R_w_;                  // (K, D + 1, 136), (K, D + 1, 6): the generic stages
+  std::vector<float> R_w_pose_;                   // (P, D + 1, 6) or empty
   std::vector<double> sector_yaw_;                // (S) yaw-sector centres, degrees; empty without sectors
   std::vector<float> R_X_sectors_, R_w_sectors_;  // (K_s, S, D + 1, 136), (K_s, S, D + 1, 6)
   std::vector<float> template_;                   // (L, C) or empty

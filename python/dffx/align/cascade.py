@@ -152,6 +152,10 @@ class Cascade:
             directions by the current yaw (:mod:`dffx.align.pose_sectors`, issue 27):
         R_X_sectors: float32 (K_s, S, D + 1, 136) and R_w_sectors: float32 (K_s, S, D + 1, 6)
             their directions (None without sectors).
+        R_w_pose: float32 (P, D + 1, 6) or None: the pose start (issue 27). P stages before all
+            others regress only the camera from the features at the current landmarks, the
+            shape staying the mean: the cascade proper then starts from the mean shape under the
+            estimated head pose instead of zero angles.
     """
 
     features: str
@@ -167,6 +171,7 @@ class Cascade:
     sector_yaw: np.ndarray | None = None
     R_X_sectors: np.ndarray | None = None
     R_w_sectors: np.ndarray | None = None
+    R_w_pose: np.ndarray | None = None
     # (model, bound model): the model with this cascade's landmarks (bind)
     _bound: tuple | None = field(default=None, init=False, repr=False, compare=False)
     # (model, mean camera bytes, one-face CascadeState): the start every face shares (initial_state)
@@ -176,7 +181,12 @@ class Cascade:
 
     @property
     def stages(self) -> int:
-        return len(self.R_X) + (0 if self.R_X_sectors is None else len(self.R_X_sectors))
+        return self.pose_stages + len(self.R_X) + (0 if self.R_X_sectors is None else len(self.R_X_sectors))
+
+    @property
+    def pose_stages(self) -> int:
+        """The camera-only stages of the pose start (0 without one)."""
+        return 0 if self.R_w_pose is None else len(self.R_w_pose)
 
     @property
     def has_sectors(self) -> bool:
@@ -199,6 +209,8 @@ class Cascade:
         optional = {} if self.template is None else {"template": np.asarray(self.template, np.float32)}
         if self.landmarks68 is not None:
             optional["landmarks68"] = np.asarray(self.landmarks68, np.int64)
+        if self.R_w_pose is not None:
+            optional["R_w_pose"] = np.asarray(self.R_w_pose, np.float32)
         if self.has_sectors:
             optional.update(sector_yaw=np.asarray(self.sector_yaw, np.float64),
                             R_X_sectors=np.asarray(self.R_X_sectors, np.float32),
@@ -222,8 +234,8 @@ class Cascade:
             raise FileNotFoundError(f"cascade file {path} not found (train one with `dffx train cascade`)")
         try:
             with np.load(path) as z:
-                optional = {k: z[k] for k in ("template", "landmarks68", "sector_yaw", "R_X_sectors", "R_w_sectors")
-                            if k in z.files}
+                optional = {k: z[k] for k in ("template", "landmarks68", "sector_yaw", "R_X_sectors", "R_w_sectors",
+                                              "R_w_pose") if k in z.files}
                 cascade = cls(features=str(z["features"]), mean_camera=z["mean_camera"], R_X=z["R_X"], R_w=z["R_w"],
                               w_reg=float(z["w_reg"]), info=json.loads(str(z["info"])), **optional)
             cascade._check_sectors()
@@ -233,7 +245,11 @@ class Cascade:
                              f"cascade`): {type(exc).__name__}: {exc}") from None
 
     def _check_sectors(self) -> None:
-        """Raise ValueError unless the sector arrays are all absent or all present and consistent."""
+        """Raise ValueError unless the pose-start directions fit the others and the sector arrays
+        are all absent or all present and consistent."""
+        if self.R_w_pose is not None and (self.R_w_pose.ndim != 3 or self.R_w_pose.shape[1:] != (self.R_X.shape[1], 6)):
+            raise ValueError(f"cascade: pose-start directions of shape {self.R_w_pose.shape} do not match "
+                             f"{self.R_X.shape[1]} rows")
         present = [a is not None for a in (self.sector_yaw, self.R_X_sectors, self.R_w_sectors)]
         if not any(present):
             return
@@ -300,6 +316,8 @@ class Cascade:
             X_hat = (state.X.reshape(len(Z), -1) + dX).reshape(-1, 68, 2)
             camera = state.camera + dw.astype(np.float64)
         camera[:, 0] = np.maximum(camera[:, 0], MIN_SCALE)
+        if k < self.pose_stages:  # the pose start: the camera moves, the shape stays
+            return update_geometry(model, CascadeState(camera, state.params))
         params = self.fit_shape(model, X_hat, camera)
         if refit and k == self.stages - 1:
             regressed = camera
@@ -314,6 +332,9 @@ class Cascade:
         """Stage k's updates (eq. 4-5) for design rows Z (B, D + 1) float32: landmark (B, 136)
         and camera (B, 6) steps; a sector stage blends its directions by the yaw of ``camera``
         (B, 6) (:func:`dffx.align.pose_sectors.sector_weights`)."""
+        if k < self.pose_stages:
+            return np.zeros((len(Z), self.R_X.shape[-1]), np.float32), Z @ self.R_w_pose[k]
+        k -= self.pose_stages
         generic = len(self.R_X)
         if k < generic:
             return Z @ self.R_X[k], Z @ self.R_w[k]
@@ -435,7 +456,7 @@ def perturbed_cameras(mean_camera: np.ndarray, count: int, rng: np.random.Genera
 def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAULT_STAGES, boxes: int = 5,
                   box_shift: float = DEFAULT_BOX_SHIFT, box_scale: float = DEFAULT_BOX_SCALE,
                   w_reg: float = DEFAULT_W_REG, seed: int = 0, progress: bool = True,
-                  sector_yaw=None, sector_stages: int = 0) -> Cascade:
+                  sector_yaw=None, sector_stages: int = 0, pose_stages: int = 0) -> Cascade:
     """Learn the descent directions (eq. 9-10) with the generic face of eq. 11.
 
     Args:
@@ -450,16 +471,21 @@ def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAUL
             per yaw sector (centres ``sector_yaw`` in degrees, :mod:`dffx.align.pose_sectors`),
             each a ridge regression weighted by the sector's share of every face at its current
             yaw estimate, exactly as inference blends them.
+        pose_stages: camera-only stages before the ``stages`` (the pose start, issue 27): each
+            a ridge regression of the camera from the features at the current landmarks; the
+            shape stays the mean.
 
     Returns:
         :class:`Cascade`.
 
     Raises:
         ValueError: ``sector_stages`` outside [0, stages - 1] (the first stage has no pose
-            estimate yet), or bad ``sector_yaw``.
+            estimate yet), negative ``pose_stages``, or bad ``sector_yaw``.
     """
     from tqdm import tqdm
 
+    if not (isinstance(pose_stages, int) and pose_stages >= 0):
+        raise ValueError(f"pose_stages must be an integer >= 0, got {pose_stages!r}")
     if not 0 <= sector_stages < stages:
         raise ValueError(f"sector_stages must be in [0, {stages - 1}] (stage 1 makes the yaw estimate); "
                          f"got {sector_stages}")
@@ -474,15 +500,21 @@ def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAUL
         sets[name] = dict(data=data, image_of=image_of, X_star=data["landmarks"][image_of].reshape(len(image_of), -1),
                           w_star=data["cameras"][image_of].astype(np.float64),
                           state=CascadeState(cams, np.zeros(model.n_params, np.float32)))
-    directions = {"generic": ([], []), "sectors": ([], [])}
+    directions = {"generic": ([], []), "sectors": ([], []), "pose": ([], [])}
     info = {"stages": []}
-    bar = tqdm(range(stages), desc=f"train cascade ({extractor_features.name})", disable=not progress)
+    total = pose_stages + stages
+    bar = tqdm(range(total), desc=f"train cascade ({extractor_features.name})", disable=not progress)
     for k in bar:
         F = {}
         for name, s in sets.items():
             update_geometry(model, s["state"])
             F[name] = _features(extractor_features, s["data"]["crops"], s["image_of"], s["state"])
-        kind = "sectors" if k >= stages - sector_stages else "generic"
+        if k < pose_stages:  # the pose start: the camera alone, the shape stays
+            Rw, stage_info = _fit_pose_stage(sets, F)
+            directions["pose"][1].append(Rw)
+            info["stages"].append(stage_info)
+            continue
+        kind = "sectors" if k >= total - sector_stages else "generic"
         RX, Rw, stage_info = _fit_stage(sets, F, centres if kind == "sectors" else None)
         directions[kind][0].append(RX)
         directions[kind][1].append(Rw)
@@ -497,6 +529,9 @@ def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAUL
     info.update(train_images=int(len(train["landmarks"])), boxes=boxes, box_shift=box_shift, box_scale=box_scale,
                 val_images=int(len(val["landmarks"])))
     sectors = {}
+    if pose_stages:
+        info["pose_stages"] = pose_stages
+        sectors["R_w_pose"] = np.stack(directions["pose"][1])
     if sector_stages:
         info.update(sector_yaw=centres.tolist(), sector_stages=sector_stages)
         sectors = dict(sector_yaw=centres, R_X_sectors=np.stack(directions["sectors"][0]),
@@ -507,6 +542,27 @@ def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAUL
     return Cascade(features=extractor_features.name, mean_camera=mean_camera, R_X=np.stack(directions["generic"][0]),
                    R_w=np.stack(directions["generic"][1]), w_reg=w_reg, info=info, template=template,
                    landmarks68=np.asarray(model.landmarks68, np.int64), **sectors)
+
+
+def _fit_pose_stage(sets: dict, F: dict):
+    """A pose-start stage: the ridge regression (eq. 10) of the camera alone on the train set,
+    its regulariser chosen on val; applied to both sets' cameras.
+
+    Returns:
+        (R_w (D + 1, 6) float32, info with the held-out yaw error before and after, degrees).
+    """
+    tr, va = sets["train"], sets["val"]
+    dw = tr["w_star"] - tr["state"].camera
+    dw_val = va["w_star"] - va["state"].camera
+    sd = dw.std(0) + 1e-9
+    ((Rw, lam_w, _),) = ridge_select(F["train"], [dw / sd], F["val"], [dw_val / sd])
+    Rw = (Rw * sd).astype(np.float32)
+    for name, s in sets.items():
+        s["state"].camera = s["state"].camera + _design(F[name]) @ Rw
+        s["state"].camera[:, 0] = np.maximum(s["state"].camera[:, 0], MIN_SCALE)
+    after = va["w_star"] - va["state"].camera
+    return Rw, {"pose_stage": True, "lambda_w": lam_w, "val_yaw_mae_deg_before": float(np.degrees(np.abs(dw_val[:, 2]).mean())),
+                "val_yaw_mae_deg_after": float(np.degrees(np.abs(after[:, 2]).mean()))}
 
 
 def _fit_stage(sets: dict, F: dict, centres):

@@ -185,6 +185,8 @@ def _cmd_train_cascade(args) -> int:
         perturbation["box_scale"] = args.box_scale
     if args.sector_stages:
         perturbation.update(sector_stages=args.sector_stages, sector_yaw=args.sector_yaw)
+    if args.pose_stages:
+        perturbation["pose_stages"] = args.pose_stages
     cascade = train_cascade(model, features, train, val, stages=args.stages, boxes=args.boxes, seed=args.seed,
                             progress=not args.no_progress, **perturbation)
     cascade.info.update(data=str(args.data), seconds=round(time.perf_counter() - start, 1),
@@ -303,6 +305,9 @@ def add_parsers(sub, train_sub) -> None:
                         "blended by the yaw estimate of the stages before (default 0: none)")
     p.add_argument("--sector-yaw", type=float, nargs="+", default=list(DEFAULT_SECTOR_YAW),
                    help="yaw-sector centres in degrees, increasing (default: %(default)s)")
+    p.add_argument("--pose-stages", type=int, default=0,
+                   help="pose start (issue 27): N camera-only stages before the --stages, so the cascade starts "
+                        "from the mean shape under the estimated head pose (default 0: none)")
     p.add_argument("--landmarks", default="300w", choices=["300w", "ict"],
                    help="landmark convention the cascade regresses: 300w = vertices learned from 300-W's "
                         "annotations (default), ict = ICT-FaceKit's published vertices")

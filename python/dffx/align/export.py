@@ -67,6 +67,8 @@ def cascade_file_bytes(model, cascade) -> bytes:
     }
     if cascade.template is not None:
         arrays["template"] = np.asarray(cascade.template, np.float32)
+    if cascade.R_w_pose is not None:  # the pose start: camera-only stages first
+        arrays["R_w_pose"] = np.asarray(cascade.R_w_pose, np.float32)
     if cascade.has_sectors:  # pose fusion (dffx.align.pose_sectors)
         arrays.update(sector_yaw=np.asarray(cascade.sector_yaw, np.float64),
                       R_X_sectors=np.asarray(cascade.R_X_sectors, np.float32),
