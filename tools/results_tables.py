@@ -1,0 +1,159 @@
+"""The current-results tables of the docs, generated from stored `dffx eval --json` summaries.
+
+Every number in a results table comes from one JSON file in ``docs/results/`` (an evaluation's
+summary as ``dffx eval ... --json`` prints it, or, for numbers dffx did not measure itself such
+as the paper's or a peer's, a file with the same fields and a ``source``). A table sits in a doc
+between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``; this script rewrites what is
+between the markers, so a figure cannot drift from its measurement or between pages.
+
+    python tools/results_tables.py           # rewrite the tables in place
+    python tools/results_tables.py --check   # exit 1 if a table differs (tests/test_results_tables.py)
+
+To change a result: re-run the evaluation into its JSON file (the command is in the file's
+``command`` field), run this script, commit both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "docs" / "results"
+DOCS = (REPO / "README.md", REPO / "docs" / "alignment.md")
+BINS = ("0-30", "30-60", "60-90")
+
+# name -> (kind, rows); a row is (label, JSON file in docs/results, bold)
+TABLES = {
+    "dev": ("nme", [
+        ("dffx (shipped)", "dev_shipped.json", True),
+        ("dffx 2026-12-03 to -07 (run-3 network, ICT's landmark vertices)", "dev_run3.json", False),
+        ("3DDFA_V2 (MobileNet 0.5, ONNX), same protocol", "dev_3ddfa_v2.json", False),
+    ]),
+    "dev_yaw": ("yaw_error", [
+        ("dffx (shipped)", "dev_shipped.json", True),
+    ]),
+    "aflw2000": ("nme_inner", [
+        ("dff", "aflw2000_dff.json", False),
+        ("dff, mirror averaged (`--mirror`)", "aflw2000_dff_mirror.json", True),
+        ("sift (the paper's \"Ours (SIFT)\")", "aflw2000_sift.json", False),
+        ("mean shape", "aflw2000_mean_shape.json", False),
+        ("paper, DFF (all 2,000 AFLW2000-3D photos)", "aflw2000_paper_dff.json", False),
+    ]),
+    "aflw24": ("nme", [
+        ("dff", "aflw24_dff.json", False),
+        ("dff, mirror averaged", "aflw24_dff_mirror.json", True),
+    ]),
+    "renders": ("nme_all_and_inner", [
+        ("dff", "renders_dff.json", False),
+    ]),
+    "pose": ("pose", [
+        ("held-out renders (1,419) | dff", "renders_dff.json", False),
+        ("AFLW2000-3D sample (16) | dff", "aflw2000_dff.json", False),
+        (" | dff, mirror averaged", "aflw2000_dff_mirror.json", True),
+        (" | sift", "aflw2000_sift.json", False),
+    ]),
+}
+
+HEADERS = {
+    "nme": "| pipeline | [0,30] | (30,60] | (60,90] | Mean |\n|---|---|---|---|---|",
+    "yaw_error": "| pipeline | yaw MAE [0,30] | (30,60] | (60,90] | Mean | bias |\n|---|---|---|---|---|---|",
+    "nme_inner": "| method | all 68: [0,30] | (30,60] | (60,90] | Mean | visible inner: Mean |\n|---|---|---|---|---|---|",
+    "nme_all_and_inner": "| method | landmarks | [0,30] | (30,60] | (60,90] | Mean |\n|---|---|---|---|---|---|",
+    "pose": "| set | method | pitch | yaw | roll | mean | [0,30] | (30,60] | (60,90] |\n"
+            "|---|---|---|---|---|---|---|---|---|",
+}
+
+
+def load(name: str) -> dict:
+    """A stored summary; FileNotFoundError / ValueError name the file."""
+    path = RESULTS / name
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+
+
+def _cells(values, bold: bool) -> list[str]:
+    text = [f"{v:.2f}" for v in values]
+    return [f"**{t}**" for t in text] if bold else text
+
+
+def _bins(block: dict) -> list[float]:
+    return [block["bins"][b] for b in BINS] + [block["mean"]]
+
+
+def row(kind: str, label: str, summary: dict, bold: bool) -> list[str]:
+    """The table row(s) of one summary, as markdown lines."""
+    name = f"**{label}**" if bold and kind in ("nme", "yaw_error") else label
+    if kind == "nme":
+        return ["| " + " | ".join([name, *_cells(_bins(summary), bold)]) + " |"]
+    if kind == "yaw_error":
+        err = summary["yaw_error"]
+        values = [err["bins"][b] for b in BINS] + [err["mae"], err["bias"]]
+        return ["| " + " | ".join([name, *_cells(values, bold)]) + " |"]
+    if kind == "nme_inner":
+        inner = summary.get("inner_visible")
+        cells = _cells(_bins(summary), bold) + ([_cells([inner["mean"]], bold)[0]] if inner else ["-"])
+        return ["| " + " | ".join([f"**{label}**" if bold else label, *cells]) + " |"]
+    if kind == "nme_all_and_inner":
+        lines = ["| " + " | ".join([label, "all 68", *_cells(_bins(summary), bold)]) + " |"]
+        if "inner_visible" in summary:
+            lines.append("| " + " | ".join([label, "visible inner", *_cells(_bins(summary["inner_visible"]), bold)]) + " |")
+        return lines
+    if kind == "pose":
+        pose = summary["pose"]
+        values = [pose["mae"][a] for a in ("pitch", "yaw", "roll", "mean")] + [pose["bins"][b] for b in BINS]
+        set_name, method = (part.strip() for part in label.split("|"))
+        return ["| " + " | ".join([set_name, f"**{method}**" if bold else method, *_cells(values, bold)]) + " |"]
+    raise ValueError(f"unknown table kind {kind!r}")
+
+
+def render(name: str) -> str:
+    """The markdown of table ``name`` (header and rows, no trailing newline)."""
+    kind, rows = TABLES[name]
+    lines = [HEADERS[kind]]
+    for label, file, bold in rows:
+        lines.extend(row(kind, label, load(file), bold))
+    return "\n".join(lines)
+
+
+MARKER = re.compile(r"(<!-- results:(\w+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)
+
+
+def update(text: str) -> str:
+    """``text`` with every marked table re-rendered; ValueError for an unknown table name."""
+    def replace(match):
+        name = match.group(2)
+        if name not in TABLES:
+            raise ValueError(f"unknown results table {name!r}; known: {', '.join(TABLES)}")
+        return match.group(1) + render(name) + "\n" + match.group(4)
+
+    return MARKER.sub(replace, text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a doc's tables differ from the JSON files")
+    args = parser.parse_args(argv)
+    stale = []
+    for doc in DOCS:
+        text = doc.read_text()
+        new = update(text)
+        if new != text:
+            stale.append(doc.relative_to(REPO))
+            if not args.check:
+                doc.write_text(new)
+    if args.check and stale:
+        print(f"results tables out of date in {', '.join(map(str, stale))}: run python tools/results_tables.py",
+              file=sys.stderr)
+        return 1
+    print(("up to date" if not stale else f"rewrote {', '.join(map(str, stale))}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
