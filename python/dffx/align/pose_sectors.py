@@ -42,6 +42,12 @@ def sector_weights(yaw: np.ndarray, centres) -> np.ndarray:
 
     Raises:
         ValueError: bad centres; a non-finite yaw.
+
+    >>> import numpy as np
+    >>> sector_weights(np.radians([-75.0, -30.0, 15.0]), (-60, 0, 60))
+    array([[1.  , 0.  , 0.  ],
+           [0.5 , 0.5 , 0.  ],
+           [0.  , 0.75, 0.25]])
     """
     c = check_sector_yaw(centres)
     deg = np.degrees(np.asarray(yaw, np.float64).reshape(-1))

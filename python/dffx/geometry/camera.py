@@ -43,6 +43,15 @@ def rotation_matrix(pitch, yaw, roll) -> np.ndarray:
 
     Returns:
         float64 array (..., 3, 3).
+
+    A yaw of +90 degrees turns the model's x axis (the subject's left) towards the camera
+    (depth grows towards the viewer):
+
+    >>> import numpy as np
+    >>> (rotation_matrix(0.0, np.pi / 2, 0.0) @ [1.0, 0.0, 0.0]).round(12) + 0.0
+    array([0., 0., 1.])
+    >>> rotation_matrix(np.zeros(4), 0.3, 0.1).shape  # angles broadcast
+    (4, 3, 3)
     """
     p, y, r = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (pitch, yaw, roll)))
 
@@ -84,6 +93,12 @@ def project(vertices, cameras) -> np.ndarray:
 
     Raises:
         ValueError: wrong shapes, empty or non-finite input, batch sizes that differ.
+
+    Weak perspective: x = s X + tx, y = -s Y + ty (image y points down), depth = s Z:
+
+    >>> project([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], [2.0, 0, 0, 0, 10.0, 20.0])
+    array([[10., 20.,  0.],
+           [12., 18.,  2.]], dtype=float32)
     """
     cams = _check_cameras(cameras)
     verts = as_float_array(vertices, "vertices", last=3, dtype=np.float64)
@@ -129,6 +144,10 @@ def euler_from_rotation(R) -> np.ndarray:
 
     Yaw is in [-pi/2, pi/2]; at |yaw| = 90 degrees (gimbal lock) roll is set from the
     remaining entries with pitch absorbing the rest.
+
+    >>> import numpy as np
+    >>> euler_from_rotation(rotation_matrix(0.1, -0.7, 0.25)).round(12)
+    array([ 0.1 , -0.7 ,  0.25])
     """
     R = np.asarray(R, dtype=np.float64)
     # R = Rx(a) Ry(b) Rz(c) with a = -pitch, b = -yaw, c = -roll:

@@ -58,6 +58,18 @@ def rasterize(vertices, triangles, size, *, threads: int = 0) -> RasterResult:
         ValueError: wrong shapes or dtypes, empty mesh, NaN/inf vertices, triangle indices
             outside [0, N), non-positive image size.
         RuntimeError: a CUDA tensor was given but dffx was built without CUDA kernels.
+
+    One triangle at depth 2 whose long edge runs from (1.6, -1) to (-1, 8): the pixel centres
+    (integer x, y) left of that edge take its id 0, the others -1 (no triangle):
+
+    >>> out = rasterize([[-1.0, -1.0, 2.0], [1.6, -1.0, 2.0], [-1.0, 8.0, 2.0]], [[0, 1, 2]], 4)
+    >>> out.triangle_id
+    array([[ 0,  0, -1, -1],
+           [ 0,  0, -1, -1],
+           [ 0, -1, -1, -1],
+           [ 0, -1, -1, -1]], dtype=int32)
+    >>> round(float(out.depth[0, 0]), 5)  # interpolated in float32
+    2.0
     """
     h, w = image_size(size)
     if is_torch(vertices) and vertices.is_cuda:

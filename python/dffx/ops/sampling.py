@@ -123,6 +123,14 @@ def sample_landmark_features(maps, points, visible, *, threads: int = 0):
             non-numeric points or non-bool/0-1 visible, shapes that do not match (batch
             mismatch, L differs between points and visible), NaN or inf in points.
         RuntimeError: a CUDA tensor was given but dffx was built without CUDA kernels.
+
+    A map whose channels are (3, 4) everywhere gives the unit vector (0.6, 0.8) at any visible
+    point inside the image; a hidden point, or one outside the image, gives zeros:
+
+    >>> import numpy as np
+    >>> maps = np.stack([np.full((4, 4), 3.0), np.full((4, 4), 4.0)])  # (C=2, H=4, W=4)
+    >>> sample_landmark_features(maps, [[1.5, 2.0], [1.0, 1.0], [9.0, 0.0]], [True, False, True])
+    array([0.6, 0.8, 0. , 0. , 0. , 0. ], dtype=float32)
     """
     if is_torch(maps):
         return _sample_torch(maps, points, visible, int(threads))

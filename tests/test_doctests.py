@@ -1,0 +1,16 @@
+"""The examples in the docstrings of geometry/, ops/ and the pose sectors run and give what they show."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["dffx.geometry.camera", "dffx.ops.sampling", "dffx.ops.raster", "dffx.align.pose_sectors"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
