@@ -76,7 +76,7 @@ def _check_root(root, dataset: str) -> Path:
     return path
 
 
-def read_pts(path, n_points: int | None = 68) -> np.ndarray:  # noqa: C901  (over the limit before it was set; to split, issue 31)
+def read_pts(path, n_points: int | None = 68) -> np.ndarray:
     """Read an iBUG ``.pts`` landmark file.
 
     Args:
@@ -98,12 +98,32 @@ def read_pts(path, n_points: int | None = 68) -> np.ndarray:  # noqa: C901  (ove
         text = path.read_text(encoding="utf-8", errors="strict")
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetFormatError(f"cannot read landmark file {path}: {exc}") from None
-    lines = [ln.strip() for ln in text.splitlines()]
-    lines = [ln for ln in lines if ln]
+    lines = [ln for ln in (raw.strip() for raw in text.splitlines()) if ln]
 
     def bad(msg: str) -> DatasetFormatError:
         return DatasetFormatError(f"malformed .pts file {path}: {msg}")
 
+    declared = _pts_header(lines, n_points, bad)
+    body = lines[3:-1]
+    if len(body) != declared:
+        raise bad(f"header declares {declared} points, found {len(body)} point lines")
+    pts = np.empty((declared, 2), dtype=np.float64)
+    for i, ln in enumerate(body):
+        fields = ln.split()
+        if len(fields) != 2:
+            raise bad(f"point {i + 1} is not 'x y': {ln!r}")
+        try:
+            pts[i] = [float(fields[0]), float(fields[1])]
+        except ValueError:
+            raise bad(f"point {i + 1} is not numeric: {ln!r}") from None
+    if not np.isfinite(pts).all():
+        raise bad("non-finite coordinate")
+    return pts - 1.0
+
+
+def _pts_header(lines: list[str], n_points: int | None, bad) -> int:
+    """The point count a .pts file's header declares, after checking the header and the braces
+    (``bad(message)`` makes the error)."""
     if len(lines) < 4:
         raise bad(f"only {len(lines)} non-empty lines")
     key, _, value = lines[0].partition(":")
@@ -124,21 +144,7 @@ def read_pts(path, n_points: int | None = 68) -> np.ndarray:  # noqa: C901  (ove
         raise bad(f"third line must be '{{', got {lines[2]!r}")
     if lines[-1] != "}":
         raise bad(f"last line must be '}}', got {lines[-1]!r}")
-    body = lines[3:-1]
-    if len(body) != declared:
-        raise bad(f"header declares {declared} points, found {len(body)} point lines")
-    pts = np.empty((declared, 2), dtype=np.float64)
-    for i, ln in enumerate(body):
-        fields = ln.split()
-        if len(fields) != 2:
-            raise bad(f"point {i + 1} is not 'x y': {ln!r}")
-        try:
-            pts[i] = [float(fields[0]), float(fields[1])]
-        except ValueError:
-            raise bad(f"point {i + 1} is not numeric: {ln!r}") from None
-    if not np.isfinite(pts).all():
-        raise bad("non-finite coordinate")
-    return pts - 1.0
+    return declared
 
 
 def _subset(rel_dirs: tuple[str, ...]) -> str:

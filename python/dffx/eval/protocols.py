@@ -171,7 +171,8 @@ def _uniform_resize(sample, size) -> bool:
     return abs((x1 - x0) / (y1 - y0) - size[1] / size[0]) < 0.01 * size[1] / size[0]
 
 
-def _summarize(opts, rows, report, samples, stats) -> dict:  # noqa: C901  (over the limit before it was set; to split, issue 31)
+def _summarize(opts, rows, report, samples, stats) -> dict:
+    """The JSON summary of an evaluation: what ran, the NME per yaw bin or subset, pose errors."""
     summary = {"dataset": opts.dataset, "method": opts.method, "n": len(rows),
                "face_boxes": f"detector (dffx.detect, {opts.detector})" if opts.detector
                else "ground truth: bounding box of the ground-truth landmarks",
@@ -180,75 +181,133 @@ def _summarize(opts, rows, report, samples, stats) -> dict:  # noqa: C901  (over
         summary["detector_missed"] = stats["detector_missed"]
     if opts.cascade is not None:
         summary["cascade"] = str(opts.cascade)
-    align = opts.align
+    summary.update(_settings_summary(opts))
+    if opts.dataset == "300w":
+        summary.update(_subsets_summary(rows))
+    else:
+        summary.update(_bins_summary(opts, rows, samples))
+    pose = _pose_summary(opts, rows)
+    if pose:
+        summary["pose"] = pose
+    yaw_error = _yaw_error_summary(rows, samples)
+    if yaw_error:
+        summary["yaw_error"] = yaw_error
+    return summary
+
+
+def _settings_summary(opts) -> dict:
+    """The alignment settings that differ from the paper's protocol."""
+    align, out = opts.align, {}
     if align.refine:
-        summary["refine"] = align.refine
+        out["refine"] = align.refine
         if align.converged_iou is not None:
-            summary["converged_iou"] = align.converged_iou
+            out["converged_iou"] = align.converged_iou
     if align.mirror:
-        summary["mirror"] = True
+        out["mirror"] = True
     if not align.camera_refit and opts.method != "mean-shape":
-        summary["camera_refit"] = False
+        out["camera_refit"] = False
     if align.precision != "float32":
-        summary["precision"] = align.precision
+        out["precision"] = align.precision
     if align.backend != "torch":
-        summary["backend"] = align.backend
-    if opts.dataset in ("aflw2000-3d", "aflw", "synth"):
-        yaws = np.array([r["yaw"] for r in rows], np.float64)
-        summary.update(summarize_bins(np.array([r["nme"] for r in rows]), yaws))
-        summary["yaw_source"] = samples[0].yaw_source
+        out["backend"] = align.backend
+    return out
+
+
+def _bins_summary(opts, rows, samples) -> dict:
+    """NME per yaw bin (AFLW2000-3D, AFLW, renders), with the visible inner landmarks' where known."""
+    yaws = np.array([r["yaw"] for r in rows], np.float64)
+    out = dict(summarize_bins(np.array([r["nme"] for r in rows]), yaws))
+    out["yaw_source"] = samples[0].yaw_source
     if opts.dataset in ("aflw2000-3d", "synth"):
-        summary["normalisation"] = "sqrt(w * h) of the ground-truth 68-point box"
+        out["normalisation"] = "sqrt(w * h) of the ground-truth 68-point box"
         inner = summarize_bins(np.array([r["nme_inner_visible"] for r in rows]), yaws)
         inner["visibility"] = ("depth test of the ICT model fitted to the ground truth (dffx.eval.visibility)"
                                if opts.dataset == "aflw2000-3d" else "the depth-buffer visibility stored with each render")
         inner["visibility"] += "; inner = iBUG points 18-68"
-        summary["inner_visible"] = inner
-    elif opts.dataset == "aflw":
-        summary["normalisation"] = ("max(w, h) of the 68-point face box = roi side / sqrt(2) (the published "
-                                    "protocol uses sqrt(w * h) of that box, which this layout lacks)")
-        summary["points"] = "21 AFLW points, annotated ones only; 68 -> 21 by 3DDFA's index groups"
-    elif opts.dataset == "300w":
-        def stats(sel):
-            return {"n": len(sel), "nme_ipn": 100 * float(np.mean([r["nme_ipn"] for r in sel])),
-                    "nme_ion": 100 * float(np.mean([r["nme_ion"] for r in sel]))}
+        out["inner_visible"] = inner
+    else:
+        out["normalisation"] = ("max(w, h) of the 68-point face box = roi side / sqrt(2) (the published "
+                                "protocol uses sqrt(w * h) of that box, which this layout lacks)")
+        out["points"] = "21 AFLW points, annotated ones only; 68 -> 21 by 3DDFA's index groups"
+    return out
 
-        subsets = {}
-        groups = {"common": ("common",), "challenging": ("challenging",), "full": ("common", "challenging")}
-        for name, members in groups.items():
-            sel = [r for r in rows if r["subset"] in members]
-            if sel:
-                subsets[name] = stats(sel)
-        if not subsets or any(r["subset"] == "other" for r in rows):
-            subsets["all"] = stats(rows)
-        summary["subsets"] = subsets
-        summary["normalisation"] = ("nme_ipn: inter-pupil distance (pupil = mean of the 6 eye points); "
-                                    "nme_ion: inter-ocular distance (outer eye corners)")
+
+def _subsets_summary(rows) -> dict:
+    """300-W: NME per subset, normalised two ways."""
+    def stats(sel):
+        return {"n": len(sel), "nme_ipn": 100 * float(np.mean([r["nme_ipn"] for r in sel])),
+                "nme_ion": 100 * float(np.mean([r["nme_ion"] for r in sel]))}
+
+    subsets = {}
+    groups = {"common": ("common",), "challenging": ("challenging",), "full": ("common", "challenging")}
+    for name, members in groups.items():
+        sel = [r for r in rows if r["subset"] in members]
+        if sel:
+            subsets[name] = stats(sel)
+    if not subsets or any(r["subset"] == "other" for r in rows):
+        subsets["all"] = stats(rows)
+    return {"subsets": subsets, "normalisation": ("nme_ipn: inter-pupil distance (pupil = mean of the 6 eye "
+                                                  "points); nme_ion: inter-ocular distance (outer eye corners)")}
+
+
+def _pose_summary(opts, rows) -> dict | None:
+    """Head-pose errors where the truth knows all three angles (None elsewhere)."""
     posed = [r for r in rows if "pose_yaw" in r]
-    if posed:
-        pose = summarize_pose([{k: r[f"pose_{k}"] for k in (*POSE_ANGLES, "rotation")} for r in posed],
-                              np.array([r["yaw"] for r in posed], np.float64))
-        pose["truth"] = ("Pose_Para (fitted with the BFM's head frame)" if opts.dataset == "aflw2000-3d"
-                         else "the render camera")
-        pose["excluded"] = sum(bool(r.get("pose_excluded")) for r in rows)
-        summary["pose"] = pose
+    if not posed:
+        return None
+    pose = summarize_pose([{k: r[f"pose_{k}"] for k in (*POSE_ANGLES, "rotation")} for r in posed],
+                          np.array([r["yaw"] for r in posed], np.float64))
+    pose["truth"] = ("Pose_Para (fitted with the BFM's head frame)" if opts.dataset == "aflw2000-3d"
+                     else "the render camera")
+    pose["excluded"] = sum(bool(r.get("pose_excluded")) for r in rows)
+    return pose
+
+
+def _yaw_error_summary(rows, samples) -> dict | None:
+    """The yaw error where the truth knows the yaw only (AFLW; None elsewhere)."""
     yawed = [r for r in rows if "yaw_error" in r]
-    if yawed:
-        errors = np.abs([r["yaw_error"] for r in yawed])
-        truth = np.array([r["yaw"] for r in yawed], np.float64)
-        yaw = summarize_bins(errors / 100.0, truth)  # summarize_bins reports percent: back to degrees
-        summary["yaw_error"] = {"mae": float(errors.mean()), "bias": float(np.mean([r["yaw_error"] for r in yawed])),
-                                "bins": yaw["bins"], "counts": yaw["counts"], "faces": len(yawed),
-                                "truth": samples[0].yaw_source}
-    return summary
+    if not yawed:
+        return None
+    errors = np.abs([r["yaw_error"] for r in yawed])
+    truth = np.array([r["yaw"] for r in yawed], np.float64)
+    yaw = summarize_bins(errors / 100.0, truth)  # summarize_bins reports percent: back to degrees
+    return {"mae": float(errors.mean()), "bias": float(np.mean([r["yaw_error"] for r in yawed])),
+            "bins": yaw["bins"], "counts": yaw["counts"], "faces": len(yawed), "truth": samples[0].yaw_source}
 
 
-def format_table(summary: dict) -> str:  # noqa: C901  (over the limit before it was set; to split, issue 31)
+def _cell(v) -> str:
+    return "   -  " if v is None else f"{v:6.2f}"
+
+
+def format_table(summary: dict) -> str:
     """The summary as a table in the paper's layout (NME in %)."""
-    def cell(v):
-        return "   -  " if v is None else f"{v:6.2f}"
-
     lines = [f"{summary['dataset']}: {summary['n']} faces, method {summary['method']}; boxes: {summary['face_boxes']}"]
+    lines += _settings_lines(summary)
+    if "bins" in summary:
+        lines += _bins_lines(summary)
+    if "pose" in summary:
+        lines += _pose_lines(summary)
+    if "yaw_error" in summary:
+        yaw = summary["yaw_error"]
+        lines += ["", f"Yaw error, degrees (truth: {yaw['truth']}; {yaw['faces']} faces)",
+                  f"{'MAE':<24}" + "".join(f"{b:>8} " for b in YAW_BINS) + f"{'all':>8} {'bias':>8}",
+                  f"{summary['method']:<24}" + "".join(f"{_cell(yaw['bins'][b]):>8} " for b in YAW_BINS)
+                  + f"{_cell(yaw['mae']):>8} {_cell(yaw['bias']):>8}"]
+    if "subsets" in summary:
+        lines += [f"NME normalised by {summary['normalisation']}", "",
+                  f"{'Subset':<14}{'n':>6}{'NME ipn %':>12}{'NME ion %':>12}"]
+        lines += [f"{name:<14}{part['n']:>6}{part['nme_ipn']:>12.2f}{part['nme_ion']:>12.2f}"
+                  for name, part in summary["subsets"].items()]
+    if summary.get("skipped"):
+        lines.append(f"\nskipped {len(summary['skipped'])}: " +
+                     "; ".join(f"{s['name']} ({s['reason']})" for s in summary["skipped"][:5]))
+    if "detector_missed" in summary:
+        lines.append(f"detector missed {summary['detector_missed']} faces (ground-truth box used for them)")
+    return "\n".join(lines)
+
+
+def _settings_lines(summary: dict) -> list[str]:
+    lines = []
     if "cascade" in summary:
         lines.append(f"cascade: {summary['cascade']}")
     if "refine" in summary:
@@ -262,46 +321,33 @@ def format_table(summary: dict) -> str:  # noqa: C901  (over the limit before it
         lines.append(f"network precision: {summary['precision']}")
     if "backend" in summary:
         lines.append(f"network backend: {summary['backend']}")
-    if "bins" in summary:
-        lines.append(f"yaw bins from {summary['yaw_source']}; NME normalised by {summary['normalisation']}")
-        header = f"{'Method':<24}{'[0,30]':>8}{'[30,60]':>9}{'[60,90]':>9}{'Mean':>8}{'Std':>8}"
-        tables = [("", summary)]
-        if "inner_visible" in summary:
-            tables.append((" (visible inner, Table III)", summary["inner_visible"]))
-        for title, part in tables:
-            lines += ["", header] if not title else ["", f"Visible inner landmarks{title}; visibility: "
-                                                         f"{part['visibility']}", header]
-            lines.append(f"{summary['method']:<24}" + "".join(f"{cell(part['bins'][b]):>8} " for b in YAW_BINS)
-                         + f"{cell(part['mean']):>7} {cell(part['std']):>7}")
-            lines.append(f"{'(faces per bin)':<24}" + "".join(f"{part['counts'][b]:>8} " for b in YAW_BINS))
-    if "pose" in summary:
-        pose = summary["pose"]
-        excluded = f"; {pose['excluded']} faces with a true angle beyond 99 degrees left out" if pose["excluded"] else ""
-        lines += ["", f"Head pose, degrees (truth: {pose['truth']}{excluded}); bins: mean of the three angles' MAE",
-                  f"{'MAE':<24}" + "".join(f"{name:>8} " for name in (*POSE_ANGLES, "mean", "rotation"))
-                  + "".join(f"{b:>8} " for b in YAW_BINS),
-                  f"{summary['method']:<24}" + "".join(f"{cell(pose['mae'][k]):>8} " for k in
-                                                     (*POSE_ANGLES, "mean", "rotation"))
-                  + "".join(f"{cell(pose['bins'][b]):>8} " for b in YAW_BINS),
-                  f"{'bias (mean signed)':<24}" + "".join(f"{cell(pose['bias'][k]):>8} " for k in POSE_ANGLES)]
-    if "yaw_error" in summary:
-        yaw = summary["yaw_error"]
-        lines += ["", f"Yaw error, degrees (truth: {yaw['truth']}; {yaw['faces']} faces)",
-                  f"{'MAE':<24}" + "".join(f"{b:>8} " for b in YAW_BINS) + f"{'all':>8} {'bias':>8}",
-                  f"{summary['method']:<24}" + "".join(f"{cell(yaw['bins'][b]):>8} " for b in YAW_BINS)
-                  + f"{cell(yaw['mae']):>8} {cell(yaw['bias']):>8}"]
-    if "subsets" in summary:
-        lines.append(f"NME normalised by {summary['normalisation']}")
-        lines.append("")
-        lines.append(f"{'Subset':<14}{'n':>6}{'NME ipn %':>12}{'NME ion %':>12}")
-        for name, part in summary["subsets"].items():
-            lines.append(f"{name:<14}{part['n']:>6}{part['nme_ipn']:>12.2f}{part['nme_ion']:>12.2f}")
-    if summary.get("skipped"):
-        lines.append(f"\nskipped {len(summary['skipped'])}: " +
-                     "; ".join(f"{s['name']} ({s['reason']})" for s in summary["skipped"][:5]))
-    if "detector_missed" in summary:
-        lines.append(f"detector missed {summary['detector_missed']} faces (ground-truth box used for them)")
-    return "\n".join(lines)
+    return lines
+
+
+def _bins_lines(summary: dict) -> list[str]:
+    lines = [f"yaw bins from {summary['yaw_source']}; NME normalised by {summary['normalisation']}"]
+    header = f"{'Method':<24}{'[0,30]':>8}{'[30,60]':>9}{'[60,90]':>9}{'Mean':>8}{'Std':>8}"
+    tables = [("", summary)]
+    if "inner_visible" in summary:
+        tables.append((" (visible inner, Table III)", summary["inner_visible"]))
+    for title, part in tables:
+        lines += ["", header] if not title else ["", f"Visible inner landmarks{title}; visibility: "
+                                                     f"{part['visibility']}", header]
+        lines.append(f"{summary['method']:<24}" + "".join(f"{_cell(part['bins'][b]):>8} " for b in YAW_BINS)
+                     + f"{_cell(part['mean']):>7} {_cell(part['std']):>7}")
+        lines.append(f"{'(faces per bin)':<24}" + "".join(f"{part['counts'][b]:>8} " for b in YAW_BINS))
+    return lines
+
+
+def _pose_lines(summary: dict) -> list[str]:
+    pose = summary["pose"]
+    excluded = f"; {pose['excluded']} faces with a true angle beyond 99 degrees left out" if pose["excluded"] else ""
+    names = (*POSE_ANGLES, "mean", "rotation")
+    return ["", f"Head pose, degrees (truth: {pose['truth']}{excluded}); bins: mean of the three angles' MAE",
+            f"{'MAE':<24}" + "".join(f"{name:>8} " for name in names) + "".join(f"{b:>8} " for b in YAW_BINS),
+            f"{summary['method']:<24}" + "".join(f"{_cell(pose['mae'][k]):>8} " for k in names)
+            + "".join(f"{_cell(pose['bins'][b]):>8} " for b in YAW_BINS),
+            f"{'bias (mean signed)':<24}" + "".join(f"{_cell(pose['bias'][k]):>8} " for k in POSE_ANGLES)]
 
 
 def write_per_image_csv(rows: list[dict], path: Path) -> None:

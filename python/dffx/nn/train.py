@@ -479,12 +479,8 @@ def train_dff(config: TrainConfig, dataset_factory: Callable[..., Any] | None = 
             dist.destroy_process_group()
 
 
-def _train(cfg, factory, segs, loss_cls, device, rank, world, is_main) -> TrainResult:  # noqa: C901  (over the limit before it was set; to split, issue 31)
-    t_start = time.perf_counter()
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    torch.manual_seed(cfg.seed)
-
+def _datasets(cfg, factory, is_main: bool):
+    """(train split, val split or [] when the set has none); ValueError for an empty train split."""
     train_set = factory(cfg.data, split="train")
     try:
         val_set = factory(cfg.data, split="val")
@@ -494,120 +490,233 @@ def _train(cfg, factory, segs, loss_cls, device, rank, world, is_main) -> TrainR
         val_set = []
     if len(train_set) == 0:
         raise ValueError(f"the training split of {cfg.data} is empty")
+    return train_set, val_set
 
-    net = DFFNet(cfg.net)
+
+def _resume(cfg, module, optimizer, scaler, is_main: bool) -> tuple[int, dict | None]:
+    """Load the newest checkpoint of ``cfg.checkpoint_path`` into the module, optimizer, scaler
+    and random generators; (its step, its last held-out result), or (0, None) without one.
+
+    Raises:
+        ValueError: the checkpoint is for another network configuration.
+    """
+    found = list_checkpoints(cfg.checkpoint_path)
+    if not found:
+        if is_main and not cfg.init_from:
+            print(f"no checkpoint in {cfg.checkpoint_path}; starting from scratch")
+        return 0, None
+    blob = load_checkpoint(found[-1])
+    if blob["net_config"] != asdict(cfg.net):
+        raise ValueError(f"checkpoint {found[-1]} is for network {blob['net_config']}, "
+                         f"but this run asks for {asdict(cfg.net)}")
+    old = blob.get("config", {})
+    changed = [k for k in ("batch_size", "seed", "scale", "pixels_per_image", "segments")
+               if k in old and old[k] != getattr(cfg, k)]
+    if changed and is_main:
+        warnings.warn(f"resuming {found[-1].name} with changed settings {changed}: the run will not "
+                      "match an uninterrupted one", stacklevel=2)
+    module.net.load_state_dict(blob["model"])
+    module.head.load_state_dict(blob["loss_head"])
+    optimizer.load_state_dict(blob["optimizer"])
+    if scaler.is_enabled() and blob["scaler"]:  # empty when saved by a run without fp16 scaling
+        scaler.load_state_dict(blob["scaler"])
+    torch.set_rng_state(blob["rng"]["torch"])
+    random.setstate(blob["rng"]["python"])
+    if blob["rng"].get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob["rng"]["cuda"])
+    if is_main:
+        print(f"resuming from {found[-1]} at step {int(blob['step'])}")
+    return int(blob["step"]), (blob.get("metadata") or {}).get("held_out")
+
+
+def _start(cfg, module, optimizer, scaler, is_main: bool, train_set, device) -> tuple[int, dict | None]:
+    """(step, last held-out result) to start from: the newest checkpoint with ``cfg.resume``, else
+    step 0, the network first initialised from ``cfg.init_from`` when given."""
+    step, last_val = _resume(cfg, module, optimizer, scaler, is_main) if cfg.resume else (0, None)
+    if cfg.init_from and step == 0:
+        _init_from_checkpoint(module, cfg, is_main, train_set, device)
+    return step, last_val
+
+
+def _optimizer_step(module, optimizer, scaler, loss, grad_clip) -> None:
+    """Backward pass, optional gradient clipping, and the (loss-scaled) AdamW update."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def _barrier(world: int) -> None:
+    """Wait for every process of a distributed run (nothing to do for one process)."""
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _time_is_up(cfg, t_start: float, stop_flag, world: int) -> bool:
+    """Whether ``cfg.time_limit_s`` has passed (rank 0 decides for all ranks)."""
+    if cfg.time_limit_s is None:
+        return False
+    stop_flag.fill_(float(time.perf_counter() - t_start > cfg.time_limit_s))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.broadcast(stop_flag, src=0)
+    return bool(stop_flag.item())
+
+
+def _prepare_batch(images, tri, cfg, step: int, rank: int, device, check: bool = False):
+    """A loaded batch (checked first with ``check``: a run's first batch) augmented (drawn from
+    (seed, step, rank): a resumed run repeats the draws), moved to ``device``, channels-last
+    when configured."""
+    if check:
+        _check_batch(images, tri, cfg.net.multiple)
+    if cfg.augment:
+        images, tri = augment_batch(images, tri, cfg.augment,
+                                    _step_generator(torch.device("cpu"), cfg.seed, step, rank, salt=AUGMENT_SALT))
+    images = images.to(device, non_blocking=True)
+    tri = tri.to(device, non_blocking=True)
+    if cfg.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, tri
+
+
+def _ema(average: float | None, value: float) -> float:
+    """The training curve's exponential moving average (weight 0.1 on the newest value)."""
+    return value if average is None else 0.9 * average + 0.1 * value
+
+
+def _metadata(cfg, segs, net, amp_dtype, device, world: int, t_start: float, sizes: tuple[int, int], step: int,
+              completed: bool, last_val, ema: tuple) -> dict:
+    """What a checkpoint and the weights file record about the run (the model card's facts)."""
+    return {"steps": step, "completed": completed, "train_images": sizes[0], "val_images": sizes[1],
+            "batch_size": cfg.batch_size, "global_batch": cfg.batch_size * world, "lr": cfg.lr,
+            "scale": cfg.scale, "pixels_per_image": cfg.pixels_per_image, "segments": cfg.segments,
+            "augment": list(cfg.augment),
+            "segmentations": {"file": str(cfg.segmentations_path), "count": int(segs.lut.shape[0]),
+                              "n_patches": int(segs.n_patches), "mesh_hash": segs.mesh_hash},
+            "held_out": last_val, "final_train": {"loss": ema[0], "accuracy": ema[1]},
+            "parameters": count_parameters(net), "seed": cfg.seed,
+            "init_from": str(cfg.init_from) if cfg.init_from else None,
+            "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
+            "hardware": _hardware(device, world), "wall_s_this_run": round(time.perf_counter() - t_start, 1),
+            "data": str(cfg.data), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "paper": "Jiang et al., Deep Face Feature for Face Alignment, arXiv 1708.02721, Sec. III-B"}
+
+
+def _build(cfg, segs, loss_cls, device):
+    """The network with its loss head on ``device``, AdamW, the autocast dtype and the loss scaler."""
     head = loss_cls(torch.as_tensor(segs.lut), n_patches=segs.n_patches, dim=cfg.net.out_dim, scale=cfg.scale)
     _unit_class_vectors(head)
-    module = _TrainModule(net, head).to(device)
+    module = _TrainModule(DFFNet(cfg.net), head).to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
     if cfg.channels_last:
         module.net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(_param_groups(module, cfg.weight_decay), lr=cfg.lr)
     amp_dtype = _amp_dtype(cfg, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    return module, optimizer, amp_dtype, torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
-    step, history, last_val = 0, [], None
-    ckpt_dir = cfg.checkpoint_path
-    if cfg.resume:
-        found = list_checkpoints(ckpt_dir)
-        if found:
-            blob = load_checkpoint(found[-1])
-            if blob["net_config"] != asdict(cfg.net):
-                raise ValueError(f"checkpoint {found[-1]} is for network {blob['net_config']}, "
-                                 f"but this run asks for {asdict(cfg.net)}")
-            old = blob.get("config", {})
-            changed = [k for k in ("batch_size", "seed", "scale", "pixels_per_image", "segments")
-                       if k in old and old[k] != getattr(cfg, k)]
-            if changed and is_main:
-                warnings.warn(f"resuming {found[-1].name} with changed settings {changed}: the run will not "
-                              "match an uninterrupted one", stacklevel=2)
-            module.net.load_state_dict(blob["model"])
-            module.head.load_state_dict(blob["loss_head"])
-            optimizer.load_state_dict(blob["optimizer"])
-            if scaler.is_enabled() and blob["scaler"]:  # empty when saved by a run without fp16 scaling
-                scaler.load_state_dict(blob["scaler"])
-            torch.set_rng_state(blob["rng"]["torch"])
-            random.setstate(blob["rng"]["python"])
-            if blob["rng"].get("cuda") and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(blob["rng"]["cuda"])
-            step = int(blob["step"])
-            last_val = (blob.get("metadata") or {}).get("held_out")
-            if is_main:
-                print(f"resuming from {found[-1]} at step {step}")
-        elif is_main and not cfg.init_from:
-            print(f"no checkpoint in {ckpt_dir}; starting from scratch")
-    if cfg.init_from and step == 0:
-        _init_from_checkpoint(module, cfg, is_main, train_set, device)
 
-    train_module = module
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+def _distributed(module, world: int, device):
+    """``module`` wrapped for data-parallel training when there are several processes."""
+    if world == 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel as DDP
 
-        train_module = DDP(module, device_ids=[device.index] if device.type == "cuda" else None,
-                           find_unused_parameters=False)
+    return DDP(module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
 
-    end = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
+
+def _loader(cfg, train_set, step: int, end: int, rank: int, world: int, device):
+    """Batches for steps ``step`` to ``end`` (:class:`StepSampler`: a resumed run sees the batches an
+    uninterrupted one would)."""
     sampler = StepSampler(len(train_set), cfg.batch_size, cfg.seed, step, max(step, end), rank, world)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler,
-                                         num_workers=cfg.workers, collate_fn=_collate,
-                                         pin_memory=device.type == "cuda", persistent_workers=False,
-                                         generator=torch.Generator().manual_seed(cfg.seed + step))
-    log_path = ckpt_dir / "train_log.jsonl"
-    log_file = None
-    if is_main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        log_file = open(log_path, "a")
+    return torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler,
+                                       num_workers=cfg.workers, collate_fn=_collate,
+                                       pin_memory=device.type == "cuda", persistent_workers=False,
+                                       generator=torch.Generator().manual_seed(cfg.seed + step))
 
-    def log(entry):
-        history.append(entry)
-        if log_file:
-            log_file.write(json.dumps(entry) + "\n")
-            log_file.flush()
+
+class _RunLog:
+    """Appends entries to the run's history and, in the main process, to ``train_log.jsonl``."""
+
+    def __init__(self, history: list, path: Path | None):
+        self.history = history
+        self.file = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(path, "a")
+
+    def __call__(self, entry: dict) -> None:
+        self.history.append(entry)
+        if self.file:
+            self.file.write(json.dumps(entry) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+            self.file = None
+
+
+def _held_out(module, val_set, cfg, device, step: int, log) -> dict | None:
+    """The held-out loss and accuracy at ``step`` (logged), or None without a val split."""
+    if len(val_set) == 0:
+        return None
+    result = {"step": step, **evaluate(module.net, module.head, val_set, cfg, device, cfg.val_batches)}
+    log({"kind": "val", **result})
+    return result
+
+
+def _show_progress(bar, ema_loss: float, ema_acc: float, last_val: dict | None) -> None:
+    postfix = {"loss": f"{ema_loss:.3f}", "acc": f"{ema_acc:.3f}"}
+    if last_val:
+        postfix["val_acc"] = f"{last_val['accuracy']:.3f}"
+    bar.set_postfix(postfix, refresh=False)
+    bar.update(1)
+
+
+def _train(cfg, factory, segs, loss_cls, device, rank, world, is_main) -> TrainResult:
+    t_start = time.perf_counter()
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    torch.manual_seed(cfg.seed)
+    train_set, val_set = _datasets(cfg, factory, is_main)
+
+    module, optimizer, amp_dtype, scaler = _build(cfg, segs, loss_cls, device)
+
+    history = []
+    ckpt_dir = cfg.checkpoint_path
+    step, last_val = _start(cfg, module, optimizer, scaler, is_main, train_set, device)
+    first_step = step
+
+    train_module = _distributed(module, world, device)
+    end = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
+    loader = _loader(cfg, train_set, step, end, rank, world, device)
+    log = _RunLog(history, ckpt_dir / "train_log.jsonl" if is_main else None)
 
     def metadata(completed: bool) -> dict:
-        return {"steps": step, "completed": completed, "train_images": len(train_set), "val_images": len(val_set),
-                "batch_size": cfg.batch_size, "global_batch": cfg.batch_size * world, "lr": cfg.lr,
-                "scale": cfg.scale, "pixels_per_image": cfg.pixels_per_image, "segments": cfg.segments,
-                "augment": list(cfg.augment),
-                "segmentations": {"file": str(cfg.segmentations_path), "count": int(segs.lut.shape[0]),
-                                  "n_patches": int(segs.n_patches), "mesh_hash": segs.mesh_hash},
-                "held_out": last_val, "final_train": {"loss": ema_loss, "accuracy": ema_acc},
-                "parameters": count_parameters(module.net), "seed": cfg.seed,
-                "init_from": str(cfg.init_from) if cfg.init_from else None,
-                "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
-                "hardware": _hardware(device, world), "wall_s_this_run": round(time.perf_counter() - t_start, 1),
-                "data": str(cfg.data), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "paper": "Jiang et al., Deep Face Feature for Face Alignment, arXiv 1708.02721, Sec. III-B"}
+        return _metadata(cfg, segs, module.net, amp_dtype, device, world, t_start, (len(train_set), len(val_set)),
+                         step, completed, last_val, (ema_loss, ema_acc))
 
     def run_val():
         nonlocal last_val
-        if len(val_set) == 0:
-            return
-        res = evaluate(module.net, module.head, val_set, cfg, device, cfg.val_batches)
-        last_val = {"step": step, **res}
-        log({"kind": "val", **last_val})
+        last_val = _held_out(module, val_set, cfg, device, step, log) or last_val
 
     from tqdm import tqdm
 
     bar = tqdm(total=end, initial=min(step, end), disable=not (cfg.progress and is_main), desc="train dff",
                dynamic_ncols=True)
     ema_loss = ema_acc = None
-    checked = False
     stop_flag = torch.zeros(1, device=device)
     module.train()
     try:
         for images, tri in loader:
-            if not checked:
-                _check_batch(images, tri, cfg.net.multiple)
-                checked = True
-            if cfg.augment:  # drawn from (seed, step, rank): a resumed run repeats the draws
-                images, tri = augment_batch(images, tri, cfg.augment,
-                                            _step_generator(torch.device("cpu"), cfg.seed, step, rank, salt=AUGMENT_SALT))
-            images = images.to(device, non_blocking=True)
-            tri = tri.to(device, non_blocking=True)
-            if cfg.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
+            images, tri = _prepare_batch(images, tri, cfg, step, rank, device, check=step == first_step)
             lr = _lr_at(cfg, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -616,46 +725,25 @@ def _train(cfg, factory, segs, loss_cls, device, rank, world, is_main) -> TrainR
             loss = out.total
             if not torch.isfinite(loss):
                 raise RuntimeError(f"training loss became {float(loss)} at step {step}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            _optimizer_step(module, optimizer, scaler, loss, cfg.grad_clip)
             step += 1
 
             lv, av = float(loss.detach()), float(out.accuracy)
-            ema_loss = lv if ema_loss is None else 0.9 * ema_loss + 0.1 * lv
-            ema_acc = av if ema_acc is None else 0.9 * ema_acc + 0.1 * av
+            ema_loss, ema_acc = _ema(ema_loss, lv), _ema(ema_acc, av)
             if is_main:
                 if step % cfg.log_every == 0 or step == end:
                     log({"kind": "train", "step": step, "loss": lv, "accuracy": av, "lr": lr})
                 if cfg.val_every and step % cfg.val_every == 0 and step < end:
                     run_val()
-                postfix = {"loss": f"{ema_loss:.3f}", "acc": f"{ema_acc:.3f}"}
-                if last_val:
-                    postfix["val_acc"] = f"{last_val['accuracy']:.3f}"
-                bar.set_postfix(postfix, refresh=False)
-                bar.update(1)
-            if cfg.time_limit_s is not None:
-                stop_flag.fill_(float(time.perf_counter() - t_start > cfg.time_limit_s))
-                if world > 1:
-                    import torch.distributed as dist
-
-                    dist.broadcast(stop_flag, src=0)
-                if stop_flag.item():
-                    break
+                _show_progress(bar, ema_loss, ema_acc, last_val)
+            if _time_is_up(cfg, t_start, stop_flag, world):
+                break
             if step % cfg.checkpoint_every == 0 and step < end:
                 if is_main:
                     _save_checkpoint(cfg, step, module, optimizer, scaler, history, metadata(False))
-                if world > 1:
-                    import torch.distributed as dist
-
-                    dist.barrier()
+                _barrier(world)
     except BaseException:
-        if log_file:
-            log_file.close()
+        log.close()
         raise
     finally:
         bar.close()
@@ -669,9 +757,6 @@ def _train(cfg, factory, segs, loss_cls, device, rank, world, is_main) -> TrainR
         _save_checkpoint(cfg, step, module, optimizer, scaler, history, meta)
         save_weights(out_path, module.net, meta, half=cfg.half_weights)
         log({"kind": "done", "step": step, "completed": completed, "out": str(out_path)})
-        log_file.close()
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+        log.close()
+    _barrier(world)
     return TrainResult(out_path, step, completed, ema_loss, ema_acc, last_val, history)
