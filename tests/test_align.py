@@ -547,19 +547,24 @@ def test_detections_below_min_score_are_dropped_but_given_boxes_are_kept(face_mo
 
 def test_min_face_size_bounds_the_faces_sought(face_model, dff_aligner):
     """The dlib group photo's faces (landmark boxes 30-50 px wide) are found with the default
-    40 px and none at 200 px (the detector then skips the fine pyramid scales: the speed-up
-    for big photos); the tracker detects with its aligner's setting."""
+    ("auto": 24 px in a 332 x 500 photo) and none at 200 px (the detector then skips the fine
+    pyramid scales: the speed-up for big photos); the tracker detects with its aligner's setting.
+    In 2008_002079.jpg "auto" finds the 27-px face a fixed 40 px misses (issue 30)."""
     import cv2
 
     from dffx.align import FaceAligner, FaceTracker
+    from dffx.detect import auto_min_face_size
 
     group = cv2.imread(str(SHARED / "data" / "dev" / "dlib-examples" / "2008_002470.jpg"))
-    assert dff_aligner.min_face_size == 40
+    assert dff_aligner.min_face_size == "auto" and auto_min_face_size(*group.shape[:2]) == 24
     assert len(dff_aligner.detect(group)) >= 5
     coarse = FaceAligner("dff", device="cpu", model=face_model, refine=0, min_face_size=200)
     assert len(coarse.detect(group)) == 0 and coarse.align(group) == []
     assert FaceTracker(coarse).update(group) == []
-    for bad in (11, 40.0, True, "40"):
+    small = cv2.imread(str(SHARED / "data" / "dev" / "dlib-examples" / "2008_002079.jpg"))
+    fixed = FaceAligner("dff", device="cpu", model=face_model, refine=0, min_face_size=40)
+    assert len(dff_aligner.align(small)) == len(fixed.align(small)) + 1 == 6  # faces kept
+    for bad in (11, 40.0, True, "40", "Auto"):
         with pytest.raises(ValueError, match="min_face_size"):
             FaceAligner("dff", device="cpu", model=face_model, min_face_size=bad)
 

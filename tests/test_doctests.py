@@ -1,4 +1,4 @@
-"""The examples in the docstrings of geometry/, ops/ and the pose sectors run and give what they show."""
+"""The examples in the docstrings of geometry/, ops/, the pose sectors and the detectors run and give what they show."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["dffx.geometry.camera", "dffx.ops.sampling", "dffx.ops.raster", "dffx.align.pose_sectors"]
+MODULES = ["dffx.geometry.camera", "dffx.ops.sampling", "dffx.ops.raster", "dffx.align.pose_sectors", "dffx.detect"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -25,8 +25,10 @@ def test_every_setting_has_a_flag_whose_unset_value_keeps_the_default():
     # the command line's ways to say "none": a negative score threshold, a zero pixel limit
     none = from_args(parser.parse_args(["--min-score", "-1", "--max-pixels", "0"]))
     assert none.min_score is None and none.max_pixels is None
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--precision", "float16"])
+    assert from_args(parser.parse_args(["--min-face-size", "auto"])).min_face_size == "auto"
+    for bad in (["--precision", "float16"], ["--min-face-size", "big"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
 
 
 def test_eval_flags_take_the_papers_protocol_as_their_defaults():

@@ -82,7 +82,8 @@ def matches(found: np.ndarray, truth: np.ndarray, dlib_boxes: bool) -> tuple[lis
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pyramid-factor", type=float, default=None, help="MTCNN's pyramid step (shipped: 0.709)")
-    parser.add_argument("--min-face-size", type=int, default=40)
+    parser.add_argument("--min-face-size", default="auto",
+                        help="pixels, or auto (FaceAligner's default: dffx.detect.auto_min_face_size)")
     parser.add_argument("--detector", default="mtcnn")
     parser.add_argument("--aligned", action="store_true",
                         help="count the faces FaceAligner().align keeps (detection, alignment, the score's "
@@ -90,7 +91,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     import dffx.detect.mtcnn as mtcnn
-    from dffx.detect import detect_faces
+    from dffx.detect import auto_min_face_size, detect_faces
+
+    min_size = args.min_face_size if args.min_face_size == "auto" else int(args.min_face_size)
 
     if args.pyramid_factor:
         mtcnn.PYRAMID_FACTOR = args.pyramid_factor
@@ -98,13 +101,14 @@ def main(argv=None) -> int:
     if args.aligned:
         from dffx.align import FaceAligner
 
-        aligner = FaceAligner(detector=args.detector, min_face_size=args.min_face_size, device="cpu")
+        aligner = FaceAligner(detector=args.detector, min_face_size=min_size, device="cpu")
     found_by, false_hits, others, seconds, photos_seen = {}, {}, {}, [], 0
     for set_name, path, truth, yaws, dlib_boxes in photos():
         image = cv2.imread(str(path))
         start = time.perf_counter()
         if aligner is None:
-            found = detect_faces(image, min_size=args.min_face_size, detector=args.detector)
+            size = auto_min_face_size(*image.shape[:2]) if min_size == "auto" else min_size
+            found = detect_faces(image, min_size=size, detector=args.detector)
         else:  # the kept faces' landmark boxes
             found = np.array([np.r_[f.landmarks.min(0), f.landmarks.max(0)] for f in aligner.align(image)]).reshape(-1, 4)
         seconds.append(time.perf_counter() - start)

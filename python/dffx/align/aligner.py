@@ -153,11 +153,16 @@ class FaceAligner:
 
     def detect(self, image: np.ndarray) -> np.ndarray:
         """Face boxes (F, 4) float64 x0, y0, x1, y1 (landmark-box convention), best first, from
-        this aligner's detector and ``min_face_size`` (:func:`dffx.detect.detect_faces` with
+        this aligner's detector and ``min_face_size`` ("auto": :func:`dffx.detect.auto_min_face_size`
+        of this image; :func:`dffx.detect.detect_faces` with
         the detector's default score threshold). Raises ValueError for a bad image."""
-        from ..detect import detect_faces
+        from ..detect import auto_min_face_size, detect_faces
 
-        return detect_faces(self.checked_image(image), min_size=self.min_face_size, detector=self.detector)[:, :4]
+        image = self.checked_image(image)
+        size = self.min_face_size
+        if size == "auto":
+            size = auto_min_face_size(*image.shape[:2])
+        return detect_faces(image, min_size=size, detector=self.detector)[:, :4]
 
     def align(self, image: np.ndarray, boxes=None, *, camera_refit: bool | None = None) -> list[FaceAlignment]:
         """Align every face of one image.

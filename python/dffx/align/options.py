@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from ..detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE_SIZE, DETECTORS, MTCNN_MIN_FACE_SIZE
+from ..detect import DEFAULT_DETECTOR, DETECTORS, MTCNN_MIN_FACE_SIZE
 from ..imageio import DEFAULT_MAX_PIXELS
 
 PRECISIONS = ("float32", "bfloat16")
@@ -28,6 +28,16 @@ def check_converged_iou(converged_iou) -> None:
     """Raise ValueError unless ``converged_iou`` is None or a number > 0 (above 1 no face converges)."""
     if converged_iou is not None and not (isinstance(converged_iou, (int, float, np.number)) and converged_iou > 0):
         raise ValueError(f"converged_iou must be a number > 0 or None, got {converged_iou!r}")
+
+
+def _pixels_or_auto(text: str) -> int | str:
+    """``--min-face-size``'s value: "auto" or an integer (validated by AlignOptions)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer number of pixels or 'auto', got {text!r}") from None
 
 
 def _flag(help_text: str, none: str = "none", **argparse_options) -> dict:
@@ -55,7 +65,9 @@ class AlignOptions:
             AMX or AVX512-BF16, the same accuracy; slower on other CPUs).
         mirror: also align every face in the mirror image and average the two results
             (:mod:`dffx.align.mirror`): 3-8 % lower NME in most settings, twice the work.
-        min_face_size: smallest face side the detector looks for, pixels (an int >= 12).
+        min_face_size: smallest face side the detector looks for, pixels (an int >= 12), or
+            "auto": 1/25 of the image's shorter side, at least 24 px
+            (:func:`dffx.detect.auto_min_face_size`).
         backend: where the DFF network runs: "torch", "onnxruntime" (CPU, float32, the shipped
             ONNX file; no PyTorch needed) or None (torch when installed, else onnxruntime).
         camera_refit: after the cascade's last stage, re-fit the camera and shape to the
@@ -83,9 +95,10 @@ class AlignOptions:
         choices=PRECISIONS))
     mirror: bool = field(default=False, metadata=_flag(
         "also align each face in the mirror image and average the two", action=argparse.BooleanOptionalAction))
-    min_face_size: int = field(default=DEFAULT_MIN_FACE_SIZE, metadata=_flag(
-        "smallest face side the detector looks for, pixels (raise it for large photos: far faster)",
-        type=int, metavar="PX"))
+    min_face_size: int | str = field(default="auto", metadata=_flag(
+        "smallest face side the detector looks for, pixels, or auto: 1/25 of the image's shorter side, "
+        "at least 24 (a fixed size costs more on large photos the smaller it is)", type=_pixels_or_auto,
+        metavar="PX|auto"))
     backend: str | None = field(default=None, metadata=_flag(
         "dff: where the network runs (torch, or onnxruntime: CPU, float32)",
         none="torch when installed, else onnxruntime", choices=BACKENDS))
@@ -111,8 +124,9 @@ class AlignOptions:
             raise ValueError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if not integer(self.min_face_size) or self.min_face_size < MTCNN_MIN_FACE_SIZE:
-            raise ValueError(f"min_face_size must be an integer >= {MTCNN_MIN_FACE_SIZE} (pixels), "
+        if self.min_face_size != "auto" and (not integer(self.min_face_size)
+                                             or self.min_face_size < MTCNN_MIN_FACE_SIZE):
+            raise ValueError(f"min_face_size must be an integer >= {MTCNN_MIN_FACE_SIZE} (pixels) or 'auto', "
                              f"got {self.min_face_size!r}")
         if self.backend is not None and self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS} or None, got {self.backend!r}")

