@@ -221,7 +221,7 @@ def test_cascade_run_python(benchmark, aligner, cascade_inputs):
 
 
 def _clip(photo, count: int = 10) -> list:
-    """The portrait moved 3 / 2 px, turned 1 deg and zoomed 1.2% per frame (tests/test_tracker.py)."""
+    """The portrait moved 3 / 2 px, turned 1 deg and zoomed 1.2% per frame (tests/align/test_tracker.py)."""
     h, w = photo.shape[:2]
     frames = []
     for k in range(count):

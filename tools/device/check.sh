@@ -74,11 +74,11 @@ for photo in aflw2000-3d-sample/image00050.jpg dlib-examples/2008_002470.jpg; do
     mkdir -p "../shared/data/dev/$(dirname $photo)" && cp ".device/dev/$(basename $photo)" "../shared/data/dev/$photo"
   fi
 done
-[ "$cuda" = ON ] && export DFFX_EXPECT_CUDA=1   # tests/test_cuda.py fails if the kernels are missing
+[ "$cuda" = ON ] && export DFFX_EXPECT_CUDA=1   # tests/ops/test_cuda.py fails if the kernels are missing
 
 # Tests of the native ops and the network: the CUDA ones compare each kernel with its CPU twin.
 step tests "$py" -m pytest -q -p no:cacheprovider --junitxml="$OUT/tests.xml" \
-  tests/test_cuda.py tests/test_loss.py tests/test_sampling.py tests/test_raster.py tests/test_nn.py
+  tests/ops/test_cuda.py tests/ops/test_loss.py tests/ops/test_sampling.py tests/ops/test_raster.py tests/nn/test_nn.py
 # CUDA benchmarks, each against its reference in the same run.
 step bench "$py" -m pytest -q -p no:cacheprovider -m cuda benchmarks --benchmark-json="$OUT/bench_cuda.json"
 

@@ -262,7 +262,7 @@ def load_300w(root, limit: int | None = None) -> tuple[list[FaceSample], LoadRep
 
 
 # iBUG 68-point mirror partners (0-based): jaw, brows, nose, eyes, mouth read right to left.
-# tests/test_align.py checks it against ICT's mirror-symmetric landmark vertices.
+# tests/align/test_align.py checks it against ICT's mirror-symmetric landmark vertices.
 IBUG68_MIRROR = np.array(
     list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] + [35, 34, 33, 32, 31]
     + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]

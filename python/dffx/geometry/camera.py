@@ -11,7 +11,7 @@ pixel centres at integers, x right, y down)::
     depth =  s * (R q)_z                       # larger = closer to the viewer
 
 The signs make the angles follow AFLW2000-3D's ``Pose_Para`` (checked in
-tests/test_camera.py on the 16 shared samples): positive pitch = face looks up,
+tests/model/test_camera.py on the 16 shared samples): positive pitch = face looks up,
 positive yaw = face turns towards image left (the subject's right), positive roll =
 face tilts clockwise on screen. The native twin is ``dffx._C.project``.
 """

@@ -24,7 +24,7 @@ from .._validate import as_float_array, as_index_array, image_size
 # Landmark visibility tolerance in screen-depth units (pixels): a landmark counts as visible
 # when it lies at most this far behind the front-most surface around it. With the 2x2-minimum
 # rule, 1 px keeps all 68 landmarks of the frontal mean face visible at 120-450 px image sizes
-# (tests/test_raster.py::test_visibility_of_mean_face).
+# (tests/ops/test_raster.py::test_visibility_of_mean_face).
 DEFAULT_VISIBILITY_TOLERANCE = 1.0
 
 

@@ -1,14 +1,14 @@
 """dffx's CUDA kernels run without a GPU: ``csrc/cuda`` compiled as C++ against a CPU emulator of
 the CUDA execution model (``tests/cuda_emulator``: one fiber per thread, shared memory per block,
 ``__syncthreads``, warp shuffles, atomics, launch limits) and checked against the C++ CPU kernels
-and the reference twins, as ``tests/test_cuda.py`` checks them on a real GPU.
+and the reference twins, as ``tests/ops/test_cuda.py`` checks them on a real GPU.
 
 What this covers: the host code (size checks, buffers, grid sizes, the SM-count-dependent
 splitting of the loss's backward pass), every kernel's indexing, tiling, barriers and reductions,
 and the thread-order independence of their results. What it cannot: GPU-only behaviour (memory
 model and real concurrency between blocks, the device's expf/logf rounding, register and
 shared-memory limits at run time) and the PyTorch glue for CUDA tensors. Those need
-``tests/test_cuda.py`` on a GPU (``tools/device/check.sh``).
+``tests/ops/test_cuda.py`` on a GPU (``tools/device/check.sh``).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ def test_mutated_files_give_named_one_line_errors_and_no_crash(tmp_path):
     """Each mutated cascade .npz, weights .pt and PNG / JPEG / BMP file either loads or gives a
     ValueError / OSError of one line, in a process limited to 3 GB of address space beyond its
     start (an allocation sized by a damaged header fails it)."""
-    script = Path(__file__).parent / "fuzz" / "loaders.py"
+    script = Path(__file__).parents[1] / "fuzz" / "loaders.py"
     limit = ("import resource, runpy, sys\n"
              "import torch, cv2\n"  # their own mappings first, then the limit
              "size = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmSize')) * 1024\n"

@@ -382,7 +382,7 @@ def test_cli_sift_only_with_detected_faces(tmp_path, capsys):
 
 
 def test_cli_fails_cleanly(tmp_path, capsys):
-    from test_imageio import _png_header_only
+    from conftest import _png_header_only
 
     image = SHARED / "data" / "dev" / "aflw2000-3d-sample" / "image00050.jpg"
     huge = _png_header_only(tmp_path / "huge.png", 60000, 60000)  # issue 28 (7): was a cv2.error traceback

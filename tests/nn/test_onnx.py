@@ -88,7 +88,7 @@ def test_onnx_extractor_names_bad_files_and_images(tmp_path):
 
 
 def test_aligner_on_onnxruntime_matches_pytorch(face_model, aflw2000_dir):
-    from test_align import _aflw2000_faces
+    from conftest import _aflw2000_faces
 
     from dffx.align import FaceAligner
 

@@ -84,7 +84,7 @@ def test_aflw_crops_match_hand_computation(face_model):
     for i, row in enumerate(rows):
         x0, y0, x1, y1 = rois[i]
         if x1 - x0 != y1 - y0:
-            continue  # clipped roi: the loader rebuilds the square crop box (tests/test_data_loaders.py)
+            continue  # clipped roi: the loader rebuilds the square crop box (tests/data/test_data_loaders.py)
         side = (x1 - x0) / np.sqrt(2)
         c = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
         pred68 = mean_shape_by_hand(face_model, np.r_[c - side / 2, c + side / 2])

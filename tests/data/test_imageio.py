@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, SHARED
-
-
-def _png_header_only(path, width, height):
-    """A PNG of a few dozen bytes whose IHDR declares width x height (no pixel data)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
-    return path
+from conftest import REPO, SHARED, _png_header_only
 
 
 def test_header_size_matches_the_decoded_image(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from dffx.detect import box_iou
 from dffx.eval.metrics import nme_box
 
-from conftest import SHARED
+from conftest import SHARED, _aflw2000_faces
 
 
 def test_ridge_select_recovers_a_linear_map():
@@ -363,24 +363,6 @@ def test_shipped_cascades_on_aflw2000_sample(face_model, aflw2000_dir):
     pose = {m: s["pose"]["mae"] for m, s in summaries.items()}
     assert pose["dff"]["mean"] < 0.5 * pose["mean-shape"]["mean"]
     assert pose["dff"]["mean"] < pose["sift"]["mean"] and pose["dff"]["yaw"] < pose["sift"]["yaw"]
-
-
-def _aflw2000_faces(aflw2000_dir, names):
-    """(image, ground-truth landmarks, ground-truth box) in image pixels for some sample images."""
-    import cv2
-
-    from dffx.data import load_aflw2000_3d
-
-    samples, _ = load_aflw2000_3d(aflw2000_dir)
-    out = []
-    for sample in samples:
-        if sample.name in names:
-            image = cv2.imread(str(sample.image_path))
-            size = image.shape[:2]
-            gt = sample.ground_truth_to_image(sample.landmarks, size)
-            box = sample.ground_truth_to_image(sample.face_box.reshape(2, 2), size).reshape(4)
-            out.append((image, gt, box))
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ def cascade_file(tmp_path_factory, face_model):
 
 @pytest.fixture(scope="module")
 def crops(aflw2000_dir):
-    from test_align import _aflw2000_faces
+    from conftest import _aflw2000_faces
 
     from dffx.preprocess import crop_face
 
