@@ -202,21 +202,34 @@ class Cascade:
         return UNCALIBRATED_MIN_SCORE if value is None else float(value)
 
     def save(self, path) -> Path:
-        """Write an .npz (float32 directions; ~9 MB for DFF, ~15 MB for SIFT at K = 3)."""
+        """Write an .npz (float32 directions; ~9 MB for DFF, ~15 MB for SIFT at K = 3).
+
+        With ``info["significand_bits"] = b`` (b in 10..23) the descent directions are rounded
+        to b significand bits (relative rounding <= 2^-(b+1)) and the file is zlib-compressed:
+        at b = 15 a three-sector DFF cascade takes about 15 instead of 20 MB
+        (:func:`round_significands`). Loading needs nothing special.
+
+        Raises:
+            ValueError: ``significand_bits`` outside 10..23.
+        """
         import json
 
         path = Path(path)
+        bits = self.info.get("significand_bits")
+        directions = {"R_X": self.R_X, "R_w": self.R_w}
         optional = {} if self.template is None else {"template": np.asarray(self.template, np.float32)}
         if self.landmarks68 is not None:
             optional["landmarks68"] = np.asarray(self.landmarks68, np.int64)
         if self.R_w_pose is not None:
-            optional["R_w_pose"] = np.asarray(self.R_w_pose, np.float32)
+            directions["R_w_pose"] = self.R_w_pose
         if self.has_sectors:
-            optional.update(sector_yaw=np.asarray(self.sector_yaw, np.float64),
-                            R_X_sectors=np.asarray(self.R_X_sectors, np.float32),
-                            R_w_sectors=np.asarray(self.R_w_sectors, np.float32))
-        np.savez(path, features=self.features, mean_camera=self.mean_camera, R_X=self.R_X, R_w=self.R_w,
-                 w_reg=self.w_reg, info=json.dumps(self.info), **optional)
+            optional["sector_yaw"] = np.asarray(self.sector_yaw, np.float64)
+            directions.update(R_X_sectors=self.R_X_sectors, R_w_sectors=self.R_w_sectors)
+        directions = {k: np.asarray(v, np.float32) if bits is None else round_significands(v, bits)
+                      for k, v in directions.items()}
+        write = np.savez if bits is None else np.savez_compressed
+        write(path, features=self.features, mean_camera=self.mean_camera, w_reg=self.w_reg, info=json.dumps(self.info),
+              **directions, **optional)
         return path
 
     @classmethod
@@ -399,6 +412,26 @@ class Cascade:
             state.score = alignment_score(extractor_features.sample(prepared, state.U, state.V), state.V,
                                           self.template)
         return state
+
+
+def round_significands(values, bits: int) -> np.ndarray:
+    """float32 ``values`` rounded to nearest with ``bits`` significand bits (of float32's 23):
+    relative error <= 2^-(bits+1); the zeroed low bits let zlib compress the array.
+
+    >>> round_significands([1 + 2 ** -20, 1 + 2 ** -14, -3.0], 15)
+    array([ 1.      ,  1.000061, -3.      ], dtype=float32)
+
+    Raises:
+        ValueError: ``bits`` outside 10..23.
+    """
+    if not (isinstance(bits, (int, np.integer)) and 10 <= bits <= 23):
+        raise ValueError(f"significand_bits must be an integer in 10..23, got {bits!r}")
+    a = np.ascontiguousarray(values, np.float32)
+    drop = 23 - int(bits)
+    if drop == 0:
+        return a.copy()
+    u = a.view(np.uint32).astype(np.uint64) + (1 << (drop - 1))
+    return (u.astype(np.uint32) & np.uint32(~((1 << drop) - 1) & 0xFFFFFFFF)).view(np.float32)
 
 
 def _cpu_maps(prepared):
