@@ -175,17 +175,35 @@ def test_cpp_cascade_reader_checks_every_size_before_allocating(tmp_path, cascad
     _C.Cascade.from_bytes(bytes(data))  # the untouched file still loads
 
 
+def _generic_twin(cascade):
+    """The shipped cascade as three generic stages, whatever its layout (a pose-fused file's
+    sector stages contribute their frontal sector's directions)."""
+    import copy
+
+    plain = copy.copy(cascade)
+    R_X, R_w = list(cascade.R_X), list(cascade.R_w)
+    if cascade.has_sectors:
+        middle = len(cascade.sector_yaw) // 2
+        R_X += list(cascade.R_X_sectors[:, middle])
+        R_w += list(cascade.R_w_sectors[:, middle])
+    plain.R_X, plain.R_w = np.stack(R_X), np.stack(R_w)
+    plain.sector_yaw = plain.R_X_sectors = plain.R_w_sectors = plain.R_w_pose = None
+    plain._native_cascade = None
+    return plain
+
+
 def _sector_twin(cascade):
     """A pose-fused cascade built from the shipped one: stage 1 generic, stages 2-3 per yaw sector
     (centres -30, 0, 30: the test faces' yaws, 0-70 degrees, fall in and beyond the blend)."""
     import copy
 
-    fused = copy.copy(cascade)
+    plain = _generic_twin(cascade)
+    fused = copy.copy(plain)
     gains = np.array([0.9, 1.0, 1.1], np.float32)[None, :, None, None]
-    fused.R_X, fused.R_w = cascade.R_X[:1], cascade.R_w[:1]
+    fused.R_X, fused.R_w = plain.R_X[:1], plain.R_w[:1]
     fused.sector_yaw = np.array([-30.0, 0.0, 30.0])
-    fused.R_X_sectors = np.ascontiguousarray(cascade.R_X[1:, None] * gains)
-    fused.R_w_sectors = np.ascontiguousarray(cascade.R_w[1:, None] * gains)
+    fused.R_X_sectors = np.ascontiguousarray(plain.R_X[1:, None] * gains)
+    fused.R_w_sectors = np.ascontiguousarray(plain.R_w[1:, None] * gains)
     fused._native_cascade = None
     return fused
 
@@ -196,7 +214,7 @@ def test_cpp_cascade_blends_yaw_sectors_as_the_python_cascade(aligner, crops, fa
 
     fused = _sector_twin(aligner.cascade)
     want = fused.run(face_model, aligner.features, crops, native=False)
-    plain = aligner.cascade.run(face_model, aligner.features, crops, native=False)
+    plain = _generic_twin(aligner.cascade).run(face_model, aligner.features, crops, native=False)
     assert np.abs(want.X - plain.X).max() > 0.1  # the sector directions do change the result
     got = fused.run(face_model, aligner.features, crops)  # the C++ twin (maps in CPU memory)
     np.testing.assert_allclose(got.X, want.X, atol=1e-3)
@@ -217,7 +235,7 @@ def test_cpp_cascade_runs_a_pose_start_as_the_python_cascade(aligner, crops, fac
     Python loop, alone and with yaw sectors after it."""
     import copy
 
-    for base in (aligner.cascade, _sector_twin(aligner.cascade)):
+    for base in (_generic_twin(aligner.cascade), _sector_twin(aligner.cascade)):
         posed = copy.copy(base)
         posed.R_w_pose = np.ascontiguousarray(aligner.cascade.R_w[:1])
         posed._native_cascade = None
