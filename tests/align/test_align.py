@@ -844,5 +844,10 @@ def test_pose_start_moves_the_camera_towards_the_true_pose_and_keeps_the_mean_sh
     assert isinstance(state, CascadeState)
     with pytest.raises(ValueError, match="pose_stages"):
         train_cascade(face_model, OracleFeatures(), train, val, stages=2, pose_stages=-1, progress=False)
+    # with yaw sectors after it, the file keeps every kind of stage (pose, generic, sectors)
+    both = train_cascade(face_model, OracleFeatures(), train, val, stages=2, boxes=1, pose_stages=1, sector_stages=1,
+                         sector_yaw=(-30, 30), progress=False)
+    loaded = Cascade.load(both.save(tmp_path / "both.npz"))
+    assert (loaded.pose_stages, len(loaded.R_X), len(loaded.R_X_sectors), loaded.stages) == (1, 1, 1, 3)
     loaded = Cascade.load(cascade.save(tmp_path / "p.npz"))
     np.testing.assert_array_equal(loaded.R_w_pose, cascade.R_w_pose)

@@ -567,7 +567,7 @@ def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAUL
         sectors["R_w_pose"] = np.stack(directions["pose"][1])
     if sector_stages:
         info.update(sector_yaw=centres.tolist(), sector_stages=sector_stages)
-        sectors = dict(sector_yaw=centres, R_X_sectors=np.stack(directions["sectors"][0]),
+        sectors.update(sector_yaw=centres, R_X_sectors=np.stack(directions["sectors"][0]),
                        R_w_sectors=np.stack(directions["sectors"][1]))
     template = None
     if "landmarks160" in train:
