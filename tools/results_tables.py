@@ -30,11 +30,13 @@ BINS = ("0-30", "30-60", "60-90")
 TABLES = {
     "dev": ("nme", [
         ("dffx (shipped)", "dev_shipped.json", True),
+        ("dffx until the pose-fused cascade (same network)", "dev_previous.json", False),
         ("dffx 2026-12-03 to -07 (run-3 network, ICT's landmark vertices)", "dev_run3.json", False),
         ("3DDFA_V2 (MobileNet 0.5, ONNX), same protocol", "dev_3ddfa_v2.json", False),
     ]),
     "dev_yaw": ("yaw_error", [
         ("dffx (shipped)", "dev_shipped.json", True),
+        ("dffx until the pose-fused cascade", "dev_previous.json", False),
     ]),
     "aflw2000": ("nme_inner", [
         ("dff", "aflw2000_dff.json", False),
@@ -45,7 +47,7 @@ TABLES = {
     ]),
     "aflw24": ("nme", [
         ("dff", "aflw24_dff.json", False),
-        ("dff, mirror averaged", "aflw24_dff_mirror.json", True),
+        ("dff, mirror averaged", "aflw24_dff_mirror.json", False),
     ]),
     "renders": ("nme_all_and_inner", [
         ("dff", "renders_dff.json", False),

@@ -433,8 +433,9 @@ def test_each_face_keeps_its_last_or_its_best_scoring_pass(dff_aligner, face_mod
 
     (image, _, box), = _aflw2000_faces(aflw2000_dir, {"image02283"})
     side = np.tile(box[2:] - box[:2], 2)
-    # the true box and three boxes off by a tenth of the face, moved or shrunk
-    boxes = box + np.array([[0, 0, 0, 0], [-0.1, 0.1, -0.1, 0.1], [0.05, 0.05, 0.05, 0.05], [0.1, 0.1, -0.05, -0.05]]) * side
+    # the true box and four boxes off by a tenth of the face or more, moved or shrunk
+    boxes = box + np.array([[0, 0, 0, 0], [-0.1, 0.1, -0.1, 0.1], [0.05, 0.05, 0.05, 0.05], [0.1, 0.1, -0.05, -0.05],
+                            [0.15, 0, 0.15, 0]]) * side
 
     def run(start, refine, keep=None):
         return align_in_image(face_model, dff_aligner.cascade, dff_aligner.features, image, start, refine,
@@ -637,8 +638,9 @@ def test_mirrored_training_split_holds_each_face_seen_in_a_mirror(face_model):
 
 def test_mirror_averaging_lowers_the_error_on_the_sample(face_model, aflw2000_dir, dff_aligner):
     """On the 16 AFLW2000-3D sample faces (ground-truth boxes, one pass) averaging with the mirror
-    image lowers the mean NME (6.99% to 6.56% when measured); the 3D outputs fit the averaged
-    landmarks: the mesh's landmark vertices land within 1.5% of them."""
+    image lowers the mean NME (4.96% to 4.79% with the pose-fused cascade; 6.99% to 6.56% with the
+    run-3 pair), on most faces; the 3D outputs fit the averaged landmarks: the mesh's landmark
+    vertices land within 1.5% of them."""
     import dffx
     from dffx.align.predictor import align_in_image
     from dffx.data import load_aflw2000_3d
@@ -655,7 +657,8 @@ def test_mirror_averaging_lowers_the_error_on_the_sample(face_model, aflw2000_di
         mesh = dffx.project(face_model.shape(p[:face_model.n_identity], p[face_model.n_identity:]), b.camera[0])
         assert nme_box(mesh[face_model.landmarks68, :2], b.landmarks[0]) < 0.015
         assert b.visible.shape == (1, 68) and 0.5 < b.score[0] <= 1.0
-    assert len(plain) == 16 and np.mean(mirrored) < np.mean(plain) - 0.002
+    assert len(plain) == 16 and np.mean(mirrored) < np.mean(plain) - 0.001
+    assert np.sum(np.array(mirrored) < np.array(plain)) > 8
 
 
 def test_align_many_gives_each_image_its_own_result_and_checks_the_boxes(dff_aligner, aflw2000_dir):
