@@ -90,7 +90,7 @@ def _bins(block: dict) -> list[float]:
 
 def row(kind: str, label: str, summary: dict, bold: bool) -> list[str]:
     """The table row(s) of one summary, as markdown lines."""
-    name = f"**{label}**" if bold and kind in ("nme", "yaw_error") else label
+    name = f"**{label}**" if bold else label
     if kind == "nme":
         return ["| " + " | ".join([name, *_cells(_bins(summary), bold)]) + " |"]
     if kind == "yaw_error":
@@ -100,7 +100,7 @@ def row(kind: str, label: str, summary: dict, bold: bool) -> list[str]:
     if kind == "nme_inner":
         inner = summary.get("inner_visible")
         cells = _cells(_bins(summary), bold) + ([_cells([inner["mean"]], bold)[0]] if inner else ["-"])
-        return ["| " + " | ".join([f"**{label}**" if bold else label, *cells]) + " |"]
+        return ["| " + " | ".join([name, *cells]) + " |"]
     if kind == "nme_all_and_inner":
         lines = ["| " + " | ".join([label, "all 68", *_cells(_bins(summary), bold)]) + " |"]
         if "inner_visible" in summary:

@@ -203,10 +203,13 @@ struct Cascade::Geometry {
   std::vector<uint8_t> V;      // (L,)
 };
 
-std::vector<Cascade::StageDirection> Cascade::stage_directions(int k, double yaw) const {
+Cascade::StageDirections Cascade::stage_directions(int k, double yaw) const {
   const int64_t D1 = num_landmarks() * channels_ + 1;
-  if (k < generic_stages_)
-    return {{R_X_.data() + k * D1 * 2 * kLandmarks68, R_w_.data() + k * D1 * kCameraParams, 1.0f}};
+  StageDirections out;
+  if (k < generic_stages_) {
+    out.item[out.count++] = {R_X_.data() + k * D1 * 2 * kLandmarks68, R_w_.data() + k * D1 * kCameraParams, 1.0f};
+    return out;
+  }
   // dffx.align.pose_sectors.sector_weights: linear between neighbouring centres, clamped outside
   const auto S = static_cast<int64_t>(sector_yaw_.size());
   const double degrees = std::clamp(yaw * (180.0 / kPi), sector_yaw_.front(), sector_yaw_.back());
@@ -214,12 +217,11 @@ std::vector<Cascade::StageDirection> Cascade::stage_directions(int k, double yaw
       std::upper_bound(sector_yaw_.begin(), sector_yaw_.end(), degrees) - sector_yaw_.begin(), 1, S - 1);
   const double t = (degrees - sector_yaw_[hi - 1]) / (sector_yaw_[hi] - sector_yaw_[hi - 1]);
   const int64_t stage = k - generic_stages_;
-  std::vector<StageDirection> out;
   for (const auto& [s, share] : {std::pair{hi - 1, 1.0 - t}, std::pair{hi, t}}) {
     if (!(share > 0)) continue;  // as the Python twin, a sector without a share is not evaluated
     const int64_t block = stage * S + s;
-    out.push_back({R_X_sectors_.data() + block * D1 * 2 * kLandmarks68,
-                   R_w_sectors_.data() + block * D1 * kCameraParams, static_cast<float>(share)});
+    out.item[out.count++] = {R_X_sectors_.data() + block * D1 * 2 * kLandmarks68,
+                             R_w_sectors_.data() + block * D1 * kCameraParams, static_cast<float>(share)};
   }
   return out;
 }

@@ -780,9 +780,6 @@ class YawGainFeatures(OracleFeatures):
     (0.67 to 2 over +-30 degrees, constant beyond). One linear map cannot undo a gain that
     varies with pose; yaw-sector directions (centres -30 and +30, blended linearly) can."""
 
-    def prepare(self, truth):
-        return np.asarray(truth)
-
     def sample(self, prepared, points, visible):
         yaw = np.clip(prepared[:, 68, 0], -30.0, 30.0)
         gain = 1.0 / (1.0 + yaw / 60.0)

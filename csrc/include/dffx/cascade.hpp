@@ -83,7 +83,13 @@ class Cascade {
     const float* R_w;      // (D + 1, 6)
     float share;
   };
-  std::vector<StageDirection> stage_directions(int k, double yaw) const;
+  struct StageDirections {  // at most two (neighbouring yaw sectors): no allocation per face and stage
+    StageDirection item[2];
+    int count = 0;
+    const StageDirection* begin() const { return item; }
+    const StageDirection* end() const { return item + count; }
+  };
+  StageDirections stage_directions(int k, double yaw) const;
   static Cascade parse(std::istream& in, const std::string& source);
   void update_geometry(const float* params, const double* camera, Geometry& g, int num_threads) const;
 

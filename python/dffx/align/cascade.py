@@ -533,7 +533,8 @@ def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAUL
         sets[name] = dict(data=data, image_of=image_of, X_star=data["landmarks"][image_of].reshape(len(image_of), -1),
                           w_star=data["cameras"][image_of].astype(np.float64),
                           state=CascadeState(cams, np.zeros(model.n_params, np.float32)))
-    directions = {"generic": ([], []), "sectors": ([], []), "pose": ([], [])}
+    directions = {"generic": ([], []), "sectors": ([], [])}  # stage kind -> (R_X list, R_w list)
+    pose_directions = []                                      # R_w of the pose-start stages
     info = {"stages": []}
     total = pose_stages + stages
     bar = tqdm(range(total), desc=f"train cascade ({extractor_features.name})", disable=not progress)
@@ -544,7 +545,7 @@ def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAUL
             F[name] = _features(extractor_features, s["data"]["crops"], s["image_of"], s["state"])
         if k < pose_stages:  # the pose start: the camera alone, the shape stays
             Rw, stage_info = _fit_pose_stage(sets, F)
-            directions["pose"][1].append(Rw)
+            pose_directions.append(Rw)
             info["stages"].append(stage_info)
             continue
         kind = "sectors" if k >= total - sector_stages else "generic"
@@ -561,20 +562,20 @@ def train_cascade(model, extractor_features, train, val, *, stages: int = DEFAUL
         bar.set_postfix(val_rmse=f"{stage_info['val_rmse_px_before']:.2f}->{stage_info['val_rmse_px_after']:.2f}px")
     info.update(train_images=int(len(train["landmarks"])), boxes=boxes, box_shift=box_shift, box_scale=box_scale,
                 val_images=int(len(val["landmarks"])))
-    sectors = {}
+    optional = {}  # the pose start's and the yaw sectors' directions, when trained
     if pose_stages:
         info["pose_stages"] = pose_stages
-        sectors["R_w_pose"] = np.stack(directions["pose"][1])
+        optional["R_w_pose"] = np.stack(pose_directions)
     if sector_stages:
         info.update(sector_yaw=centres.tolist(), sector_stages=sector_stages)
-        sectors.update(sector_yaw=centres, R_X_sectors=np.stack(directions["sectors"][0]),
-                       R_w_sectors=np.stack(directions["sectors"][1]))
+        optional.update(sector_yaw=centres, R_X_sectors=np.stack(directions["sectors"][0]),
+                        R_w_sectors=np.stack(directions["sectors"][1]))
     template = None
     if "landmarks160" in train:
         template, info["template_images"] = training_template(extractor_features, train, rng)
     return Cascade(features=extractor_features.name, mean_camera=mean_camera, R_X=np.stack(directions["generic"][0]),
                    R_w=np.stack(directions["generic"][1]), w_reg=w_reg, info=info, template=template,
-                   landmarks68=np.asarray(model.landmarks68, np.int64), **sectors)
+                   landmarks68=np.asarray(model.landmarks68, np.int64), **optional)
 
 
 def _fit_pose_stage(sets: dict, F: dict):

@@ -178,17 +178,17 @@ def _cmd_train_cascade(args) -> int:
 
         train = mirrored_split(train)
     val = synth_split(args.data, "val", limit=args.val_images, seed=args.seed, model=model)
-    perturbation = {}  # unset flags keep train_cascade's defaults
+    settings = {}  # unset flags keep train_cascade's defaults
     if args.box_shift is not None:
-        perturbation["box_shift"] = args.box_shift
+        settings["box_shift"] = args.box_shift
     if args.box_scale is not None:
-        perturbation["box_scale"] = args.box_scale
+        settings["box_scale"] = args.box_scale
     if args.sector_stages:
-        perturbation.update(sector_stages=args.sector_stages, sector_yaw=args.sector_yaw)
+        settings.update(sector_stages=args.sector_stages, sector_yaw=args.sector_yaw)
     if args.pose_stages:
-        perturbation["pose_stages"] = args.pose_stages
+        settings["pose_stages"] = args.pose_stages
     cascade = train_cascade(model, features, train, val, stages=args.stages, boxes=args.boxes, seed=args.seed,
-                            progress=not args.no_progress, **perturbation)
+                            progress=not args.no_progress, **settings)
     cascade.info.update(data=str(args.data), seconds=round(time.perf_counter() - start, 1),
                         mirror_augment=bool(args.mirror_augment), landmarks=args.landmarks)
     if args.features == "dff":  # bind the directions to their network (dffx.align.predictor.cascade_features)
