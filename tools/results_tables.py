@@ -11,12 +11,19 @@ between the markers, so a figure cannot drift from its measurement or between pa
 
 To change a result: re-run the evaluation into its JSON file (the command is in the file's
 ``command`` field), run this script, commit both.
+
+The latency table comes from one pytest-benchmark run, kept slim in ``docs/results/latency.json``:
+
+    pytest benchmarks/test_bench_dff.py benchmarks/test_bench_latency.py --benchmark-only \
+        --benchmark-json=/tmp/bench.json                      # on a quiet machine
+    python tools/results_tables.py --latency-from /tmp/bench.json   # store it, rewrite the tables
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import re
 import sys
 from pathlib import Path
@@ -60,6 +67,17 @@ TABLES = {
     ]),
 }
 
+# The latency table: label, the float32 benchmark, the bfloat16 one (or None), calls per timed run.
+LATENCY = "latency.json"
+LATENCY_ROWS = [
+    ("DFF network, one 224 × 224 crop", "test_extract_extractor[1]", "test_extract_extractor_bfloat16[1]", 1),
+    ("cascade (C++): 3 iterations, the camera refit, the score", "test_cascade_run_cpp", None, 1),
+    ("`FaceAligner.align`, a given box", "test_align_dff", "test_align_dff_bfloat16", 1),
+    ("same, mirror averaged (`mirror=True`)", "test_align_dff_mirror", None, 1),
+    ("MTCNN detection, per photo (a portrait and a group photo)", "test_detect[mtcnn]", None, 2),
+]
+TABLES["latency"] = ("latency", LATENCY_ROWS)
+
 HEADERS = {
     "nme": "| pipeline | [0,30] | (30,60] | (60,90] | Mean |\n|---|---|---|---|---|",
     "yaw_error": "| pipeline | yaw MAE [0,30] | (30,60] | (60,90] | Mean | bias |\n|---|---|---|---|---|---|",
@@ -67,6 +85,7 @@ HEADERS = {
     "nme_all_and_inner": "| method | landmarks | [0,30] | (30,60] | (60,90] | Mean |\n|---|---|---|---|---|---|",
     "pose": "| set | method | pitch | yaw | roll | mean | [0,30] | (30,60] | (60,90] |\n"
             "|---|---|---|---|---|---|---|---|---|",
+    "latency": "| stage (median ms) | float32 (default) | `precision=\"bfloat16\"` |\n|---|---|---|",
 }
 
 
@@ -114,9 +133,44 @@ def row(kind: str, label: str, summary: dict, bold: bool) -> list[str]:
     raise ValueError(f"unknown table kind {kind!r}")
 
 
+def slim_benchmarks(run: dict, command: str) -> dict:
+    """The part of a pytest-benchmark JSON (``--benchmark-json``) the latency table reads: per
+    benchmark name its median and interquartile range in milliseconds and its rounds, with the
+    machine, the date and the command. KeyError names a field the run lacks."""
+    machine = run["machine_info"]
+    return {
+        "command": command,
+        "datetime": run["datetime"],
+        "machine": {"cpu": machine.get("cpu", {}).get("brand_raw", platform.processor()),
+                    "cores": machine.get("cpu", {}).get("count"), "python": machine.get("python_version")},
+        "benchmarks": {b["name"]: {"median_ms": b["stats"]["median"] * 1e3, "iqr_ms": b["stats"]["iqr"] * 1e3,
+                                   "rounds": b["stats"]["rounds"]} for b in run["benchmarks"]},
+    }
+
+
+def render_latency(rows) -> str:
+    """The latency table from ``latency.json``: medians in ms, divided by the calls per run;
+    "-" where a configuration has no benchmark. KeyError names a benchmark the run lacks."""
+    measured = load(LATENCY)["benchmarks"]
+
+    def cell(name, calls):
+        if name is None:
+            return "-"
+        if name not in measured:
+            raise KeyError(f"{RESULTS / LATENCY} has no benchmark {name!r}: re-run the benchmarks (see --help)")
+        return f"{measured[name]['median_ms'] / calls:.1f}"
+
+    lines = [HEADERS["latency"]]
+    for label, fp32, bf16, calls in rows:
+        lines.append(f"| {label} | {cell(fp32, calls)} | {cell(bf16, calls)} |")
+    return "\n".join(lines)
+
+
 def render(name: str) -> str:
     """The markdown of table ``name`` (header and rows, no trailing newline)."""
     kind, rows = TABLES[name]
+    if kind == "latency":
+        return render_latency(rows)
     lines = [HEADERS[kind]]
     for label, file, bold in rows:
         lines.extend(row(kind, label, load(file), bold))
@@ -140,7 +194,15 @@ def update(text: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a doc's tables differ from the JSON files")
+    parser.add_argument("--latency-from", metavar="BENCH_JSON",
+                        help=f"store a pytest-benchmark run (--benchmark-json) as docs/results/{LATENCY} first")
+    parser.add_argument("--latency-command", default="pytest benchmarks/test_bench_dff.py "
+                        "benchmarks/test_bench_latency.py --benchmark-only --benchmark-json=BENCH_JSON",
+                        help="the command that made BENCH_JSON, stored beside the figures")
     args = parser.parse_args(argv)
+    if args.latency_from:
+        run = json.loads(Path(args.latency_from).read_text())
+        (RESULTS / LATENCY).write_text(json.dumps(slim_benchmarks(run, args.latency_command), indent=1) + "\n")
     stale = []
     for doc in DOCS:
         text = doc.read_text()

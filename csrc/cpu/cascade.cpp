@@ -16,8 +16,9 @@
 #include "dffx/camera.hpp"
 #include "dffx/raster.hpp"
 #include "dffx/sampling.hpp"
-#include "dffx/shape_fit.hpp"
+#include "cascade_shape_fit.hpp"
 #include "internal.hpp"
+#include "raster_internal.hpp"
 
 namespace dffx {
 namespace {
@@ -32,9 +33,18 @@ constexpr int64_t kMaxElements = int64_t{1} << 31;  // per array
 constexpr double kMaxCropSize = 4096;               // px: the crop the maps cover (224 as shipped)
 constexpr double kMaxChannels = 1024;               // descriptor length (32 as shipped)
 constexpr double kMaxIdentity = 1 << 20;            // identity parameters (m1)
+constexpr int64_t kMaxParams = 1024;                 // M: the shape fit holds 7 M x M doubles (59 MB at most)
 constexpr double kPi = 3.14159265358979323846;
 constexpr int64_t kMaxSectors = 64;                  // yaw sectors of a pose-fused cascade
 constexpr int64_t kMaxSectorStages = 64;
+// The mesh S(p) = mean + B p is computed in blocks of this many coordinates (whole vertices): a
+// block's partial shape stays in cache while the M basis rows stream past, and the blocks (fixed,
+// whatever the thread count) split a face's mesh between threads.
+constexpr int64_t kMeshBlock = 3 * 1024;
+// A stage's product [F, 1] R (a 5121-row matrix read once per face) is summed over this many row
+// ranges, in order: two threads can share one face's product, and the sum is the same however
+// many do.
+constexpr int64_t kDirectionParts = 2;
 
 using Matrix3 = Eigen::Matrix<double, 3, 3, Eigen::RowMajor>;
 
@@ -197,12 +207,6 @@ int64_t dim(const std::map<std::string, Array>& arrays, const std::string& name,
 
 }  // namespace
 
-struct Cascade::Geometry {
-  std::vector<float> screen;   // (N, 3)
-  std::vector<float> X, U;     // (68, 2), (L, 2)
-  std::vector<uint8_t> V;      // (L,)
-};
-
 Cascade::StageDirections Cascade::stage_directions(int k, double yaw) const {
   const int64_t D1 = num_landmarks() * channels_ + 1;
   StageDirections out;
@@ -292,6 +296,7 @@ Cascade Cascade::parse(std::istream& in, const std::string& path) {
     c.refit_prior_ = refit[1];
     c.refit_steps_ = static_cast<int>(refit[2]);
   }
+  if (m > kMaxParams) bad_file(path, "more than " + std::to_string(kMaxParams) + " shape parameters");
   if (n <= 0 || m <= 0 || K <= 0 || L < kLandmarks68 || c.crop_size_ <= 0 || c.channels_ <= 0 ||
       D1 != L * c.channels_ + 1 || c.n_identity_ < 0 || c.n_identity_ > m || !(c.w_reg_ >= 0))
     bad_file(path, "sizes that do not fit together");
@@ -309,23 +314,57 @@ Cascade Cascade::parse(std::istream& in, const std::string& path) {
       c.mean68_[l * 3 + k] = c.mean_[column];
       for (int64_t j = 0; j < m; ++j) c.basis68_[(l * 3 + k) * m + j] = c.basis_rows_[j * 3 * n + column];
     }
+  c.shape_fit_ = std::make_shared<const detail::CascadeShapeFit>(c.mean68_.data(), c.basis68_.data(), c.prior_.data(),
+                                                                 m, c.w_reg_);
+  const std::vector<float> zeros(m, 0.0f);
+  try {
+    c.update_geometry(zeros.data(), c.mean_camera_.data(), c.start_, 1);
+  } catch (const std::invalid_argument&) {
+    bad_file(path, "the mean shape under the mean camera is not finite");
+  }
   return c;
 }
 
-void Cascade::update_geometry(const float* params, const double* camera, Geometry& g, int num_threads) const {
-  const int64_t n = num_vertices(), m = num_params(), L = num_landmarks();
-  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  Eigen::Map<const RowMajor> basis(basis_rows_.data(), m, 3 * n);
-  Eigen::Map<const Eigen::VectorXf> p(params, m), mean(mean_.data(), 3 * n);
-  const Eigen::VectorXf shape = mean + basis.transpose() * p;  // eq. 3
-  float cam[kCameraParams];
+void Cascade::mesh_vertices(const float* params, const double* camera, float* screen, int num_threads) const {
+  const int64_t n3 = 3 * num_vertices(), m = num_params();
+  float cam[kCameraParams];  // the projection of dffx::project_weak_perspective (eq. 2), its float camera
   for (int i = 0; i < kCameraParams; ++i) cam[i] = static_cast<float>(camera[i]);
+  double R[9];
+  rotation_matrix(cam[1], cam[2], cam[3], R);
+  const double s = cam[0], tx = cam[4], ty = cam[5];
+  const int64_t blocks = (n3 + kMeshBlock - 1) / kMeshBlock;
+  detail::parallel_for(blocks, num_threads, [&](int64_t first, int64_t last) {
+    float shape[kMeshBlock];
+    for (int64_t block = first; block < last; ++block) {
+      const int64_t i0 = block * kMeshBlock, count = std::min(kMeshBlock, n3 - i0);
+      std::copy(mean_.data() + i0, mean_.data() + i0 + count, shape);  // eq. 3: mean + sum_j p_j B_j
+      for (int64_t j = 0; j < m; ++j) {
+        const float pj = params[j];
+        const float* row = basis_rows_.data() + j * n3 + i0;
+        for (int64_t i = 0; i < count; ++i) shape[i] += pj * row[i];
+      }
+      for (int64_t i = 0; i < count; i += 3) {  // eq. 2
+        const double x = shape[i], y = shape[i + 1], z = shape[i + 2];
+        screen[i0 + i] = static_cast<float>(s * (R[0] * x + R[1] * y + R[2] * z) + tx);
+        screen[i0 + i + 1] = static_cast<float>(-s * (R[3] * x + R[4] * y + R[5] * z) + ty);
+        screen[i0 + i + 2] = static_cast<float>(s * (R[6] * x + R[7] * y + R[8] * z));
+      }
+    }
+  });
+  for (int64_t i = 0; i < n3; ++i)  // the visibility test needs finite vertices
+    if (!std::isfinite(screen[i]))
+      throw std::invalid_argument("dffx::Cascade::run: the mesh left the finite range (a camera or shape update "
+                                  "overflowed: NaN or huge values in the DFF maps?)");
+}
+
+void Cascade::update_geometry(const float* params, const double* camera, Geometry& g, int num_threads) const {
+  const int64_t n = num_vertices(), L = num_landmarks();
   g.screen.resize(3 * n);
-  project_weak_perspective(shape.data(), cam, 1, n, true, g.screen.data());  // eq. 2
+  mesh_vertices(params, camera, g.screen.data(), num_threads);
   g.V.resize(L);
   const RasterShape raster{1, n, static_cast<int64_t>(triangles_.size() / 3), crop_size_, crop_size_};
-  mesh_landmark_visibility(g.screen.data(), triangles_.data(), landmarks160_.data(), L, raster, tolerance_,
-                           g.V.data(), num_threads);
+  detail::mesh_landmark_visibility_unchecked(g.screen.data(), triangles_.data(), landmarks160_.data(), L, raster,
+                                             tolerance_, g.V.data(), 1);
   g.X.resize(2 * kLandmarks68);
   g.U.resize(2 * L);
   for (int l = 0; l < kLandmarks68; ++l)
@@ -352,30 +391,26 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
   out.dense_visible.resize(batch * L);
   if (!template_.empty()) out.scores.resize(batch);
 
-  // Every face starts from the mean shape under the mean camera: one geometry for all.
-  Geometry start;
-  const std::vector<float> zeros(m, 0.0f);
-  update_geometry(zeros.data(), mean_camera_.data(), start, num_threads);
-  const LandmarkModel fit_model{mean68_.data(), basis68_.data(), prior_.data(), kLandmarks68, m};
   Eigen::Map<const Eigen::VectorXf> mean68(mean68_.data(), 3 * kLandmarks68);
   Eigen::Map<const RowMajor> basis68(basis68_.data(), 3 * kLandmarks68, m);
   const SamplingShape sampling{1, C, S, S, L, channels_last};
+  const int64_t direction_rows = (D1 + kDirectionParts - 1) / kDirectionParts;
 
   // One face: eq. 4-8 for K stages, then the score. Faces are independent, so a batch is split
-  // between threads, each face's kernels then on one thread; a single face gets the threads.
+  // between threads, each face's kernels then on one thread; a single face gets the threads for
+  // its mesh and its direction products (fixed blocks, so the result is the same on any count).
   auto align_face = [&](int64_t b, int kernel_threads) {
-    std::vector<float> Z(D1), x_hat(2 * kLandmarks68), weights(kLandmarks68), p(m);
+    std::vector<float> Z(D1), x_hat(2 * kLandmarks68), p(m);
     const float* face_maps = maps + b * C * S * S;
-    Geometry g = start;
+    Geometry g = start_;  // every face starts from the mean shape under the mean camera
     double camera[kCameraParams], regressed[kCameraParams];
     std::copy(mean_camera_.begin(), mean_camera_.end(), camera);
     std::fill(p.begin(), p.end(), 0.0f);
     // p <- the eq. 6-8 fit to x_hat under camera, the landmark term in model units (weights 1 / s^2)
     auto fit_shape_to_x_hat = [&] {
-      float cam32[kCameraParams];
-      for (int i = 0; i < kCameraParams; ++i) cam32[i] = static_cast<float>(camera[i]);
-      std::fill(weights.begin(), weights.end(), static_cast<float>(1.0 / (camera[0] * camera[0])));
-      fit_shape(fit_model, x_hat.data(), weights.data(), cam32, 1, FitWeights{1.0, w_reg_}, p.data(), 1);
+      double rounded[kCameraParams];  // the camera rounded to float, as the Python twin's fit takes it
+      for (int i = 0; i < kCameraParams; ++i) rounded[i] = static_cast<float>(camera[i]);
+      shape_fit_->fit(x_hat.data(), rounded, p.data());
     };
     for (int k = 0; k < stages_; ++k) {
       sample_landmark_features(face_maps, g.U.data(), g.V.data(), sampling, Z.data(), kernel_threads);  // eq. 4-5
@@ -389,12 +424,27 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
         update_geometry(p.data(), camera, g, kernel_threads);
         continue;
       }
+      // [F, 1] R: one set of directions, or the blended yaw sectors; in kDirectionParts row ranges
+      const StageDirections directions = stage_directions(k - pose_stages_, camera[2]);
+      float part_X[kDirectionParts][2 * kLandmarks68], part_w[kDirectionParts][kCameraParams];
+      detail::parallel_for(kDirectionParts, kernel_threads, [&](int64_t first, int64_t last) {
+        for (int64_t part = first; part < last; ++part) {
+          const int64_t r0 = part * direction_rows, rows = std::min(direction_rows, D1 - r0);
+          Eigen::Map<Eigen::VectorXf> sum_X(part_X[part], 2 * kLandmarks68), sum_w(part_w[part], kCameraParams);
+          sum_X.setZero();
+          sum_w.setZero();
+          for (const StageDirection& d : directions) {
+            Eigen::Map<const RowMajor> R_X(d.R_X + r0 * 2 * kLandmarks68, rows, 2 * kLandmarks68);
+            Eigen::Map<const RowMajor> R_w(d.R_w + r0 * kCameraParams, rows, kCameraParams);
+            sum_X += d.share * (R_X.transpose() * z.segment(r0, rows));
+            sum_w += d.share * (R_w.transpose() * z.segment(r0, rows));
+          }
+        }
+      });
       Eigen::VectorXf dX = Eigen::VectorXf::Zero(2 * kLandmarks68), dw = Eigen::VectorXf::Zero(kCameraParams);
-      for (const StageDirection& d : stage_directions(k - pose_stages_, camera[2])) {  // one, or the blended yaw sectors
-        Eigen::Map<const RowMajor> R_X(d.R_X, D1, 2 * kLandmarks68);
-        Eigen::Map<const RowMajor> R_w(d.R_w, D1, kCameraParams);
-        dX += d.share * (R_X.transpose() * z);
-        dw += d.share * (R_w.transpose() * z);
+      for (int64_t part = 0; part < kDirectionParts; ++part) {  // in order, whichever thread computed them
+        dX += Eigen::Map<const Eigen::VectorXf>(part_X[part], 2 * kLandmarks68);
+        dw += Eigen::Map<const Eigen::VectorXf>(part_w[part], kCameraParams);
       }
       for (int i = 0; i < 2 * kLandmarks68; ++i) x_hat[i] = g.X[i] + dX[i];
       for (int i = 0; i < kCameraParams; ++i) camera[i] += static_cast<double>(dw[i]);

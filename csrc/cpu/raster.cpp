@@ -9,6 +9,7 @@
 
 #include "../common/raster_math.hpp"
 #include "internal.hpp"
+#include "raster_internal.hpp"
 
 namespace dffx {
 namespace {
@@ -125,7 +126,9 @@ namespace {
 
 // The 2x2 pixel centres around landmarks (front_depth_2x2's), numbered. Memory scales with the
 // landmarks, never with H * W: a grid over the centres' bounding box when it is small (a face),
-// else a sorted list searched per lookup (landmarks spread over a huge image).
+// else a sorted list searched per lookup (landmarks spread over a huge image). With the grid
+// comes a count table, so that a triangle whose pixel span holds no centre (most of a face's
+// triangles: 160 landmarks touch a few hundred of its pixels) is dropped in O(1).
 class CentreSlots {
  public:
   static constexpr int64_t kMaxGridCells = int64_t{1} << 22;
@@ -140,6 +143,12 @@ class CentreSlots {
       grid_.assign(box_w_ * box_h, -1);
       for (size_t k = 0; k < keys_.size(); ++k)
         grid_[(keys_[k] / width_ - y_lo_) * box_w_ + keys_[k] % width_ - x_lo_] = static_cast<int32_t>(k);
+      // counts_[(y + 1) * (box_w + 1) + x + 1]: the centres in box columns <= x and rows <= y
+      counts_.assign((box_w_ + 1) * (box_h + 1), 0);
+      for (int64_t y = 0; y < box_h; ++y)
+        for (int64_t x = 0; x < box_w_; ++x)
+          counts_[(y + 1) * (box_w_ + 1) + x + 1] = (grid_[y * box_w_ + x] >= 0) + counts_[y * (box_w_ + 1) + x + 1] +
+                                                    counts_[(y + 1) * (box_w_ + 1) + x] - counts_[y * (box_w_ + 1) + x];
     }
   }
   int64_t size() const { return static_cast<int64_t>(keys_.size()); }
@@ -149,11 +158,20 @@ class CentreSlots {
     const auto it = std::lower_bound(keys_.begin(), keys_.end(), y * width_ + x);
     return it != keys_.end() && *it == y * width_ + x ? static_cast<int32_t>(it - keys_.begin()) : -1;
   }
+  // False when no centre lies in columns [x0, x1] and rows [y0, y1] (inside the bounding box);
+  // true also when it cannot tell (no count table).
+  bool any_in(int64_t x0, int64_t x1, int64_t y0, int64_t y1) const {
+    if (counts_.empty()) return true;
+    x0 -= x_lo_, x1 -= x_lo_ - 1, y0 -= y_lo_, y1 -= y_lo_ - 1;
+    const int64_t row = box_w_ + 1;
+    return counts_[y1 * row + x1] - counts_[y0 * row + x1] - counts_[y1 * row + x0] + counts_[y0 * row + x0] > 0;
+  }
 
  private:
   int64_t width_, x_lo_, y_lo_, box_w_;
-  std::vector<int64_t> keys_;  // y * width + x, sorted
-  std::vector<int32_t> grid_;  // box_w * box_h slots, or empty
+  std::vector<int64_t> keys_;    // y * width + x, sorted
+  std::vector<int32_t> grid_;    // box_w * box_h slots, or empty
+  std::vector<int32_t> counts_;  // (box_w + 1) * (box_h + 1) prefix counts of the grid, or empty
 };
 
 // landmark_visibility's depth test for one mesh, with the depth computed only at the pixel
@@ -187,11 +205,30 @@ void mesh_visibility_one(const float* v, const int32_t* tris, const int32_t* lan
   const int chunks = count ? std::max(1, threads) : 1;
   std::vector<float> slot_depth(chunks * count, neg_inf);
   const int64_t per_chunk = (s.num_triangles + chunks - 1) / chunks;
+  // floor(x), floor(y) per vertex (clamped to the image's border pixels +- 1): a triangle's
+  // covered centres lie in [min floor, max floor] per axis, so a triangle whose such box holds no
+  // centre is dropped with integer work only (most are: a face's triangles are a pixel or two).
+  std::vector<int32_t> cell(count ? 2 * s.num_vertices : 0);
+  const auto floor_clamped = [](float c, int64_t n) {
+    return static_cast<int32_t>(std::floor(std::min(std::max(c, -2.0f), static_cast<float>(n) + 1.0f)));
+  };
+  for (int64_t i = 0; i < (count ? s.num_vertices : 0); ++i) {
+    cell[2 * i] = floor_clamped(v[3 * i], W);
+    cell[2 * i + 1] = floor_clamped(v[3 * i + 1], H);
+  }
   if (count)
     detail::parallel_for(chunks, chunks, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         float* d = slot_depth.data() + c * count;
         for (int64_t f = c * per_chunk; f < std::min(s.num_triangles, (c + 1) * per_chunk); ++f) {
+          const int32_t* a = cell.data() + 2 * tris[3 * f];
+          const int32_t* b = cell.data() + 2 * tris[3 * f + 1];
+          const int32_t* e = cell.data() + 2 * tris[3 * f + 2];
+          const int64_t cx0 = std::max<int64_t>(std::min({a[0], b[0], e[0]}), x_lo);
+          const int64_t cx1 = std::min<int64_t>(std::max({a[0], b[0], e[0]}), x_hi);
+          const int64_t cy0 = std::max<int64_t>(std::min({a[1], b[1], e[1]}), y_lo);
+          const int64_t cy1 = std::min<int64_t>(std::max({a[1], b[1], e[1]}), y_hi);
+          if (cx0 > cx1 || cy0 > cy1 || !slots.any_in(cx0, cx1, cy0, cy1)) continue;
           const detail::Triangle2D t = detail::load_triangle(v, tris[3 * f], tris[3 * f + 1], tris[3 * f + 2]);
           if (t.area == 0.0f) continue;
           int64_t x_first, x_last, y_first, y_last;
@@ -199,6 +236,7 @@ void mesh_visibility_one(const float* v, const int32_t* tris, const int32_t* lan
           detail::pixel_span(detail::min3(t.y0, t.y1, t.y2), detail::max3(t.y0, t.y1, t.y2), H, &y_first, &y_last);
           x_first = std::max(x_first, x_lo), x_last = std::min(x_last, x_hi);
           y_first = std::max(y_first, y_lo), y_last = std::min(y_last, y_hi);
+          if (x_first > x_last || y_first > y_last || !slots.any_in(x_first, x_last, y_first, y_last)) continue;
           for (int64_t y = y_first; y <= y_last; ++y)
             for (int64_t x = x_first; x <= x_last; ++x) {
               const int32_t k = slots.find(x, y);
@@ -232,9 +270,18 @@ void mesh_landmark_visibility(const float* vertices, const int32_t* triangles, c
                               int num_threads) {
   validate(vertices, triangles, s, "mesh_landmark_visibility");
   validate_landmarks(landmark_index, num_landmarks, s.num_vertices, tolerance, visible, "mesh_landmark_visibility");
-  const int threads = detail::resolve_threads(num_threads, s.batch * s.num_triangles);
+  detail::mesh_landmark_visibility_unchecked(vertices, triangles, landmark_index, num_landmarks, s, tolerance, visible,
+                                             num_threads);
+}
+
+namespace detail {
+
+void mesh_landmark_visibility_unchecked(const float* vertices, const int32_t* triangles, const int32_t* landmark_index,
+                                        int64_t num_landmarks, const RasterShape& s, float tolerance, uint8_t* visible,
+                                        int num_threads) {
+  const int threads = resolve_threads(num_threads, s.batch * s.num_triangles);
   if (s.batch >= threads) {  // one mesh per thread
-    detail::parallel_for(s.batch, threads, [&](int64_t begin, int64_t end) {
+    parallel_for(s.batch, threads, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b)
         mesh_visibility_one(vertices + b * s.num_vertices * 3, triangles, landmark_index, num_landmarks, s, tolerance,
                             1, visible + b * num_landmarks);
@@ -246,4 +293,5 @@ void mesh_landmark_visibility(const float* vertices, const int32_t* triangles, c
                         threads, visible + b * num_landmarks);
 }
 
+}  // namespace detail
 }  // namespace dffx

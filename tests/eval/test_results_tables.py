@@ -33,3 +33,20 @@ def test_an_edited_table_is_put_back_and_an_unknown_one_is_refused():
     assert new.endswith("<!-- /results:aflw24 -->\nafter\n")
     with pytest.raises(ValueError, match="unknown results table 'nope'"):
         results_tables.update("<!-- results:nope -->\n<!-- /results:nope -->")
+
+
+def test_the_latency_table_is_rendered_from_a_benchmark_run(monkeypatch):
+    """A pytest-benchmark run (seconds) is stored in milliseconds, and a row divides by its calls."""
+    run = {"datetime": "2026-12-07T07:00:00", "machine_info": {"cpu": {"brand_raw": "x86", "count": 2},
+                                                               "python_version": "3.11"},
+           "benchmarks": [{"name": "test_align_dff", "stats": {"median": 0.0251, "iqr": 0.001, "rounds": 40}},
+                          {"name": "test_detect[mtcnn]", "stats": {"median": 0.2, "iqr": 0.01, "rounds": 5}}]}
+    slim = results_tables.slim_benchmarks(run, "pytest benchmarks")
+    assert slim["benchmarks"]["test_align_dff"] == {"median_ms": 25.1, "iqr_ms": 1.0, "rounds": 40}
+    assert slim["machine"] == {"cpu": "x86", "cores": 2, "python": "3.11"}
+    monkeypatch.setattr(results_tables, "load", lambda name: slim)
+    rows = [("align", "test_align_dff", None, 1), ("detect, per photo", "test_detect[mtcnn]", None, 2)]
+    assert results_tables.render_latency(rows).splitlines()[2:] == ["| align | 25.1 | - |",
+                                                                    "| detect, per photo | 100.0 | - |"]
+    with pytest.raises(KeyError, match="no benchmark 'test_align_dff_bfloat16'"):
+        results_tables.render_latency([("align", "test_align_dff", "test_align_dff_bfloat16", 1)])

@@ -31,10 +31,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <iosfwd>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace dffx {
+namespace detail {
+class CascadeShapeFit;
+}
 
 /// What Cascade::run returns for B faces (row-major).
 struct CascadeResult {
@@ -69,15 +73,19 @@ class Cascade {
 
   /// Align B faces from their DFF maps: (B, C, S, S) float32, or (B, S, S, C) with
   /// channels_last, S = crop_size(), unit C-vectors per pixel. num_threads <= 0: all cores;
-  /// the faces of a batch are split between the threads (one face: its visibility and sampling
-  /// kernels get them). The result does not depend on the thread count. Thread-safe (const).
+  /// the faces of a batch are split between the threads (one face: its mesh and direction
+  /// products get them). The result does not depend on the thread count. Thread-safe (const).
   /// camera_refit = false skips the camera refit whatever the file says (a tracker's frames).
   /// Throws std::invalid_argument for B <= 0 or a null pointer.
   CascadeResult run(const float* maps, int64_t batch, bool channels_last = false, int num_threads = 0,
                     bool camera_refit = true) const;
 
  private:
-  struct Geometry;
+  struct Geometry {             // one face's mesh under its camera
+    std::vector<float> screen;  // (N, 3) projected vertices: x, y, depth
+    std::vector<float> X, U;    // (68, 2), (L, 2)
+    std::vector<uint8_t> V;     // (L,)
+  };
   struct StageDirection {  // one set of stage-k directions and its share of the update
     const float* R_X;      // (D + 1, 136)
     const float* R_w;      // (D + 1, 6)
@@ -92,6 +100,7 @@ class Cascade {
   StageDirections stage_directions(int k, double yaw) const;
   static Cascade parse(std::istream& in, const std::string& source);
   void update_geometry(const float* params, const double* camera, Geometry& g, int num_threads) const;
+  void mesh_vertices(const float* params, const double* camera, float* screen, int num_threads) const;
 
   int64_t crop_size_ = 0, channels_ = 0, n_identity_ = 0;
   int stages_ = 0, generic_stages_ = 0;      // all stages; the generic ones (before the yaw sectors)
@@ -109,6 +118,8 @@ class Cascade {
   std::vector<double> sector_yaw_;                // (S) yaw-sector centres, degrees; empty without sectors
   std::vector<float> R_X_sectors_, R_w_sectors_;  // (K_s, S, D + 1, 136), (K_s, S, D + 1, 6)
   std::vector<float> template_;                   // (L, C) or empty
+  Geometry start_;                                // the mean shape under the mean camera: every face's start
+  std::shared_ptr<const detail::CascadeShapeFit> shape_fit_;  // eq. 6-8 with G precomputed
 };
 
 }  // namespace dffx
