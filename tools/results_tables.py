@@ -71,7 +71,8 @@ TABLES = {
 LATENCY = "latency.json"
 LATENCY_ROWS = [
     ("DFF network, one 224 × 224 crop", "test_extract_extractor[1]", "test_extract_extractor_bfloat16[1]", 1),
-    ("cascade (C++): 3 iterations, the camera refit, the score", "test_cascade_run_cpp", None, 1),
+    ("cascade (C++): 3 iterations, the camera refit, the score (float32 in both)", "test_cascade_run_cpp",
+     "test_cascade_run_cpp", 1),
     ("`FaceAligner.align`, a given box", "test_align_dff", "test_align_dff_bfloat16", 1),
     ("same, mirror averaged (`mirror=True`)", "test_align_dff_mirror", None, 1),
     ("MTCNN detection, per photo (a portrait and a group photo)", "test_detect[mtcnn]", None, 2),

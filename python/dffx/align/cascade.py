@@ -378,9 +378,9 @@ class Cascade:
         not depend on the others in its batch.
 
         With ``native`` (default), DFF maps in CPU memory and the mean start (no ``cameras``)
-        run the C++ cascade (``dffx::Cascade``: 12 against 16 ms for one face, 6 against 7 ms per
-        face in batches of 16, on a 2-core CPU; landmarks within 1e-4 px of this loop's, its
-        twin); CUDA maps, SIFT and given cameras run the loop below.
+        run the C++ cascade (``dffx::Cascade``, timed against this loop, its twin, by the
+        ``cascade-run`` benchmarks; landmarks within 1e-3 px of the loop's); CUDA maps, SIFT and
+        given cameras run the loop below.
 
         ``camera_refit`` runs the camera refit after the last stage (``refit_rounds`` rounds,
         :mod:`dffx.align.camera_refit`); :class:`dffx.FaceTracker` turns it off.
