@@ -2,7 +2,8 @@
 module, which registers it with ``add_parsers(sub, train_sub)`` (``COMMAND_PACKAGES``):
 ``render-depth`` (render), ``eval`` (eval), ``segment`` (segment), ``synth`` and ``synth-preview``
 (synth), ``train dff`` and ``export-onnx`` (nn), ``align``, ``track``, ``train cascade``,
-``train template``, ``train min-score`` and ``export-cascade`` (align), ``match`` (match).
+``train template``, ``train min-score`` and ``export-cascade`` (align), ``match`` (match), ``train
+tiny`` (tiny).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _cmd_info(args) -> int:
 
 
 # Packages whose ``cli`` module registers its commands with ``add_parsers(sub, train_sub)``.
-COMMAND_PACKAGES = ("render", "eval", "segment", "synth", "nn", "align", "match")
+COMMAND_PACKAGES = ("render", "eval", "segment", "synth", "nn", "align", "match", "tiny")
 
 
 def build_parser() -> argparse.ArgumentParser:
