@@ -37,12 +37,14 @@ BINS = ("0-30", "30-60", "60-90")
 TABLES = {
     "dev": ("nme", [
         ("dffx (shipped)", "dev_shipped.json", True),
+        ("dffx, the same cascade on 4,000 × 5 renders (shipped until 2026-12-07)", "dev_sectors_4k.json", False),
         ("dffx until the pose-fused cascade (same network)", "dev_previous.json", False),
         ("dffx 2026-12-03 to -07 (run-3 network, ICT's landmark vertices)", "dev_run3.json", False),
         ("3DDFA_V2 (MobileNet 0.5, ONNX), same protocol", "dev_3ddfa_v2.json", False),
     ]),
     "dev_yaw": ("yaw_error", [
         ("dffx (shipped)", "dev_shipped.json", True),
+        ("dffx, the same cascade on 4,000 × 5 renders", "dev_sectors_4k.json", False),
         ("dffx until the pose-fused cascade", "dev_previous.json", False),
     ]),
     "aflw2000": ("nme_inner", [

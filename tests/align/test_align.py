@@ -513,7 +513,7 @@ def test_score_separates_aligned_faces_from_non_faces(dff_aligner, aflw2000_dir)
     off_faces += [dff_aligner.align(image, [[50, 50, 150, 150]])[0].score for image in (grey, noise)]
     min_score = dff_aligner.min_score  # the shipped cascade's calibrated threshold
     assert min_score == dff_aligner.cascade.info["min_score"]
-    assert min(on_faces) > min_score + 0.05   # 0.90-0.96 against 0.82
+    assert min(on_faces) > min_score + 0.05   # 0.90-0.96 against 0.81
     assert max(off_faces) < min_score
 
 

@@ -174,4 +174,4 @@ def test_train_min_score_command_writes_the_threshold_into_a_copy(tmp_path, ict_
     info = Cascade.load(out).info
     assert info["min_score"] == printed["min_score"] == info["min_score_calibration"]["min_score"]
     assert info["min_score_calibration"]["faces"] == 11 and info["min_score_calibration"]["every"] == 200
-    assert Cascade.load(shipped).info["min_score"] == 0.82
+    assert Cascade.load(shipped).info["min_score"] == 0.81

@@ -58,7 +58,7 @@ class AlignOptions:
             face gets all ``refine`` passes.
         min_score: detected faces whose alignment score is below this are dropped (a finite
             number; None keeps all; "cascade": the threshold calibrated with the cascade file,
-            :attr:`dffx.align.Cascade.min_score`, 0.82 for the shipped DFF cascade). Faces from
+            :attr:`dffx.align.Cascade.min_score`, 0.81 for the shipped DFF cascade). Faces from
             boxes the caller gives are always kept.
         detector: face detector when no boxes are given, one of :data:`dffx.detect.DETECTORS`.
         precision: the DFF network's dtype, "float32" or "bfloat16" (about 2x faster on CPUs with
