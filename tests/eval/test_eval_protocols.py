@@ -163,7 +163,7 @@ def test_mirror_and_precision_flags(face_model):
     assert parse(["eval", "aflw", "x", "--mirror", "--precision", "bfloat16"]).mirror is True
     with pytest.raises(SystemExit):
         parse(["align", "a.jpg", "--out", "o", "--precision", "float16"])
-    with pytest.raises(ValueError, match="mirror averaging apply to the dff and sift methods"):
+    with pytest.raises(ValueError, match="mirror averaging and tiny-face weights apply to the dff and sift methods"):
         make_predictor("mean-shape", face_model, mirror=True)
 
 

@@ -13,7 +13,8 @@ from ..nn.integrity import check_shipped_file
 from .cascade import Cascade
 from .options import NAMES as OPTION_NAMES
 from .options import AlignOptions
-from .predictor import align_in_image, cascade_features, default_cascade_path
+from .predictor import cascade_features, default_cascade_path
+from .tiny_route import TinyRoute, align_routed
 
 
 @dataclass
@@ -109,7 +110,9 @@ class FaceAligner:
         options: an :class:`~dffx.align.options.AlignOptions` (default: its defaults), where every
             setting is documented: ``refine``, ``converged_iou``, ``min_score``, ``detector``,
             ``precision``, ``mirror``, ``min_face_size``, ``backend``, ``camera_refit``,
-            ``max_pixels``.
+            ``max_pixels``, ``tiny``.
+        tiny_weights: the tiny-face network for the faces ``tiny`` sends to it (default: the
+            shipped ``dffx/weights/tiny_joint.pt``; loaded when the first such face comes).
         **settings: any of those settings, over ``options`` (``FaceAligner(refine=0)``). They
             read as attributes too (``aligner.refine``), and setting one validates it.
 
@@ -121,7 +124,7 @@ class FaceAligner:
     """
 
     def __init__(self, features: str = "dff", cascade=None, weights=None, device=None, model=None,
-                 options: AlignOptions | None = None, **settings):
+                 options: AlignOptions | None = None, tiny_weights=None, **settings):
         from ..model import load_face_model
 
         options = (options if options is not None else AlignOptions()).replace(**settings)
@@ -135,6 +138,7 @@ class FaceAligner:
         # the model with the landmarks the cascade regresses (its landmark convention)
         self.model = self.cascade.bind(model if model is not None else load_face_model())
         self.features = cascade_features(self.cascade, weights, device, options.precision, options.backend)
+        self.tiny_route = TinyRoute(tiny_weights, device)
 
     def __getattr__(self, name: str):
         """The settings read as attributes (``aligner.refine``); ``min_score`` as the number it
@@ -178,7 +182,8 @@ class FaceAligner:
 
         Returns:
             one :class:`FaceAlignment` per face, in box (or detector score) order; an empty list
-            when no face is found.
+            when no face is found. Faces the ``tiny`` setting sends to the tiny-face network
+            (:mod:`dffx.align.tiny_route`) have ``score`` None and are kept whatever ``min_score``.
 
         Raises:
             ValueError: empty image, wrong dtype or shape, malformed boxes (not (F, 4) numbers,
@@ -193,8 +198,8 @@ class FaceAligner:
         if len(boxes) == 0:
             return []
         refit = self.camera_refit if camera_refit is None else bool(camera_refit)
-        result = align_in_image(self.model, self.cascade, self.features, img, boxes, self.refine,
-                                self.converged_iou, mirror=self.mirror, camera_refit=refit)
+        result = align_routed(self.model, self.cascade, self.features, self.tiny_route, img, boxes,
+                              self.options.replace(camera_refit=refit))
         m1 = self.model.n_identity
         out = []
         for i in range(len(boxes)):
@@ -203,10 +208,37 @@ class FaceAligner:
             pose = dict(zip(("pitch", "yaw", "roll"), np.degrees(cam[1:4])))
             out.append(FaceAlignment(box=result.boxes[i], landmarks=result.landmarks[i], visible=result.visible[i],
                                      pose=pose, camera=cam, identity=p[:m1], expression=p[m1:], vertices=vertices,
-                                     score=None if result.score is None else float(result.score[i])))
+                                     score=None if result.score is None or np.isnan(result.score[i])
+                                     else float(result.score[i])))
         if detected and self.min_score is not None:
             out = [face for face in out if face.score is None or face.score >= self.min_score]
         return out
+
+    def super_resolve(self, image: np.ndarray, boxes) -> np.ndarray:
+        """The tiny-face network's super-resolved face crops (Yin et al.'s SR branch; x4 of the
+        32-px canonical crop, so a 16-px face is magnified x8).
+
+        Args:
+            image: uint8 (H, W, 3) BGR or (H, W) grey.
+            boxes: (F, 4) or (4,) face boxes x0, y0, x1, y1 (landmark-box convention).
+
+        Returns:
+            uint8 (F, 128, 128, 3) BGR canonical crops (the box centred, its longer side
+            128 / CROP_SCALE px; :func:`dffx.preprocess.crop_transform` at 128 px maps image
+            pixels into them).
+
+        Raises:
+            ValueError: a bad image or boxes (as :meth:`align`), a tiny-face network without the
+            SR head; FileNotFoundError: missing tiny-face weights.
+        """
+        img = self.checked_image(image)
+        boxes = self.checked_boxes(boxes, img.shape[:2])
+        if len(boxes) == 0:
+            return np.zeros((0, 128, 128, 3), np.uint8)
+        result = self.tiny_route.path.run(img, boxes)
+        if result.sr is None:
+            raise ValueError(f"the tiny-face network {self.tiny_route.path.weights} has no super-resolution head")
+        return result.sr
 
     @staticmethod
     def checked_boxes(boxes, image_shape=None) -> np.ndarray:

@@ -40,6 +40,8 @@ def add_aligner_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", default="dff", choices=["dff", "sift"], help="landmark descriptors of the cascade")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")
+    p.add_argument("--tiny-weights", default=None,
+                   help="the tiny-face network for faces --tiny sends to it (default: the shipped one)")
     add_options(p)
 
 
@@ -50,7 +52,7 @@ def aligner_from_args(args):
     from .aligner import FaceAligner
 
     return FaceAligner(features=args.features, device=args.device, model=load_face_model(args.model),
-                       options=options_from_args(args))
+                       options=options_from_args(args), tiny_weights=args.tiny_weights)
 
 
 def _cmd_align(args) -> int:

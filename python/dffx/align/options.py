@@ -17,6 +17,7 @@ import numpy as np
 
 from ..detect import DEFAULT_DETECTOR, DETECTORS, MTCNN_MIN_FACE_SIZE
 from ..imageio import DEFAULT_MAX_PIXELS
+from ..tiny.path import TINY_MAX_FACE_SIZE, TINY_METHODS, TINY_MODES
 
 PRECISIONS = ("float32", "bfloat16")
 # Where the DFF network runs: PyTorch (CPU or CUDA, float32 or bfloat16) or ONNX Runtime (CPU,
@@ -73,6 +74,12 @@ class AlignOptions:
         camera_refit: after the cascade's last stage, re-fit the camera and shape to the
             landmarks (:mod:`dffx.align.camera_refit`); False runs the paper's cascade as it is.
         max_pixels: largest image (width x height) accepted, an int >= 1 or None (no limit).
+        tiny: which faces the tiny-face network aligns instead of the DFF cascade
+            (:mod:`dffx.align.tiny_route`): "auto" (boxes whose longer side is under
+            :data:`dffx.tiny.path.TINY_MAX_FACE_SIZE` pixels), "always" or "never".
+        tiny_method: how the tiny path aligns a face: "network" (the tiny-face network's
+            landmarks, the 3DMM fitted to them) or "sr-cascade" (the DFF cascade on the network's
+            super-resolved face).
 
     Raises:
         ValueError: any setting out of its range, naming it.
@@ -107,6 +114,12 @@ class AlignOptions:
     max_pixels: int | None = field(default=DEFAULT_MAX_PIXELS, metadata=_flag(
         "refuse images of more than N pixels, checked from the file header before decoding (0: no limit)",
         none="no limit", type=int, metavar="N"))
+    tiny: str = field(default="auto", metadata=_flag(
+        "faces the tiny-face network (joint super-resolution and landmarks) aligns instead of the cascade: "
+        f"auto (boxes under {TINY_MAX_FACE_SIZE:g} px), always or never", choices=TINY_MODES))
+    tiny_method: str = field(default="network", metadata=_flag(
+        "how the tiny path aligns: network (its landmarks, the 3DMM fitted to them) or sr-cascade (the DFF "
+        "cascade on its super-resolved face)", choices=TINY_METHODS))
 
     def __post_init__(self):
         def integer(value) -> bool:
@@ -132,6 +145,10 @@ class AlignOptions:
             raise ValueError(f"backend must be one of {BACKENDS} or None, got {self.backend!r}")
         if self.max_pixels is not None and (not integer(self.max_pixels) or self.max_pixels < 1):
             raise ValueError(f"max_pixels must be a positive integer or None, got {self.max_pixels!r}")
+        if self.tiny not in TINY_MODES:
+            raise ValueError(f"tiny must be one of {TINY_MODES}, got {self.tiny!r}")
+        if self.tiny_method not in TINY_METHODS:
+            raise ValueError(f"tiny_method must be one of {TINY_METHODS}, got {self.tiny_method!r}")
         for name in ("mirror", "camera_refit"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -149,7 +166,8 @@ NAMES = tuple(f.name for f in fields(AlignOptions))
 #: ``dffx eval``'s dff/sift methods: the paper's protocol (one pass from the given box), the
 #: PyTorch network; the settings about detection do not apply there.
 EVAL_DEFAULTS = AlignOptions(refine=0, converged_iou=None, backend="torch")
-EVAL_SETTINGS = ("refine", "converged_iou", "precision", "mirror", "backend", "camera_refit")
+EVAL_SETTINGS = ("refine", "converged_iou", "precision", "mirror", "backend", "camera_refit", "tiny",
+                 "tiny_method")
 
 
 def add_arguments(parser: argparse.ArgumentParser, names=NAMES, defaults: AlignOptions = AlignOptions()) -> None:

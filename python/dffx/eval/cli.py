@@ -21,7 +21,8 @@ def _cmd_eval(args) -> int:
     opts = EvalOptions(dataset=args.dataset, root=Path(args.root), method=args.method, limit=args.limit,
                        yaw_csv=Path(args.yaw_csv) if args.yaw_csv else None, detector=args.detector,
                        progress=not args.no_progress, cascade=Path(args.cascade) if args.cascade else None,
-                       align=align)
+                       align=align, face_size=args.face_size,
+                       tiny_weights=Path(args.tiny_weights) if args.tiny_weights else None)
     summary, rows = evaluate(opts, load_face_model(args.model))
     if args.per_image:
         write_per_image_csv(rows, Path(args.per_image))
@@ -44,6 +45,11 @@ def add_parsers(sub, train_sub) -> None:
     p.add_argument("--cascade", default=None,
                    help="dff/sift: a cascade file from 'dffx train cascade' instead of the shipped one")
     add_options(p, EVAL_SETTINGS, EVAL_DEFAULTS)  # dff/sift: defaults are the paper's protocol (one pass)
+    p.add_argument("--face-size", type=float, default=None, metavar="PX",
+                   help="shrink each image (area downscaling) so that its ground-truth face box is PX pixels on its "
+                        "longer side before aligning; NME stays normalised by the box, so sizes compare")
+    p.add_argument("--tiny-weights", default=None,
+                   help="dff/sift: a tiny-face network from 'dffx train tiny' (or its checkpoint) instead of the shipped one")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--per-image", metavar="CSV", default=None, help="write per-face errors to CSV")
     p.add_argument("--model", default=None, help="ICT-FaceKit folder or .npz (default: $DFFX_FACE_MODEL)")

@@ -67,10 +67,11 @@ class CascadePredictor:
         options: a :class:`dffx.AlignOptions` (default: the paper's protocol, ``EVAL_DEFAULTS``);
             its settings of ``EVAL_SETTINGS`` apply: re-crop passes
             (:func:`dffx.align.predictor.align_in_image`), the network's precision and backend,
-            mirror averaging, the camera refit.
+            mirror averaging, the camera refit, which faces the tiny-face network aligns.
+        tiny_weights: the tiny-face network (default: the shipped one).
     """
 
-    def __init__(self, model, cascade, weights=None, device=None, options=None):
+    def __init__(self, model, cascade, weights=None, device=None, options=None, tiny_weights=None):
         from ..align.cascade import Cascade
         from ..align.predictor import cascade_features
 
@@ -82,20 +83,22 @@ class CascadePredictor:
         self.features = cascade_features(self.cascade, weights, device, self.options.precision,
                                          self.options.backend)
         self.name = self.cascade.features
+        from ..align.tiny_route import TinyRoute
+
+        self.tiny_route = TinyRoute(tiny_weights, device)
 
     def predict(self, image, box):
         """:class:`Prediction` for the face in ``box`` of a BGR (or grey) uint8 image; ValueError
         for another image (:func:`dffx._validate.as_bgr_image`)."""
-        from ..align.predictor import align_in_image
+        from ..align.tiny_route import align_routed
 
-        o = self.options
-        result = align_in_image(self.model, self.cascade, self.features, as_bgr_image(image), box, o.refine,
-                                o.converged_iou, mirror=o.mirror, camera_refit=o.camera_refit)
+        result = align_routed(self.model, self.cascade, self.features, self.tiny_route, as_bgr_image(image), box,
+                              self.options)
         return Prediction(result.landmarks[0], result.camera[0])
 
 
 def _cascade(features: str):
-    def build(model, cascade=None, options=None):
+    def build(model, cascade=None, options=None, tiny_weights=None):
         from ..align.cascade import Cascade
         from ..align.predictor import default_cascade_path
 
@@ -103,14 +106,14 @@ def _cascade(features: str):
         if directions.features != features:  # checked before the features (a network) are loaded
             raise ValueError(f"cascade file {cascade} was trained with {directions.features!r} features, "
                              f"not {features!r}")
-        return CascadePredictor(model, directions, options=options)
+        return CascadePredictor(model, directions, options=options, tiny_weights=tiny_weights)
     return build
 
 
 METHODS = {"mean-shape": MeanShapePredictor, "sift": _cascade("sift"), "dff": _cascade("dff")}
 
 
-def make_predictor(method: str, model, cascade=None, options=None, **settings):
+def make_predictor(method: str, model, cascade=None, options=None, tiny_weights=None, **settings):
     """Build the predictor named ``method``; ValueError lists the available ones.
 
     ``dff`` and ``sift`` are the cascade of Sec. III-C with the shipped descent directions
@@ -119,7 +122,8 @@ def make_predictor(method: str, model, cascade=None, options=None, **settings):
     with ``options`` (a :class:`dffx.AlignOptions`; default: the paper's protocol,
     :data:`dffx.align.options.EVAL_DEFAULTS`) changed by ``settings`` (``refine=1``, ...). Of
     them, the settings of :data:`dffx.align.options.EVAL_SETTINGS` apply to a given box: re-crop
-    passes, the network's precision and backend, mirror averaging, the camera refit.
+    passes, the network's precision and backend, mirror averaging, the camera refit, and which
+    faces the tiny-face network (``tiny_weights``, default the shipped one) aligns.
 
     Raises:
         ValueError: unknown method or setting, a setting out of range (named), ``cascade``,
@@ -132,8 +136,9 @@ def make_predictor(method: str, model, cascade=None, options=None, **settings):
         raise ValueError(f"unknown method '{method}'; available: {', '.join(METHODS)}")
     options = (EVAL_DEFAULTS if options is None else options).replace(**settings)  # validated there
     if method == "mean-shape":
-        if cascade is not None or options.refine or options.converged_iou is not None or options.mirror:
-            raise ValueError("cascade files, refine passes and mirror averaging apply to the dff and sift methods, "
-                             "not mean-shape")
+        if cascade is not None or options.refine or options.converged_iou is not None or options.mirror \
+                or tiny_weights is not None:
+            raise ValueError("cascade files, refine passes, mirror averaging and tiny-face weights apply to the dff "
+                             "and sift methods, not mean-shape")
         return METHODS[method](model)
-    return METHODS[method](model, cascade, options)
+    return METHODS[method](model, cascade, options, tiny_weights)

@@ -60,6 +60,10 @@ class EvalOptions:
     # dff/sift: the alignment settings (those of EVAL_SETTINGS apply to a given box); default: the
     # paper's protocol, one pass from the given box (EVAL_DEFAULTS)
     align: AlignOptions = EVAL_DEFAULTS
+    # tiny faces: shrink each image so that its ground-truth face box's longer side is this many
+    # pixels before aligning (None: as it is); the tiny-face network to use (None: the shipped one)
+    face_size: float | None = None
+    tiny_weights: Path | None = None
 
 
 def _load(opts: EvalOptions):
@@ -78,9 +82,23 @@ def _load(opts: EvalOptions):
     raise ValueError(f"unknown dataset '{opts.dataset}'; choose one of {', '.join(DATASETS)}")
 
 
-def _start_box(sample, image, size, detector: str | None, stats: dict) -> np.ndarray:
-    """Face box in image pixels: the ground-truth box, or the best-overlapping detection."""
-    corners = sample.ground_truth_to_image(sample.face_box.reshape(2, 2), size).reshape(4)
+def _shrink(image: np.ndarray, box: np.ndarray, face_size: float | None, stats: dict):
+    """The image as a camera would have taken it with the face box ``face_size`` px on its
+    longer side (area downscaling of the region around the face, :func:`dffx.tiny.degrade.shrink_to_face_size`),
+    and the affine (2, 3) map from ``image`` pixels to it. A face already that small, or
+    ``face_size`` None, keeps the image (identity map; counted in ``stats``)."""
+    from ..tiny.degrade import Degradation, shrink_to_face_size
+
+    if face_size is None:
+        return image, np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    if face_size >= max(box[2] - box[0], box[3] - box[1]):
+        stats["face_already_smaller"] += 1
+        return image, np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    return shrink_to_face_size(image, box, face_size, Degradation(interpolation="area"))
+
+
+def _start_box(image, corners, detector: str | None, stats: dict) -> np.ndarray:
+    """Face box in image pixels: ``corners`` (the ground-truth box), or the best-overlapping detection."""
     if detector is None:
         return corners
     from ..detect import box_iou, detect_faces
@@ -115,18 +133,24 @@ def evaluate(opts: EvalOptions, model=None) -> tuple[dict, list[dict]]:
     from .visibility import ground_truth_visibility
 
     model = model if model is not None else load_face_model()
-    predictor = make_predictor(opts.method, model, opts.cascade, opts.align)
+    if opts.face_size is not None and not opts.face_size > 0:
+        raise ValueError(f"face_size must be > 0 pixels, got {opts.face_size}")
+    predictor = make_predictor(opts.method, model, opts.cascade, opts.align, tiny_weights=opts.tiny_weights)
     samples, report = _load(opts)
     if not samples:
         raise ValueError(f"no usable samples under '{opts.root}' ({len(report.skipped)} skipped)")
-    stats = {"detector_missed": 0}
+    stats = {"detector_missed": 0, "face_already_smaller": 0}
     rows = []
     for sample in tqdm(samples, desc=f"{opts.dataset} / {opts.method}", unit="face", disable=not opts.progress):
         image = sample.load_image()
         size = image.shape[:2]
-        box = _start_box(sample, image, size, opts.detector, stats)
-        prediction = predictor.predict(image, box)
-        pred68 = sample.image_to_ground_truth(prediction.landmarks, size)
+        truth_box = sample.ground_truth_to_image(sample.face_box.reshape(2, 2), size).reshape(4)
+        small, to_small = _shrink(image, truth_box, opts.face_size, stats)
+        box = _start_box(small, _affine(to_small, truth_box.reshape(2, 2)).reshape(4), opts.detector, stats)
+        prediction = predictor.predict(small, box)
+        # back in the image's pixels (the camera's angles do not change with the scale)
+        landmarks = _affine(np.linalg.inv(np.vstack([to_small, [0, 0, 1]]))[:2], prediction.landmarks)
+        pred68 = sample.image_to_ground_truth(landmarks, size)
         row = {"name": sample.name, "yaw": sample.yaw_deg}
         gt = sample.landmarks
         if opts.dataset in ("aflw2000-3d", "synth"):
@@ -163,6 +187,11 @@ def evaluate(opts: EvalOptions, model=None) -> tuple[dict, list[dict]]:
     return summary, rows
 
 
+def _affine(M: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Points (K, 2) through the affine (2, 3) ``M``."""
+    return np.asarray(points, np.float64) @ M[:, :2].T + M[:, 2]
+
+
 def _uniform_resize(sample, size) -> bool:
     """True when a crop was resized by one scale in x and y (so its angles are the photo's)."""
     if sample.crop_box is None:
@@ -179,6 +208,11 @@ def _summarize(opts, rows, report, samples, stats) -> dict:
                "skipped": [{"name": n, "reason": r} for n, r in report.skipped]}
     if opts.detector:
         summary["detector_missed"] = stats["detector_missed"]
+    if opts.face_size is not None:
+        summary["face_size"] = opts.face_size
+        summary["face_already_smaller"] = stats["face_already_smaller"]
+    if opts.tiny_weights is not None:
+        summary["tiny_weights"] = str(opts.tiny_weights)
     if opts.cascade is not None:
         summary["cascade"] = str(opts.cascade)
     summary.update(_settings_summary(opts))
@@ -210,6 +244,10 @@ def _settings_summary(opts) -> dict:
         out["precision"] = align.precision
     if align.backend != "torch":
         out["backend"] = align.backend
+    if align.tiny != EVAL_DEFAULTS.tiny and opts.method != "mean-shape":
+        out["tiny"] = align.tiny
+    if align.tiny_method != EVAL_DEFAULTS.tiny_method and opts.method != "mean-shape":
+        out["tiny_method"] = align.tiny_method
     return out
 
 
@@ -282,6 +320,9 @@ def _cell(v) -> str:
 def format_table(summary: dict) -> str:
     """The summary as a table in the paper's layout (NME in %)."""
     lines = [f"{summary['dataset']}: {summary['n']} faces, method {summary['method']}; boxes: {summary['face_boxes']}"]
+    if "face_size" in summary:
+        lines.append(f"images shrunk so that the face box is {summary['face_size']:g} px "
+                     f"({summary['face_already_smaller']} faces already smaller kept as they are)")
     lines += _settings_lines(summary)
     if "bins" in summary:
         lines += _bins_lines(summary)
@@ -321,6 +362,8 @@ def _settings_lines(summary: dict) -> list[str]:
         lines.append(f"network precision: {summary['precision']}")
     if "backend" in summary:
         lines.append(f"network backend: {summary['backend']}")
+    if "tiny" in summary or "tiny_method" in summary:
+        lines.append(f"tiny-face path: {summary.get('tiny', 'auto')}, {summary.get('tiny_method', 'network')}")
     return lines
 
 

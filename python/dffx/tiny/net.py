@@ -83,10 +83,11 @@ class TinyFaceNet(nn.Module):
         else:
             self.landmark_head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 2 * NUM_LANDMARKS))
 
-    def forward(self, lr: torch.Tensor) -> dict:
+    def forward(self, lr: torch.Tensor, sr: bool = True) -> dict:
         """lr float (B, 3, 32, 32) RGB in [0, 1] -> dict with ``landmarks`` float (B, 68, 2) in
         128-crop pixels, and ``sr`` float (B, 3, 128, 128) RGB (unclamped) when the net has the
-        SR head. Raises ValueError for another input shape."""
+        SR head and ``sr`` is True (False skips it: the landmarks alone cost a third as much).
+        Raises ValueError for another input shape."""
         if lr.ndim != 4 or tuple(lr.shape[1:]) != (3, LR_SIZE, LR_SIZE):
             raise ValueError(f"input must be (B, 3, {LR_SIZE}, {LR_SIZE}), got {tuple(lr.shape)}")
         x = F.relu(self.stem(lr))
@@ -96,7 +97,7 @@ class TinyFaceNet(nn.Module):
             levels.append(x)
         fused = F.relu(self.fuse(torch.cat(levels, dim=1)))
         out = {"landmarks": self._landmarks(fused)}
-        if self.sr_head is not None:
+        if self.sr_head is not None and sr:
             base = F.interpolate(lr, size=(HR_SIZE, HR_SIZE), mode="bicubic", align_corners=False)
             out["sr"] = base + self.sr_head(fused)
         return out

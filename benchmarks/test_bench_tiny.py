@@ -1,0 +1,83 @@
+"""Latency of a tiny face (issue 26): a 16-px face with its box given.
+
+Group ``latency-tiny``:
+
+* ``FaceAligner.align`` with ``tiny="always"``: the 32-px crop, the tiny-face network's
+  landmarks (its SR head skipped), the 3DMM and camera fitted to them, the mesh and visibility;
+* the same face through the default DFF pipeline (``tiny="never"``: the face upsampled into
+  the 224-px crop), the reference;
+* the tiny-face network alone (landmarks; and with the SR head, as ``super_resolve`` runs it);
+* the 3DMM fit alone (:func:`dffx.tiny.path.fit_landmarks`).
+
+The issue's target is under 5 ms per tiny face on the 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+import dffx
+
+from conftest import REPO_ROOT
+
+PHOTO = REPO_ROOT.parent / "shared" / "data" / "dev" / "aflw2000-3d-sample" / "image00050.jpg"
+BOX = np.array([150.0, 160.0, 310.0, 370.0])
+FACE_SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def tiny_face():
+    from dffx.tiny.degrade import Degradation, shrink_to_face_size
+
+    image = cv2.imread(str(PHOTO))
+    if image is None:
+        pytest.skip(f"sample photo not found: {PHOTO}")
+    small, M = shrink_to_face_size(image, BOX, FACE_SIZE, Degradation())
+    return small, (BOX.reshape(2, 2) @ M[:, :2].T + M[:, 2]).reshape(4)
+
+
+@pytest.fixture(scope="module")
+def aligner(face_model):
+    pytest.importorskip("torch")
+    return dffx.FaceAligner("dff", model=face_model, device="cpu", refine=0)
+
+
+def _align(aligner, mode, image, box):
+    aligner.tiny = mode
+    return aligner.align(image, box)
+
+
+@pytest.mark.benchmark(group="latency-tiny")
+def test_tiny_path(benchmark, aligner, tiny_face):
+    (face,) = benchmark(_align, aligner, "always", *tiny_face)
+    assert face.score is None and face.vertices.shape[1] == 3
+
+
+@pytest.mark.benchmark(group="latency-tiny")
+def test_tiny_face_through_the_default_pipeline(benchmark, aligner, tiny_face):
+    (face,) = benchmark(_align, aligner, "never", *tiny_face)
+    assert face.score is not None
+
+
+@pytest.mark.benchmark(group="latency-tiny")
+def test_tiny_network_landmarks(benchmark, aligner, tiny_face):
+    result = benchmark(aligner.tiny_route.path.run, *tiny_face, super_resolve=False)
+    assert result.sr is None and result.landmarks.shape == (1, 68, 2)
+
+
+@pytest.mark.benchmark(group="latency-tiny")
+def test_tiny_network_with_super_resolution(benchmark, aligner, tiny_face):
+    result = benchmark(aligner.tiny_route.path.run, *tiny_face)
+    assert result.sr.shape == (1, 128, 128, 3)
+
+
+@pytest.mark.benchmark(group="latency-tiny")
+def test_tiny_3dmm_fit(benchmark, aligner, tiny_face, face_model):
+    from dffx.synth.fit import ContourLines
+    from dffx.tiny.path import fit_landmarks
+
+    landmarks = aligner.tiny_route.path.run(*tiny_face, super_resolve=False).landmarks
+    fit = benchmark(fit_landmarks, face_model, landmarks, tiny_face[1][None], ContourLines(face_model))
+    assert np.isfinite(fit["camera"]).all()
