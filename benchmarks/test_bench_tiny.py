@@ -2,10 +2,11 @@
 
 Group ``latency-tiny``:
 
-* ``FaceAligner.align`` with ``tiny="always"``: the 32-px crop, the tiny-face network's
-  landmarks (its SR head skipped), the 3DMM and camera fitted to them, the mesh and visibility;
-* the same face through the default DFF pipeline (``tiny="never"``: the face upsampled into
-  the 224-px crop), the reference;
+* ``FaceAligner.align`` with ``tiny="always"`` and the default ``tiny_method="sr-cascade"``: the
+  32-px crop, the tiny-face network's super-resolved face, the DFF pipeline on it;
+* the same with ``tiny_method="network"``: the network's landmarks (its SR head skipped), the
+  3DMM and camera fitted to them, the mesh and visibility;
+* the same face through the DFF pipeline on the upsampled face (``tiny="never"``), the reference;
 * the tiny-face network alone (landmarks; and with the SR head, as ``super_resolve`` runs it);
 * the 3DMM fit alone (:func:`dffx.tiny.path.fit_landmarks`).
 
@@ -44,20 +45,26 @@ def aligner(face_model):
     return dffx.FaceAligner("dff", model=face_model, device="cpu", refine=0)
 
 
-def _align(aligner, mode, image, box):
-    aligner.tiny = mode
+def _align(aligner, mode, method, image, box):
+    aligner.tiny, aligner.tiny_method = mode, method
     return aligner.align(image, box)
 
 
 @pytest.mark.benchmark(group="latency-tiny")
-def test_tiny_path(benchmark, aligner, tiny_face):
-    (face,) = benchmark(_align, aligner, "always", *tiny_face)
+def test_tiny_path_sr_cascade(benchmark, aligner, tiny_face):
+    (face,) = benchmark(_align, aligner, "always", "sr-cascade", *tiny_face)
+    assert face.score is not None and face.vertices.shape[1] == 3
+
+
+@pytest.mark.benchmark(group="latency-tiny")
+def test_tiny_path_network(benchmark, aligner, tiny_face):
+    (face,) = benchmark(_align, aligner, "always", "network", *tiny_face)
     assert face.score is None and face.vertices.shape[1] == 3
 
 
 @pytest.mark.benchmark(group="latency-tiny")
 def test_tiny_face_through_the_default_pipeline(benchmark, aligner, tiny_face):
-    (face,) = benchmark(_align, aligner, "never", *tiny_face)
+    (face,) = benchmark(_align, aligner, "never", "sr-cascade", *tiny_face)
     assert face.score is not None
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
-DOCS = (REPO / "README.md", REPO / "docs" / "alignment.md")
+DOCS = (REPO / "README.md", REPO / "docs" / "alignment.md", REPO / "docs" / "tiny.md")
 BINS = ("0-30", "30-60", "60-90")
 
 # name -> (kind, rows); a row is (label, JSON file in docs/results, bold)
@@ -53,6 +53,27 @@ TABLES = {
         ("sift (the paper's \"Ours (SIFT)\")", "aflw2000_sift.json", False),
         ("mean shape", "aflw2000_mean_shape.json", False),
         ("paper, DFF (all 2,000 AFLW2000-3D photos)", "aflw2000_paper_dff.json", False),
+    ]),
+    "tiny_dev": ("nme", [
+        ("full size (face box about 85 px), shipped pipeline", "dev_shipped.json", False),
+        ("32 px: DFF on the upsampled face (`--tiny never`)", "tiny_dev_never_32.json", True),
+        ("32 px: DFF on the super-resolved face (`--tiny always`)", "tiny_dev_sr_cascade_32.json", False),
+        ("24 px: DFF on the upsampled face", "tiny_dev_never_24.json", True),
+        ("24 px: DFF on the super-resolved face", "tiny_dev_sr_cascade_24.json", False),
+        ("16 px: DFF on the upsampled face", "tiny_dev_never_16.json", False),
+        ("16 px: DFF on the super-resolved face", "tiny_dev_sr_cascade_16.json", True),
+        ("16 px: the tiny network's own landmarks (`--tiny always --tiny-method network`)",
+         "tiny_dev_network_16.json", False),
+        ("12 px: DFF on the upsampled face", "tiny_dev_never_12.json", False),
+        ("12 px: DFF on the super-resolved face", "tiny_dev_sr_cascade_12.json", True),
+        ("12 px: the tiny network's own landmarks", "tiny_dev_network_12.json", False),
+        ("10 px: DFF on the upsampled face", "tiny_dev_never_10.json", False),
+        ("10 px: DFF on the super-resolved face", "tiny_dev_sr_cascade_10.json", True),
+        ("10 px: the tiny network's own landmarks", "tiny_dev_network_10.json", False),
+    ]),
+    "tiny_sr": ("sr", [
+        ("x4", "tiny_sr.json", False),
+        ("x8", "tiny_sr.json", False),
     ]),
     "aflw24": ("nme", [
         ("dff", "aflw24_dff.json", False),
@@ -88,6 +109,8 @@ HEADERS = {
     "nme_all_and_inner": "| method | landmarks | [0,30] | (30,60] | (60,90] | Mean |\n|---|---|---|---|---|---|",
     "pose": "| set | method | pitch | yaw | roll | mean | [0,30] | (30,60] | (60,90] |\n"
             "|---|---|---|---|---|---|---|---|---|",
+    "sr": "| scale | face box, px | PSNR: SR | bicubic | SR - bicubic | faces better | SSIM: SR | bicubic |\n"
+          "|---|---|---|---|---|---|---|---|",
     "latency": "| stage (median ms) | float32 (default) | `precision=\"bfloat16\"` |\n|---|---|---|",
 }
 
@@ -133,6 +156,12 @@ def row(kind: str, label: str, summary: dict, bold: bool) -> list[str]:
         values = [pose["mae"][a] for a in ("pitch", "yaw", "roll", "mean")] + [pose["bins"][b] for b in BINS]
         set_name, method = (part.strip() for part in label.split("|"))
         return ["| " + " | ".join([set_name, f"**{method}**" if bold else method, *_cells(values, bold)]) + " |"]
+    if kind == "sr":  # label: the scale's key in a tools/tiny_sr_quality.py summary
+        part = summary[label]
+        cells = [f"{part['face_box_px']:.1f}", f"{part['sr']['psnr']:.2f}", f"{part['bicubic']['psnr']:.2f}",
+                 f"{part['psnr_gain_db']:+.2f} dB", f"{100 * part['sr_better_psnr']:.0f} %",
+                 f"{part['sr']['ssim']:.3f}", f"{part['bicubic']['ssim']:.3f}"]
+        return ["| " + " | ".join([name, *cells]) + " |"]
     raise ValueError(f"unknown table kind {kind!r}")
 
 

@@ -183,7 +183,8 @@ class FaceAligner:
         Returns:
             one :class:`FaceAlignment` per face, in box (or detector score) order; an empty list
             when no face is found. Faces the ``tiny`` setting sends to the tiny-face network
-            (:mod:`dffx.align.tiny_route`) have ``score`` None and are kept whatever ``min_score``.
+            with ``tiny_method="network"`` (:mod:`dffx.align.tiny_route`) have ``score`` None
+            and are kept whatever ``min_score``.
 
         Raises:
             ValueError: empty image, wrong dtype or shape, malformed boxes (not (F, 4) numbers,

@@ -1,11 +1,15 @@
 """Which faces go through the tiny-face path, and their results in the cascade's form
-(``AlignOptions.tiny``; :mod:`dffx.tiny.path`, issue 26).
+(``AlignOptions.tiny`` and ``tiny_method``; :mod:`dffx.tiny.path`, issue 26).
 
-A face whose box is small (``tiny="auto"``) or every face (``"always"``) is aligned by the
-tiny-face network instead of the DFF cascade: 68 landmarks from its 32-px crop, then camera,
-shape and visibility from fitting the 3DMM to them. Its ``score`` is NaN: the alignment score
-reads DFF features (:mod:`dffx.align.confidence`), which the tiny path does not compute, so a
-detected tiny face is kept or dropped by the detector's own probability.
+A face whose box is small (``tiny="auto"``) or every face (``"always"``) is aligned through the
+tiny-face network instead of the DFF cascade on the upsampled face:
+
+* ``tiny_method="sr-cascade"`` (default): the DFF cascade on the network's super-resolved 128-px
+  face (:func:`align_on_super_resolved`); every output, the score included, is the cascade's;
+* ``"network"``: the network's 68 landmarks, then camera, shape and visibility from fitting the
+  3DMM to them (:meth:`TinyRoute.align`). Its ``score`` is NaN: the alignment score reads DFF
+  features (:mod:`dffx.align.confidence`), which this path does not compute, so a detected tiny
+  face is kept or dropped by the detector's own probability.
 """
 
 from __future__ import annotations

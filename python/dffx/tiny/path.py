@@ -1,10 +1,12 @@
 """The tiny-face path at inference: a face box -> its 32-px crop -> :class:`TinyFaceNet` -> 68
 landmarks and a super-resolved crop in the image's pixels (issue 26, items 3-4).
 
-:class:`dffx.FaceAligner` sends a face here instead of through the DFF cascade when its box is
-small (``tiny="auto"``: longer side under :data:`TINY_MAX_FACE_SIZE` pixels) or always
-(``tiny="always"``); the 3D outputs (camera, shape, mesh, visibility) then come from fitting the
-3DMM to the network's landmarks (:func:`fit_landmarks`, eq. 6-8 as the synthesis fits photos).
+:class:`dffx.FaceAligner` sends a face here when its box is small (``tiny="auto"``: longer side
+under :data:`TINY_MAX_FACE_SIZE` pixels) or always (``tiny="always"``). By default
+(``tiny_method="sr-cascade"``, :mod:`dffx.align.tiny_route`) the DFF cascade then aligns the
+super-resolved face; with ``"network"`` the network's own landmarks are the result and the 3D
+outputs (camera, shape, mesh, visibility) come from fitting the 3DMM to them
+(:func:`fit_landmarks`, eq. 6-8 as the synthesis fits photos).
 
 Everything is in image pixels with pixel centres at integers (x right, y down).
 """
@@ -20,13 +22,15 @@ from ..preprocess import crop_face
 from .degrade import HR_SIZE, LR_SIZE
 
 TINY_MODES = ("auto", "always", "never")
-TINY_METHODS = ("network", "sr-cascade")  # AlignOptions.tiny_method
+TINY_METHODS = ("sr-cascade", "network")  # AlignOptions.tiny_method
 #: ``tiny="auto"`` sends a face whose box's longer side is below this many pixels through the
-#: tiny path: where the shipped tiny-face network aligns better than the DFF cascade on the
-#: upsampled face (``dffx eval aflw DEV --face-size PX --tiny always|never``;
-#: docs/experiments/2026-12-07-tiny-faces.md). The cascade holds up well down to 16 px, so today
-#: only faces under 12 px, the smallest MTCNN finds, take the tiny path.
-TINY_MAX_FACE_SIZE = 12.0
+#: tiny path. On the AFLW dev split shrunk to each size (``dffx eval aflw DEV --face-size PX``),
+#: the DFF cascade on the tiny network's super-resolved face against the cascade on the
+#: upsampled face: -1.91 NME at 10 px, -1.04 at 12, -0.28 at 16, +0.36 at 24, +0.54 at 32; the
+#: crossover interpolates to about 20 px, near the 21.3-px face the 32-px crop holds at its own
+#: resolution (a larger face is shrunk into it, losing detail the cascade would have used).
+#: docs/experiments/2026-12-07-tiny-faces.md.
+TINY_MAX_FACE_SIZE = 20.0
 TINY_WEIGHTS_FORMAT = "dffx.tiny-weights"
 TINY_CHECKPOINT_FORMAT = "dffx.tiny-checkpoint"
 
