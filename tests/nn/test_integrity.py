@@ -17,10 +17,10 @@ WEIGHTS = Path(dffx.__file__).parent / "weights"
 
 
 def test_manifest_lists_every_shipped_network_and_cascade_file_with_its_sha256():
-    """Re-run `sha256sum dff_*.pt dff_*.onnx cascade_*.npz > SHA256SUMS` in dffx/weights after
+    """Re-run `sha256sum dff_*.pt dff_*.onnx cascade_*.npz tiny_*.pt > SHA256SUMS` in dffx/weights after
     shipping a file: this test fails until then."""
     sums = read_manifest(WEIGHTS / MANIFEST_NAME)
-    shipped = {p.name for pattern in ("dff_*.pt", "dff_*.onnx", "cascade_*.npz") for p in WEIGHTS.glob(pattern)}
+    shipped = {p.name for pattern in ("dff_*.pt", "dff_*.onnx", "cascade_*.npz", "tiny_*.pt") for p in WEIGHTS.glob(pattern)}
     assert set(sums) == shipped
     for name, digest in sums.items():
         assert file_sha256(WEIGHTS / name) == digest, name
@@ -38,7 +38,7 @@ def _damaged_copy(tmp_path, name, count=50, seed=0) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("name", ["dff_default.pt", "dff_default.onnx", "cascade_dff.npz"])
+@pytest.mark.parametrize("name", ["dff_default.pt", "dff_default.onnx", "cascade_dff.npz", "tiny_joint.pt"])
 def test_a_damaged_shipped_file_is_named(tmp_path, name):
     folder = _damaged_copy(tmp_path, name)
     with pytest.raises(ValueError, match=f"{name} is damaged: its SHA-256"):
@@ -60,6 +60,12 @@ def test_extractor_and_aligner_check_the_shipped_files_they_load_by_name(tmp_pat
     monkeypatch.setattr(aligner_module, "default_cascade_path", lambda features: folder / f"cascade_{features}.npz")
     with pytest.raises(ValueError, match="cascade_dff.npz is damaged"):
         aligner_module.FaceAligner(model=face_model, device="cpu")
+    import dffx.tiny.path as tiny_module
+
+    folder = _damaged_copy(tmp_path / "t", "tiny_joint.pt")
+    monkeypatch.setattr(tiny_module, "default_tiny_weights", lambda: folder / "tiny_joint.pt")
+    with pytest.raises(ValueError, match="tiny_joint.pt is damaged"):
+        tiny_module.TinyPath()
 
 
 def test_non_finite_weights_are_refused_at_load_and_non_finite_features_at_exit(tmp_path):
