@@ -30,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
-DOCS = (REPO / "README.md", REPO / "docs" / "alignment.md", REPO / "docs" / "tiny.md")
+DOCS = (REPO / "README.md", REPO / "docs" / "alignment.md", REPO / "docs" / "tiny.md", REPO / "docs" / "dff.md")
 BINS = ("0-30", "30-60", "60-90")
 
 # name -> (kind, rows); a row is (label, JSON file in docs/results, bold)
@@ -71,6 +71,10 @@ TABLES = {
         ("10 px: DFF on the super-resolved face", "tiny_dev_sr_cascade_10.json", True),
         ("10 px: the tiny network's own landmarks", "tiny_dev_network_10.json", False),
     ]),
+    "match": ("match", [
+        (f"{group}|{method}", "match_run5.json", False)
+        for group in ("small", "medium", "large") for method in ("dff", "dff-top", "sift", "dff-dense")
+    ]),
     "tiny_sr": ("sr", [
         ("x4", "tiny_sr.json", False),
         ("x8", "tiny_sr.json", False),
@@ -102,6 +106,10 @@ LATENCY_ROWS = [
 ]
 TABLES["latency"] = ("latency", LATENCY_ROWS)
 
+MATCH_GROUPS = {"small": "small (< 30°)", "medium": "medium (30-60°)", "large": "large (> 60°)"}
+MATCH_METHODS = {"dff": "DFF sparse (< 30°)", "dff-top": "DFF sparse at SIFT's count",
+                 "sift": "SIFT sparse (ratio 1/1.3)", "dff-dense": "DFF dense (< 12°)"}
+
 HEADERS = {
     "nme": "| pipeline | [0,30] | (30,60] | (60,90] | Mean |\n|---|---|---|---|---|",
     "yaw_error": "| pipeline | yaw MAE [0,30] | (30,60] | (60,90] | Mean | bias |\n|---|---|---|---|---|---|",
@@ -109,6 +117,8 @@ HEADERS = {
     "nme_all_and_inner": "| method | landmarks | [0,30] | (30,60] | (60,90] | Mean |\n|---|---|---|---|---|---|",
     "pose": "| set | method | pitch | yaw | roll | mean | [0,30] | (30,60] | (60,90] |\n"
             "|---|---|---|---|---|---|---|---|---|",
+    "match": "| yaw difference | method | matches made | correct (of matches) | matching score | hidden matched |\n"
+             "|---|---|---|---|---|---|",
     "sr": "| scale | face box, px | PSNR: SR | bicubic | SR - bicubic | faces better | SSIM: SR | bicubic |\n"
           "|---|---|---|---|---|---|---|---|",
     "latency": "| stage (median ms) | float32 (default) | `precision=\"bfloat16\"` |\n|---|---|---|",
@@ -156,6 +166,12 @@ def row(kind: str, label: str, summary: dict, bold: bool) -> list[str]:
         values = [pose["mae"][a] for a in ("pitch", "yaw", "roll", "mean")] + [pose["bins"][b] for b in BINS]
         set_name, method = (part.strip() for part in label.split("|"))
         return ["| " + " | ".join([set_name, f"**{method}**" if bold else method, *_cells(values, bold)]) + " |"]
+    if kind == "match":  # label "group|method": a python -m dffx.match.evaluate --json summary
+        group, method = label.split("|")
+        part = summary["groups"][group][method]
+        cells = [MATCH_GROUPS[group], MATCH_METHODS[method], str(part["matches"]), f"{100 * part['correct_rate']:.1f}%",
+                 f"{100 * part['matching_score']:.1f}%", f"{100 * part['hidden_matched_rate']:.1f}%"]
+        return ["| " + " | ".join(cells) + " |"]
     if kind == "sr":  # label: the scale's key in a tools/tiny_sr_quality.py summary
         part = summary[label]
         cells = [f"{part['face_box_px']:.1f}", f"{part['sr']['psnr']:.2f}", f"{part['bicubic']['psnr']:.2f}",

@@ -187,11 +187,9 @@ def _output(rgb: np.ndarray, boxes: np.ndarray, box_voting: bool = True) -> tupl
     # Points are relative to the crop: x in the first five outputs, y in the last five.
     size = boxes[:, 2:4] - boxes[:, :2] + 1
     points = np.stack([points[:, :5], points[:, 5:]], 2) * size[:, None] + boxes[:, None, :2] - 1
-    # Box voting instead of MTCNN's plain suppression (issue 30): a turned face's best-scoring box
-    # can lean onto what is beside it (image00251 of AFLW2000-3D: the raised arm, IoU 0.42 with
-    # the face) while the boxes it suppresses sit on the face; their mean is steadier. On the
-    # AFLW dev split with detected boxes: -0.04 / -0.08 / -0.13 NME per yaw bin, same misses
-    # (docs/experiments/2026-12-07-detector-rnet.md).
+    # Box voting instead of MTCNN's plain suppression: a turned face's best-scoring box can lean
+    # onto what is beside it while the boxes it suppresses sit on the face; their mean is steadier
+    # (docs/experiments/2026-12-07-detector-rnet.md, "Box voting").
     boxes = _regress(boxes, reg, inclusive=True)
     if box_voting:
         return vote_boxes(boxes, score, points)

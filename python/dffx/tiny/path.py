@@ -24,12 +24,9 @@ from .degrade import HR_SIZE, LR_SIZE
 TINY_MODES = ("auto", "always", "never")
 TINY_METHODS = ("sr-cascade", "network")  # AlignOptions.tiny_method
 #: ``tiny="auto"`` sends a face whose box's longer side is below this many pixels through the
-#: tiny path. On the AFLW dev split shrunk to each size (``dffx eval aflw DEV --face-size PX``),
-#: the DFF cascade on the tiny network's super-resolved face against the cascade on the
-#: upsampled face: -1.91 NME at 10 px, -1.04 at 12, -0.28 at 16, +0.36 at 24, +0.54 at 32; the
-#: crossover interpolates to about 20 px, near the 21.3-px face the 32-px crop holds at its own
-#: resolution (a larger face is shrunk into it, losing detail the cascade would have used).
-#: docs/experiments/2026-12-07-tiny-faces.md.
+#: tiny path: where the DFF cascade aligns the super-resolved face better than the upsampled one
+#: on the AFLW dev split (better at 16 px, worse at 24; near the 21.3-px face the 32-px crop holds
+#: at its own resolution). Measurements: docs/tiny.md.
 TINY_MAX_FACE_SIZE = 20.0
 TINY_WEIGHTS_FORMAT = "dffx.tiny-weights"
 TINY_CHECKPOINT_FORMAT = "dffx.tiny-checkpoint"
