@@ -74,9 +74,9 @@ class AlignOptions:
         camera_refit: after the cascade's last stage, re-fit the camera and shape to the
             landmarks (:mod:`dffx.align.camera_refit`); False runs the paper's cascade as it is.
         max_pixels: largest image (width x height) accepted, an int >= 1 or None (no limit).
-        tiny: which faces the tiny-face network aligns instead of the DFF cascade
-            (:mod:`dffx.align.tiny_route`): "auto" (boxes whose longer side is under
-            :data:`dffx.tiny.path.TINY_MAX_FACE_SIZE` pixels), "always" or "never".
+        tiny: which faces go through the tiny-face network first (:mod:`dffx.align.tiny_route`):
+            "auto" (boxes whose longer side is under :data:`dffx.tiny.path.TINY_MAX_FACE_SIZE`
+            pixels), "always" or "never".
         tiny_method: how the tiny path aligns a face: "sr-cascade" (the DFF cascade on the
             tiny-face network's super-resolved face; measured better than the cascade on the
             upsampled face below 20 px) or "network" (the network's own landmarks and the 3DMM
@@ -116,7 +116,7 @@ class AlignOptions:
         "refuse images of more than N pixels, checked from the file header before decoding (0: no limit)",
         none="no limit", type=int, metavar="N"))
     tiny: str = field(default="auto", metadata=_flag(
-        "faces the tiny-face network (joint super-resolution and landmarks) aligns instead of the cascade: "
+        "faces that go through the tiny-face network (joint super-resolution and landmarks) first: "
         f"auto (boxes under {TINY_MAX_FACE_SIZE:g} px), always or never", choices=TINY_MODES))
     tiny_method: str = field(default="sr-cascade", metadata=_flag(
         "how the tiny path aligns: sr-cascade (the DFF cascade on the tiny network's super-resolved face) or "
