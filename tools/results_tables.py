@@ -30,7 +30,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
-DOCS = (REPO / "README.md", REPO / "docs" / "alignment.md", REPO / "docs" / "tiny.md", REPO / "docs" / "dff.md")
+DOCS = (REPO / "README.md", REPO / "docs" / "alignment.md", REPO / "docs" / "tiny.md", REPO / "docs" / "dff.md",
+        REPO / "docs" / "synthesis.md", REPO / "docs" / "evaluation.md")
 BINS = ("0-30", "30-60", "60-90")
 
 # name -> (kind, rows); a row is (label, JSON file in docs/results, bold)
@@ -79,6 +80,16 @@ TABLES = {
         ("x4", "tiny_sr.json", False),
         ("x8", "tiny_sr.json", False),
     ]),
+    "mean_shape": ("nme", [
+        ("AFLW2000-3D sample (16, `yaw.csv` bins 12/2/2), 68 points", "aflw2000_mean_shape.json", False),
+        ("AFLW sample (24 crops, 8/8/8), 21 points", "aflw24_mean_shape.json", False),
+    ]),
+    "synth_fit": ("synth_fit", [
+        ("24,000-sample context set (the run-5 network's)", "synth_ctx24.json", False),
+    ]),
+    "synth_cost": ("synth_cost", [
+        ("24,000-sample context set", "synth_ctx24.json", False),
+    ]),
     "aflw24": ("nme", [
         ("dff", "aflw24_dff.json", False),
         ("dff, mirror averaged", "aflw24_dff_mirror.json", False),
@@ -121,6 +132,9 @@ HEADERS = {
              "|---|---|---|---|---|---|",
     "sr": "| scale | face box, px | PSNR: SR | bicubic | SR - bicubic | faces better | SSIM: SR | bicubic |\n"
           "|---|---|---|---|---|---|---|---|",
+    "synth_fit": "| set | fitted \\|yaw\\| 0-15°: NME % (photos) | 15-30° | 30-90° | all: NME % (median) | held out: NME % |\n"
+                 "|---|---|---|---|---|---|",
+    "synth_cost": "| set | samples | workers | photo fits | renders | per sample | on disk |\n|---|---|---|---|---|---|---|",
     "latency": "| stage (median ms) | float32 (default) | `precision=\"bfloat16\"` |\n|---|---|---|",
 }
 
@@ -177,6 +191,18 @@ def row(kind: str, label: str, summary: dict, bold: bool) -> list[str]:
         cells = [f"{part['face_box_px']:.1f}", f"{part['sr']['psnr']:.2f}", f"{part['bicubic']['psnr']:.2f}",
                  f"{part['psnr_gain_db']:+.2f} dB", f"{100 * part['sr_better_psnr']:.0f} %",
                  f"{part['sr']['ssim']:.3f}", f"{part['bicubic']['ssim']:.3f}"]
+        return ["| " + " | ".join([name, *cells]) + " |"]
+    if kind == "synth_fit":  # a tools/synth_report.py summary; bin cells: NME % (photos)
+        fit = summary["fit"]
+        cells = [f"{b['nme']:.2f} ({b['photos']})" for b in fit["bins"].values()]
+        cells += [f"{fit['mean']:.2f} ({fit['median']:.2f}) of {fit['photos']}",
+                  f"{fit['held_out_mean']:.2f} of {fit['held_out_photos']}"]
+        return ["| " + " | ".join([name, *cells]) + " |"]
+    if kind == "synth_cost":
+        cost = summary["cost"]
+        cells = [f"{cost['samples']:,}", str(cost["workers"]), f"{cost['fit_seconds'] / 60:.1f} min",
+                 f"{cost['render_seconds'] / 60:.0f} min", f"{cost['ms_per_sample']:.0f} ms",
+                 f"{cost['bytes'] / 1e9:.2f} GB"]
         return ["| " + " | ".join([name, *cells]) + " |"]
     raise ValueError(f"unknown table kind {kind!r}")
 
