@@ -84,6 +84,10 @@ TABLES = {
         ("AFLW2000-3D sample (16, `yaw.csv` bins 12/2/2), 68 points", "aflw2000_mean_shape.json", False),
         ("AFLW sample (24 crops, 8/8/8), 21 points", "aflw24_mean_shape.json", False),
     ]),
+    # label "name|training log in docs/training-logs": its last validation, and the dev split's mean
+    "network": ("network", [
+        ("run 5 (shipped)|dff_context_run5.jsonl", "dev_shipped.json", True),
+    ]),
     "synth_fit": ("synth_fit", [
         ("24,000-sample context set (the run-5 network's)", "synth_ctx24.json", False),
     ]),
@@ -132,6 +136,8 @@ HEADERS = {
              "|---|---|---|---|---|---|",
     "sr": "| scale | face box, px | PSNR: SR | bicubic | SR - bicubic | faces better | SSIM: SR | bicubic |\n"
           "|---|---|---|---|---|---|---|---|",
+    "network": "| network | held-out patch accuracy, % (64 context renders; chance 0.2 %) | AFLW dev split NME with its "
+               "cascade |\n|---|---|---|",
     "synth_fit": "| set | fitted \\|yaw\\| 0-15°: NME % (photos) | 15-30° | 30-90° | all: NME % (median) | held out: NME % |\n"
                  "|---|---|---|---|---|---|",
     "synth_cost": "| set | samples | workers | photo fits | renders | per sample | on disk |\n|---|---|---|---|---|---|---|",
@@ -146,6 +152,16 @@ def load(name: str) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not JSON ({exc})") from None
+
+
+def last_validation(log_name: str) -> dict:
+    """The last ``"kind": "val"`` record of a training log in ``docs/training-logs/``."""
+    path = REPO / "docs" / "training-logs" / log_name
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    vals = [r for r in records if r.get("kind") == "val"]
+    if not vals:
+        raise ValueError(f"{path}: no validation record")
+    return vals[-1]
 
 
 def _cells(values, bold: bool) -> list[str]:
@@ -192,6 +208,11 @@ def row(kind: str, label: str, summary: dict, bold: bool) -> list[str]:
                  f"{part['psnr_gain_db']:+.2f} dB", f"{100 * part['sr_better_psnr']:.0f} %",
                  f"{part['sr']['ssim']:.3f}", f"{part['bicubic']['ssim']:.3f}"]
         return ["| " + " | ".join([name, *cells]) + " |"]
+    if kind == "network":
+        network, log = label.split("|")
+        accuracy = last_validation(log)["accuracy"]
+        return ["| " + " | ".join([f"**{network}**" if bold else network,
+                                   *_cells([100 * accuracy], bold)[:1], *_cells([summary["mean"]], bold)]) + " |"]
     if kind == "synth_fit":  # a tools/synth_report.py summary; bin cells: NME % (photos)
         fit = summary["fit"]
         cells = [f"{b['nme']:.2f} ({b['photos']})" for b in fit["bins"].values()]

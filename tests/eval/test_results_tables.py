@@ -50,3 +50,15 @@ def test_the_latency_table_is_rendered_from_a_benchmark_run(monkeypatch):
                                                                     "| detect, per photo | 100.0 | - |"]
     with pytest.raises(KeyError, match="no benchmark 'test_align_dff_bfloat16'"):
         results_tables.render_latency([("align", "test_align_dff", "test_align_dff_bfloat16", 1)])
+
+
+def test_the_network_row_reads_the_last_validation_of_its_training_log(tmp_path, monkeypatch):
+    logs = tmp_path / "docs" / "training-logs"
+    logs.mkdir(parents=True)
+    (logs / "run.jsonl").write_text('{"kind": "val", "step": 1, "accuracy": 0.1}\n{"kind": "train", "step": 2}\n'
+                                    '{"kind": "val", "step": 3, "accuracy": 0.4567}\n{"kind": "done", "step": 3}\n')
+    (logs / "empty.jsonl").write_text('{"kind": "train", "step": 2}\n')
+    monkeypatch.setattr(results_tables, "REPO", tmp_path)
+    assert results_tables.row("network", "net|run.jsonl", {"mean": 5.731}, False) == ["| net | 45.67 | 5.73 |"]
+    with pytest.raises(ValueError, match="no validation record"):
+        results_tables.row("network", "net|empty.jsonl", {"mean": 5.7}, False)
