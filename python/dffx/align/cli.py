@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..imageio import DamagedImageWarning, read_image
+from ..nn.config import AUGMENT_FAMILIES, parse_augment
 from .options import add_arguments as add_options
 from .options import from_args as options_from_args
 from .pose_sectors import DEFAULT_SECTOR_YAW
@@ -180,6 +181,15 @@ def _cmd_train_cascade(args) -> int:
 
         train = mirrored_split(train)
     val = synth_split(args.data, "val", limit=args.val_images, seed=args.seed, model=model)
+    if args.photos:  # the set's own source photos join its train and val splits
+        from .photo_split import concat_splits, photo_split
+
+        train = concat_splits(train, photo_split(args.data, args.photos, "train", model=model))
+        val = concat_splits(val, photo_split(args.data, args.photos, "val", model=model))
+    if args.augment:
+        from .augmented_split import augmented_split
+
+        train = augmented_split(train, args.augment, seed=args.seed)
     settings = {}  # unset flags keep train_cascade's defaults
     if args.box_shift is not None:
         settings["box_shift"] = args.box_shift
@@ -192,7 +202,8 @@ def _cmd_train_cascade(args) -> int:
     cascade = train_cascade(model, features, train, val, stages=args.stages, boxes=args.boxes, seed=args.seed,
                             progress=not args.no_progress, **settings)
     cascade.info.update(data=str(args.data), seconds=round(time.perf_counter() - start, 1),
-                        mirror_augment=bool(args.mirror_augment), landmarks=args.landmarks)
+                        mirror_augment=bool(args.mirror_augment), landmarks=args.landmarks,
+                        augment=",".join(parse_augment(args.augment)), photos=args.photos)
     if args.features == "dff":  # bind the directions to their network (dffx.align.predictor.cascade_features)
         from ..nn.integrity import file_sha256
         from ..nn.extractor import is_weights_name
@@ -297,6 +308,13 @@ def add_parsers(sub, train_sub) -> None:
     p.add_argument("--boxes", type=int, default=5, help="perturbed initial boxes per training image (paper: 5)")
     p.add_argument("--mirror-augment", action="store_true",
                    help="also train on every training image's mirror image (twice the faces)")
+    p.add_argument("--photos", default=None,
+                   help="also learn from the set's source photos as they are (dffx.align.photo_split): the folder "
+                        "the set was made from; its training photos join the training split, its held-out ones "
+                        "the validation split")
+    p.add_argument("--augment", default="",
+                   help="degrade the training crops as the network's training does (dffx.align.augmented_split): "
+                        f"all, or a comma-separated subset of {','.join(AUGMENT_FAMILIES)} (default: none)")
     p.add_argument("--box-shift", type=float, default=None,
                    help="box perturbation: shift up to this fraction of the crop side (default 0.05)")
     p.add_argument("--box-scale", type=float, default=None,

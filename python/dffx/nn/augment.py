@@ -126,6 +126,31 @@ def _occlusion(x: torch.Tensor, tri: torch.Tensor, other: torch.Tensor, g: torch
     return x, torch.where(mask, torch.full_like(tri, -1), tri)
 
 
+def augment_image(x: torch.Tensor, tri: torch.Tensor, other: torch.Tensor, families,
+                  generator: torch.Generator):
+    """Apply the chosen augmentation families to one image (module docstring).
+
+    Args:
+        x: float (3, H, W) RGB in [0, 1].
+        tri: int64 (H, W) triangle ids, -1 = no face surface (the occluder is placed over the
+            pixels >= 0).
+        other: float (3, H, W), the image an occluder may be cut from.
+        families: names already checked by :func:`dffx.nn.config.parse_augment` (occlusion runs
+            first, so the later families degrade the occluder too).
+        generator: a CPU ``torch.Generator`` that draws every setting.
+
+    Returns:
+        (x float (3, H, W) clamped to [0, 1], tri int64 (H, W)).
+    """
+    if "occlusion" in families:
+        x, tri = _occlusion(x, tri, other, generator)
+    for name, fn in (("colour", _colour), ("blur", _blur), ("scale", _scale), ("noise", _noise),
+                     ("jpeg", _jpeg)):
+        if name in families:
+            x = fn(x, generator)
+    return x.clamp(0.0, 1.0), tri
+
+
 def augment_batch(images: torch.Tensor, tri: torch.Tensor, families, generator: torch.Generator):
     """Apply the chosen augmentation families to every image of a batch (module docstring).
 
@@ -148,15 +173,6 @@ def augment_batch(images: torch.Tensor, tri: torch.Tensor, families, generator: 
                          f"and {tuple(tri.shape)}")
     if not families:
         return images, tri
-    out_images, out_tri = [], []
-    for b in range(images.shape[0]):
-        x, t = images[b], tri[b]
-        if "occlusion" in families:
-            x, t = _occlusion(x, t, images[(b + 1) % images.shape[0]], generator)
-        for name, fn in (("colour", _colour), ("blur", _blur), ("scale", _scale), ("noise", _noise),
-                         ("jpeg", _jpeg)):
-            if name in families:
-                x = fn(x, generator)
-        out_images.append(x.clamp(0.0, 1.0))
-        out_tri.append(t)
-    return torch.stack(out_images), torch.stack(out_tri)
+    out = [augment_image(images[b], tri[b], images[(b + 1) % images.shape[0]], families, generator)
+           for b in range(images.shape[0])]
+    return torch.stack([x for x, _ in out]), torch.stack([t for _, t in out])

@@ -1,0 +1,137 @@
+"""The synthesis' source photos as cascade training samples (issue 25: train on photographs too).
+
+A ``dffx synth`` set fits the 3DMM and a camera to every source photo (300-W, 68 annotated
+points) and keeps the fits in ``fits.npz``. Those photos are real photographs with known
+landmarks and a known camera, so the cascade can learn its descent directions (eq. 9-10) on
+them as they are, beside the renders: ``dffx train cascade --data DATA --photos``.
+
+Each photo (and its mirror image, when the set used mirror images) becomes one sample: the
+canonical 224-px crop of its ground-truth box (the annotations' bounding box, as the renders
+and the benchmarks frame a face), the annotated 68 points as the landmark target X*, and the
+fitted camera as the camera target w*, both mapped into the crop. Only the photos of the asked
+split are used: the set's held-out photos stay held out.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..data import load_300w
+from ..data.ibug import landmark_box, mirror_landmarks
+from ..preprocess import CROP_SIZE, crop_face
+from ..synth.pipeline import MIRROR_SUFFIX
+from .cascade import CascadeState, update_geometry
+
+
+def camera_in_crop(camera: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """A weak-perspective camera (eq. 2) of image pixels carried into a crop.
+
+    Args:
+        camera: float (6,) ``(s, pitch, yaw, roll, tx, ty)`` in image pixels, angles in radians.
+        transform: float (2, 3) image -> crop, a scale k and a shift (:func:`dffx.preprocess.crop_face`).
+
+    Returns:
+        float64 (6,) ``(k s, pitch, yaw, roll, k tx + ox, k ty + oy)``: the same projection in
+        crop pixels (x = s (R q)_x + tx and y = -s (R q)_y + ty both scale and shift alike).
+    """
+    k, ox, oy = float(transform[0, 0]), float(transform[0, 2]), float(transform[1, 2])
+    out = np.asarray(camera, np.float64).copy()
+    out[0] *= k
+    out[4] = k * out[4] + ox
+    out[5] = k * out[5] + oy
+    return out
+
+
+def photo_split(data, photos, split: str = "train", model=None) -> dict:
+    """The source photos of a synth set as a cascade training split.
+
+    Args:
+        data: the ``dffx synth`` folder (its ``manifest.json`` names the photos, ``fits.npz``
+            holds their cameras and shapes and which are held out).
+        photos: the folder the set was made from (``../shared/data/300w-train``).
+        split: "train" (the photos the set trained on) or "val" (its held-out photos).
+        model: :class:`dffx.FaceModel` at the cascade's landmark convention; when given,
+            ``landmarks160`` / ``visible160`` (which the confidence template reads) come from
+            each photo's fit; without it they are left out.
+
+    Returns:
+        dict like :func:`dffx.align.predictor.synth_split`: ``crops(ids)`` -> uint8
+        (n, 224, 224, 3) BGR, ``landmarks`` float32 (N, 68, 2) the annotated points in crop
+        pixels, ``cameras`` float64 (N, 6) the fitted cameras in crop pixels, and with
+        ``model`` ``landmarks160`` float32 (N, 160, 2), ``visible160`` bool (N, 160).
+
+    Raises:
+        FileNotFoundError: ``data`` is not a synth set or a photo is missing.
+        ValueError: an unknown split, or fits that do not match the photo list.
+    """
+    import cv2
+
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    data, photos = Path(data), Path(photos)
+    for path in (data / "manifest.json", data / "fits.npz"):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; {data} is not a dffx synth output folder")
+    names = json.loads((data / "manifest.json").read_text())["photos"]
+    with np.load(data / "fits.npz") as f:
+        fit_cameras, held_out = f["camera"], f["held_out"].astype(bool)
+        shape = np.concatenate([f["p_id"], f["p_exp"]], axis=1).astype(np.float32)
+    if len(fit_cameras) != len(names):
+        raise ValueError(f"{data}: {len(fit_cameras)} fits for {len(names)} photos")
+    samples, _ = load_300w(photos)
+    annotated = {str(Path(s.image_path).relative_to(photos)): s.landmarks for s in samples}
+    keep = np.flatnonzero(held_out if split == "val" else ~held_out)
+    crops, landmarks, cameras = [], [], []
+    for k in keep:
+        name = names[k]
+        mirrored = name.endswith(MIRROR_SUFFIX)
+        base = name[: -len(MIRROR_SUFFIX)] if mirrored else name
+        if base not in annotated:
+            raise FileNotFoundError(f"{photos / base}: photo or its .pts missing (named in {data}/manifest.json)")
+        image = cv2.imread(str(photos / base), cv2.IMREAD_COLOR)
+        if image is None:
+            raise FileNotFoundError(f"{photos / base}: could not read the photo")
+        points = annotated[base]
+        if mirrored:
+            image = np.ascontiguousarray(image[:, ::-1])
+            points = mirror_landmarks(points, image.shape[1])
+        crop, transform = crop_face(image, landmark_box(points), CROP_SIZE)
+        crops.append(crop)
+        landmarks.append(points * transform[0, 0] + transform[:, 2])
+        cameras.append(camera_in_crop(fit_cameras[k], transform))
+    crops = np.stack(crops)
+    out = {"crops": lambda ids: crops[np.asarray(ids)], "landmarks": np.stack(landmarks).astype(np.float32),
+           "cameras": np.stack(cameras)}
+    if model is not None:
+        state = update_geometry(model, CascadeState(out["cameras"], shape[keep]))
+        out.update(landmarks160=state.U.astype(np.float32), visible160=state.V.astype(bool))
+    return out
+
+
+def concat_splits(first: dict, second: dict) -> dict:
+    """Two cascade training splits as one: ids ``0..N1-1`` are ``first``'s, the rest ``second``'s.
+
+    Raises:
+        ValueError: the two do not carry the same arrays.
+    """
+    keys = sorted(k for k in first if k != "crops")
+    if keys != sorted(k for k in second if k != "crops"):
+        raise ValueError(f"splits with different arrays: {keys} and {sorted(k for k in second if k != 'crops')}")
+    n1 = len(first["landmarks"])
+
+    def crops(ids):
+        ids = np.asarray(ids)
+        out = np.empty((len(ids), CROP_SIZE, CROP_SIZE, 3), np.uint8)
+        low = ids < n1
+        if low.any():
+            out[low] = first["crops"](ids[low])
+        if (~low).any():
+            out[~low] = second["crops"](ids[~low] - n1)
+        return out
+
+    merged = {k: np.concatenate([first[k], second[k]]) for k in keys}
+    merged["crops"] = crops
+    return merged

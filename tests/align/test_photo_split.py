@@ -1,0 +1,85 @@
+"""The synth set's source photos as cascade training samples (dffx.align.photo_split, `--photos`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+
+def test_a_camera_carried_into_the_crop_projects_where_the_crop_maps_the_image():
+    from dffx.align.photo_split import camera_in_crop
+    from dffx.geometry.camera import project
+
+    rng = np.random.default_rng(0)
+    points = rng.normal(0, 5, (30, 3))
+    camera = np.array([3.1, 0.2, -0.7, 0.1, 210.0, 180.0])
+    transform = np.array([[0.6, 0.0, -40.0], [0.0, 0.6, 12.0]])
+    in_image = project(points, camera)[:, :2].astype(np.float64)
+    in_crop = project(points, camera_in_crop(camera, transform))[:, :2]
+    np.testing.assert_allclose(in_crop, in_image * 0.6 + transform[:, 2], atol=1e-3)
+
+
+def _fake_set(tmp_path, held_out=(False, False, True, True)):
+    """Two annotated photos and their mirror images, as a synth set names and fits them."""
+    photos, data = tmp_path / "photos", tmp_path / "set"
+    photos.mkdir()
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    names = []
+    for i in range(2):
+        image = rng.integers(0, 255, (160, 200, 3), dtype=np.uint8)
+        cv2.imwrite(str(photos / f"p{i}.png"), image)
+        pts = rng.uniform([60 + 10 * i, 40], [140, 120], (68, 2))
+        (photos / f"p{i}.pts").write_text("version: 1\nn_points: 68\n{\n" +
+                                          "".join(f"{x + 1:.3f} {y + 1:.3f}\n" for x, y in pts) + "}\n")
+        names.append(f"p{i}.png")
+    names += [n + "#mirror" for n in names]
+    (data / "manifest.json").write_text(json.dumps({"photos": names}))
+    cams = np.tile([2.0, 0.0, 0.1, 0.0, 100.0, 80.0], (4, 1))
+    np.savez(data / "fits.npz", camera=cams, p_id=np.zeros((4, 80), np.float32),
+             p_exp=np.zeros((4, 55), np.float32), held_out=np.array(held_out))
+    return photos, data
+
+
+def test_photos_are_cropped_at_their_box_with_labels_in_the_crop(tmp_path):
+    from dffx.align.photo_split import photo_split
+    from dffx.data import load_300w
+    from dffx.data.ibug import landmark_box, mirror_landmarks
+    from dffx.preprocess import crop_face
+
+    photos, data = _fake_set(tmp_path, held_out=(False, True, False, True))
+    train = photo_split(data, photos, "train")
+    assert train["landmarks"].shape == (2, 68, 2) and train["cameras"].shape == (2, 6)
+    assert train["crops"]([0, 1]).shape == (2, 224, 224, 3)
+    samples, _ = load_300w(photos)
+    image = cv2.imread(str(photos / "p0.png"))
+    for j, (img, pts) in enumerate([(image, samples[0].landmarks),
+                                    (image[:, ::-1].copy(), mirror_landmarks(samples[0].landmarks, 200))]):
+        crop, transform = crop_face(img, landmark_box(pts))
+        np.testing.assert_array_equal(train["crops"]([j])[0], crop)
+        np.testing.assert_allclose(train["landmarks"][j], pts * transform[0, 0] + transform[:, 2], atol=1e-4)
+        assert train["cameras"][j][0] == pytest.approx(2.0 * transform[0, 0])
+    assert len(photo_split(data, photos, "val")["landmarks"]) == 2  # p1 and its mirror image
+
+
+def test_splits_concatenate_and_bad_sets_are_named(tmp_path):
+    from dffx.align.photo_split import concat_splits, photo_split
+
+    photos, data = _fake_set(tmp_path)
+    a, b = photo_split(data, photos, "train"), photo_split(data, photos, "val")
+    both = concat_splits(a, b)
+    assert len(both["landmarks"]) == 4
+    np.testing.assert_array_equal(both["crops"]([3, 0]), np.stack([b["crops"]([1])[0], a["crops"]([0])[0]]))
+    with pytest.raises(ValueError, match="different arrays"):
+        concat_splits(a, {**b, "landmarks160": b["landmarks"]})
+    with pytest.raises(ValueError, match="split must be"):
+        photo_split(data, photos, "test")
+    with pytest.raises(FileNotFoundError, match="not a dffx synth output folder"):
+        photo_split(photos, photos)
+    (photos / "p1.pts").unlink()
+    with pytest.raises(FileNotFoundError, match="p1.png: photo or its .pts missing"):
+        photo_split(data, photos, "val")
