@@ -94,6 +94,11 @@ TABLES = {
     "network": ("network", [
         ("run 5 (shipped)|dff_context_run5.jsonl", "dev_shipped.json", True),
     ]),
+    "score": ("score", [
+        ("shipped (run 5, 12,000-render pose-fused cascade)", "score_12k.json", True),
+        ("run 5, the pose-fused cascade on 4,000 × 5 renders (until 2026-12-07)", "score_4k.json", False),
+        ("run 5, the generic cascade before it", "score_generic.json", False),
+    ]),
     "synth_fit": ("synth_fit", [
         ("24,000-sample context set (the run-5 network's)", "synth_ctx24.json", False),
     ]),
@@ -144,6 +149,8 @@ HEADERS = {
           "|---|---|---|---|---|---|---|---|",
     "network": "| network | held-out patch accuracy, % (64 context renders; chance 0.2 %) | AFLW dev split NME with its "
                "cascade |\n|---|---|---|",
+    "score": "| cascade file | faces, 1st pct. | backgrounds, 95th pct. | threshold | faces kept | backgrounds kept |\n"
+             "|---|---|---|---|---|---|",
     "synth_fit": "| set | fitted \\|yaw\\| 0-15°: NME % (photos) | 15-30° | 30-90° | all: NME % (median) | held out: NME % |\n"
                  "|---|---|---|---|---|---|",
     "synth_cost": "| set | samples | workers | photo fits | renders | per sample | on disk |\n|---|---|---|---|---|---|---|",
@@ -219,6 +226,10 @@ def row(kind: str, label: str, summary: dict, bold: bool) -> list[str]:
         accuracy = last_validation(log)["accuracy"]
         return ["| " + " | ".join([f"**{network}**" if bold else network,
                                    *_cells([100 * accuracy], bold)[:1], *_cells([summary["mean"]], bold)]) + " |"]
+    if kind == "score":  # a dffx train min-score calibration (dffx.align.score_calibration)
+        cells = [f"{summary['face_p1']:.3f}", f"{summary['background_p95']:.3f}", f"{summary['min_score']:.2f}",
+                 f"{100 * summary['faces_kept']:.1f} %", f"{100 * summary['backgrounds_kept']:.1f} %"]
+        return ["| " + " | ".join([name, *([f"**{c}**" for c in cells] if bold else cells)]) + " |"]
     if kind == "synth_fit":  # a tools/synth_report.py summary; bin cells: NME % (photos)
         fit = summary["fit"]
         cells = [f"{b['nme']:.2f} ({b['photos']})" for b in fit["bins"].values()]
