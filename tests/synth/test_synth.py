@@ -353,6 +353,28 @@ def test_cli_train_cascade_mirror_augment_doubles_the_faces(synth_set, tmp_path,
     assert cascade.info["template_images"] == 6  # the template reads the original faces only
 
 
+def test_cli_train_cascade_adds_the_source_photos_and_degrades_crops(synth_set, photo_dir, tmp_path, ict_dir):
+    """`--photos` adds the set's training photos (its source photos and their mirror images, less
+    the held-out ones) to the renders; `--augment` is recorded; both train a working cascade."""
+    import json
+
+    from dffx.align import Cascade
+    from dffx.cli import main
+
+    out, _ = synth_set
+    with np.load(out / "fits.npz") as fits:
+        training_photos = int((~fits["held_out"]).sum())
+    assert len(json.loads((out / "manifest.json").read_text())["photos"]) == 12  # 6 photos, mirrored
+    path = tmp_path / "photos.npz"
+    assert main(["train", "cascade", "--data", str(out), "--features", "sift", "--out", str(path),
+                 "--train-images", "6", "--val-images", "4", "--boxes", "1", "--stages", "1",
+                 "--photos", str(photo_dir), "--augment", "blur,jpeg", "--model", str(ict_dir), "--no-progress"]) == 0
+    cascade = Cascade.load(path)
+    assert 0 < training_photos < 12 and cascade.info["train_images"] == 6 + training_photos
+    assert cascade.info["augment"] == "blur,jpeg" and cascade.info["photos"] == str(photo_dir)
+    assert np.isfinite(cascade.R_X).all() and cascade.template.shape[1] == 128  # SIFT descriptors
+
+
 def test_eval_synth_scores_the_held_out_renders(synth_set, face_model, tmp_path, capsys):
     """`dffx eval synth`: the val split's renders, padded, with their stored landmarks, visibility
     and camera as the truth; landmark NME and head-pose errors from them."""
