@@ -38,14 +38,14 @@ BINS = ("0-30", "30-60", "60-90")
 TABLES = {
     "dev": ("nme", [
         ("dffx (shipped)", "dev_shipped.json", True),
-        ("dffx, the same cascade on 4,000 × 5 renders (shipped until 2026-12-07)", "dev_sectors_4k.json", False),
+        ("dffx, the same cascade on 12,000 × 5 renders alone (shipped until 2026-12-07)", "dev_sectors_12k.json", False),
         ("dffx until the pose-fused cascade (same network)", "dev_previous.json", False),
         ("dffx 2026-12-03 to -07 (run-3 network, ICT's landmark vertices)", "dev_run3.json", False),
         ("3DDFA_V2 (MobileNet 0.5, ONNX), same protocol", "dev_3ddfa_v2.json", False),
     ]),
     "dev_yaw": ("yaw_error", [
         ("dffx (shipped)", "dev_shipped.json", True),
-        ("dffx, the same cascade on 4,000 × 5 renders", "dev_sectors_4k.json", False),
+        ("dffx, the same cascade on 12,000 × 5 renders alone", "dev_sectors_12k.json", False),
         ("dffx until the pose-fused cascade", "dev_previous.json", False),
     ]),
     "aflw2000": ("nme_inner", [
@@ -56,7 +56,8 @@ TABLES = {
         ("paper, DFF (all 2,000 AFLW2000-3D photos)", "aflw2000_paper_dff.json", False),
     ]),
     "tiny_dev": ("nme", [
-        ("full size (face box about 85 px), shipped pipeline", "dev_shipped.json", False),
+        ("full size (face box about 85 px), the pipeline these rows ran (12,000-render cascade)", "dev_sectors_12k.json",
+         False),
         ("32 px: DFF on the upsampled face (`--tiny never`)", "tiny_dev_never_32.json", True),
         ("32 px: DFF on the super-resolved face (`--tiny always`)", "tiny_dev_sr_cascade_32.json", False),
         ("32 px: the joint network's own landmarks (`--tiny always --tiny-method network`)",
@@ -95,8 +96,9 @@ TABLES = {
         ("run 5 (shipped)|dff_context_run5.jsonl", "dev_shipped.json", True),
     ]),
     "score": ("score", [
-        ("shipped (run 5, 12,000-render pose-fused cascade)", "score_12k.json", True),
-        ("run 5, the pose-fused cascade on 4,000 × 5 renders (until 2026-12-07)", "score_4k.json", False),
+        ("shipped (run 5, pose-fused cascade on 6,000 × 5 renders and 3,786 photos)", "score_shipped.json", True),
+        ("run 5, the pose-fused cascade on 12,000 × 5 renders (until 2026-12-07)", "score_12k.json", False),
+        ("run 5, the pose-fused cascade on 4,000 × 5 renders", "score_4k.json", False),
         ("run 5, the generic cascade before it", "score_generic.json", False),
     ]),
     "synth_fit": ("synth_fit", [
