@@ -226,8 +226,8 @@ def row(kind: str, label: str, summary: dict, bold: bool) -> list[str]:
     if kind == "network":
         network, log = label.split("|")
         accuracy = last_validation(log)["accuracy"]
-        return ["| " + " | ".join([f"**{network}**" if bold else network,
-                                   *_cells([100 * accuracy], bold)[:1], *_cells([summary["mean"]], bold)]) + " |"]
+        return ["| " + " | ".join([f"**{network}**" if bold else network, *_cells([100 * accuracy, summary["mean"]], bold)])
+                + " |"]
     if kind == "score":  # a dffx train min-score calibration (dffx.align.score_calibration)
         cells = [f"{summary['face_p1']:.3f}", f"{summary['background_p95']:.3f}", f"{summary['min_score']:.2f}",
                  f"{100 * summary['faces_kept']:.1f} %", f"{100 * summary['backgrounds_kept']:.1f} %"]

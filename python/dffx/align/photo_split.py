@@ -22,7 +22,7 @@ import numpy as np
 from ..data import load_300w
 from ..data.ibug import landmark_box, mirror_landmarks
 from ..preprocess import CROP_SIZE, crop_face
-from ..synth.pipeline import MIRROR_SUFFIX
+from ..synth.pipeline import MIRROR_SUFFIX, read_source_photo
 from .cascade import CascadeState, update_geometry
 
 
@@ -64,11 +64,10 @@ def photo_split(data, photos, split: str = "train", model=None) -> dict:
         ``model`` ``landmarks160`` float32 (N, 160, 2), ``visible160`` bool (N, 160).
 
     Raises:
-        FileNotFoundError: ``data`` is not a synth set or a photo is missing.
+        FileNotFoundError: ``data`` is not a synth set or a photo or its .pts is missing.
+        OSError: a photo OpenCV cannot read.
         ValueError: an unknown split, or fits that do not match the photo list.
     """
-    import cv2
-
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     data, photos = Path(data), Path(photos)
@@ -91,13 +90,8 @@ def photo_split(data, photos, split: str = "train", model=None) -> dict:
         base = name[: -len(MIRROR_SUFFIX)] if mirrored else name
         if base not in annotated:
             raise FileNotFoundError(f"{photos / base}: photo or its .pts missing (named in {data}/manifest.json)")
-        image = cv2.imread(str(photos / base), cv2.IMREAD_COLOR)
-        if image is None:
-            raise FileNotFoundError(f"{photos / base}: could not read the photo")
-        points = annotated[base]
-        if mirrored:
-            image = np.ascontiguousarray(image[:, ::-1])
-            points = mirror_landmarks(points, image.shape[1])
+        image = read_source_photo(photos, name)  # the mirror image for a mirrored name
+        points = mirror_landmarks(annotated[base], image.shape[1]) if mirrored else annotated[base]
         crop, transform = crop_face(image, landmark_box(points), CROP_SIZE)
         crops.append(crop)
         landmarks.append(points * transform[0, 0] + transform[:, 2])
