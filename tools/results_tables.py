@@ -43,6 +43,13 @@ TABLES = {
         ("dffx 2026-12-03 to -07 (run-3 network, ICT's landmark vertices)", "dev_run3.json", False),
         ("3DDFA_V2 (MobileNet 0.5, ONNX), same protocol", "dev_3ddfa_v2.json", False),
     ]),
+    # paired per face on the dev split (tools/compare_eval.py --json): what each change did
+    "dev_paired": ("paired", [
+        ("shipped cascade against the same cascade on 12,000 × 5 renders alone", "paired_shipped_vs_12k.json", True),
+        ("the 300-W photos added to 2,000 × 5 renders", "paired_photos_vs_2k.json", False),
+        ("2,000 × 5 renders degraded (`--augment all`, not used) against clean", "paired_degraded_vs_2k.json", False),
+        ("yaw-sector stages against the generic cascade (2,000 × 5 renders)", "paired_sectors_vs_generic.json", False),
+    ]),
     "dev_yaw": ("yaw_error", [
         ("dffx (shipped)", "dev_shipped.json", True),
         ("dffx, the same cascade on 12,000 × 5 renders alone", "dev_sectors_12k.json", False),
@@ -156,6 +163,8 @@ HEADERS = {
     "synth_fit": "| set | fitted \\|yaw\\| 0-15°: NME % (photos) | 15-30° | 30-90° | all: NME % (median) | held out: NME % |\n"
                  "|---|---|---|---|---|---|",
     "synth_cost": "| set | samples | workers | photo fits | renders | per sample | on disk |\n|---|---|---|---|---|---|---|",
+    "paired": "| B against A (same faces) | [0,30] | (30,60] | (60,90] | all faces | faces B improves |\n"
+              "|---|---|---|---|---|---|",
     "latency": "| stage (median ms) | float32 (default) | `precision=\"bfloat16\"` |\n|---|---|---|",
 }
 
@@ -243,6 +252,10 @@ def row(kind: str, label: str, summary: dict, bold: bool) -> list[str]:
         cells = [f"{cost['samples']:,}", str(cost["workers"]), f"{cost['fit_seconds'] / 60:.1f} min",
                  f"{cost['render_seconds'] / 60:.0f} min", f"{cost['ms_per_sample']:.0f} ms",
                  f"{cost['bytes'] / 1e9:.2f} GB"]
+        return ["| " + " | ".join([name, *cells]) + " |"]
+    if kind == "paired":  # a tools/compare_eval.py --json summary: B - A in NME points (standard error)
+        groups = [summary["bins"][b] for b in BINS] + [summary["all"]]
+        cells = [f"{g['diff']:+.2f} ({g['se']:.2f})" for g in groups] + [f"{100 * summary['all']['b_better']:.0f} %"]
         return ["| " + " | ".join([name, *cells]) + " |"]
     raise ValueError(f"unknown table kind {kind!r}")
 

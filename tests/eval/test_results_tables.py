@@ -62,3 +62,32 @@ def test_the_network_row_reads_the_last_validation_of_its_training_log(tmp_path,
     assert results_tables.row("network", "net|run.jsonl", {"mean": 5.731}, False) == ["| net | 45.67 | 5.73 |"]
     with pytest.raises(ValueError, match="no validation record"):
         results_tables.row("network", "net|empty.jsonl", {"mean": 5.7}, False)
+
+
+def test_a_paired_comparison_is_computed_per_face_and_rendered_with_its_standard_error(tmp_path):
+    """tools/compare_eval.py pairs faces by name: B - A per face, its mean and standard error per
+    bin, the share of faces B improves; the docs' 'paired' row shows them."""
+    import json
+
+    import compare_eval
+
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("name,bin,nme\nf1,0-30,0.05\nf2,0-30,0.07\nf3,30-60,0.06\nf4,60-90,0.08\nonly_a,60-90,0.5\n")
+    b.write_text("name,bin,nme\nf2,0-30,0.06\nf1,0-30,0.04\nf3,30-60,0.065\nf4,60-90,0.08\n")
+    result = compare_eval.paired(compare_eval.read(a), compare_eval.read(b))
+    assert result["faces"] == 4 and list(result["bins"]) == ["0-30", "30-60", "60-90"]
+    frontal = result["bins"]["0-30"]  # both faces 1 point better: mean -1, no spread
+    assert frontal["faces"] == 2 and abs(frontal["diff"] + 1.0) < 1e-9 and abs(frontal["se"]) < 1e-9
+    assert abs(frontal["a"] - 6.0) < 1e-9 and frontal["b_better"] == 1.0
+    everyone = result["all"]  # differences -1, -1, +0.5, 0 points
+    assert abs(everyone["diff"] + 0.375) < 1e-9 and everyone["b_better"] == 0.5
+    assert abs(everyone["se"] - (sum((d + 0.375) ** 2 for d in (-1, -1, 0.5, 0)) / 3) ** 0.5 / 2) < 1e-9
+    out = tmp_path / "paired.json"
+    assert compare_eval.main([str(a), str(b), "--json", str(out), "--label", "b vs a"]) == 0
+    stored = json.loads(out.read_text())
+    assert stored["label"] == "b vs a" and stored["all"] == everyone
+    assert results_tables.row("paired", "b vs a", stored, False) == [
+        "| b vs a | -1.00 (0.00) | +0.50 (0.00) | +0.00 (0.00) | -0.38 (0.38) | 50 % |"]
+    (tmp_path / "c.csv").write_text("name,bin,nme\nother,0-30,0.1\n")
+    with pytest.raises(ValueError, match="share no face"):
+        compare_eval.paired(compare_eval.read(a), compare_eval.read(tmp_path / "c.csv"))
