@@ -65,6 +65,22 @@ def test_fit_recovers_a_known_face(face_model):
     assert fit.p_exp.min() >= 0 and fit.p_exp.max() <= 1
 
 
+def test_fixed_vertex_fits_evaluate_the_model_at_the_landmarks_only(face_model):
+    """With fixed landmark vertices ("published", "fixed") the fit reads eq. 3 at the 68 vertices
+    only: the same points as the full mesh's rows, and the contour strategies that read the mesh
+    say so."""
+    from dffx.synth.fit import ContourLines, _landmark_points
+
+    rng = np.random.default_rng(1)
+    p = np.concatenate([rng.normal(0, 1, face_model.n_identity), rng.uniform(0, 1, face_model.n_expression)])
+    p = p.astype(np.float32)
+    contour = ContourLines(face_model)
+    full = face_model.shape(p[:face_model.n_identity], p[face_model.n_identity:])[contour.fixed]
+    np.testing.assert_allclose(_landmark_points(face_model, p, contour.fixed), full, atol=1e-4)
+    assert [ContourLines(face_model, m).reads_mesh for m in ("published", "fixed", "march", "weight")] == [
+        False, False, True, True]
+
+
 def test_fit_on_real_photos_predicts_held_out_points(face_model):
     """On real 300W photos, a fit that leaves 12 inner points out predicts them to a few
     percent of the inter-ocular distance, for every jaw strategy (docs/synthesis.md)."""

@@ -100,6 +100,12 @@ class ContourLines:
             line = np.flatnonzero(ok)
             self.lines.append(np.union1d(line, [self.fixed[j]]))
 
+    @property
+    def reads_mesh(self) -> bool:
+        """Whether :meth:`select` or :meth:`weights` read the fitted mesh ("march", "weight");
+        with "published" and "fixed" each point keeps its fixed vertex."""
+        return self.mode in ("march", "weight")
+
     def weights(self, vertices: np.ndarray, camera: np.ndarray) -> np.ndarray:
         """float (68,) point weights: in "weight" mode 0 for contour points whose fixed vertex
         faces away from the camera by more than ``SILHOUETTE_COS`` (their annotation then lies
@@ -139,6 +145,12 @@ class ContourLines:
 CONTOUR_MODES = ("march", "fixed", "published", "weight")
 PUBLISHED_RIGHT_JAW = np.array([1278, 1272, 12, 1834, 243, 781, 2199, 1447])
 PUBLISHED_LEFT_JAW = np.array([3661, 4390, 3022, 2484, 4036, 2253, 3490, 3496])
+
+
+def _landmark_points(model, p, index) -> np.ndarray:
+    """float32 (68, 3): eq. 3 at the vertices ``index`` only, ``model.shape(p)[index]`` up to rounding."""
+    mean, basis, _ = model.landmark_model(index)
+    return (mean + basis @ p).astype(np.float32)
 
 
 def _fit_params(model, targets, camera, index, w_reg, exp_active, weights):
@@ -184,20 +196,30 @@ def fit_photo(model, landmarks, *, rounds: int = DEFAULT_ROUNDS, w_reg: float = 
     p = np.zeros(model.n_params, np.float32)
     m1 = model.n_identity
     for _ in range(rounds):
-        shape = model.shape(p[:m1], p[m1:])
-        index = contour.select(shape, camera)
-        round_wts = wts * contour.weights(shape, camera)
-        camera = fit_camera(shape[index], X, round_wts)
+        if contour.reads_mesh:
+            shape = model.shape(p[:m1], p[m1:])
+            index = contour.select(shape, camera)
+            round_wts = wts * contour.weights(shape, camera)
+            points = shape[index]
+        else:  # the fixed vertices: only their 68 rows of eq. 3, not the 9,409-vertex mesh
+            index, round_wts = contour.fixed.copy(), wts
+            points = _landmark_points(model, p, index)
+        camera = fit_camera(points, X, round_wts)
         active = np.ones(model.n_expression, bool)
         for _ in range(2):  # fit, then refit with the negative blendshapes switched off
             p = _fit_params(model, X, camera, index, w_reg, active, round_wts)
             active &= p[m1:] > 0
         p[:m1] = np.clip(p[:m1], -IDENTITY_CLIP_SD, IDENTITY_CLIP_SD)
         p[m1:] = np.clip(p[m1:], 0.0, 1.0)
-    shape = model.shape(p[:m1], p[m1:])
-    index = contour.select(shape, camera)
-    camera = fit_camera(shape[index], X, wts)
-    fitted = project(shape[index], camera)[:, :2]
+    if contour.reads_mesh:
+        shape = model.shape(p[:m1], p[m1:])
+        index = contour.select(shape, camera)
+        points = shape[index]
+    else:
+        index = contour.fixed.copy()
+        points = _landmark_points(model, p, index)
+    camera = fit_camera(points, X, wts)
+    fitted = project(points, camera)[:, :2]
     err = np.linalg.norm(fitted - X, axis=1)
     return PhotoFit(camera=camera, p_id=p[:m1].copy(), p_exp=p[m1:].copy(), landmark_vertices=index,
                     rms_px=float(np.sqrt(np.mean(err ** 2))), nme_io=float(err.mean() / np.linalg.norm(X[36] - X[45])))
