@@ -153,6 +153,19 @@ def _landmark_points(model, p, index) -> np.ndarray:
     return (mean + basis @ p).astype(np.float32)
 
 
+def _contour_points(model, contour: ContourLines, p, camera):
+    """The vertex of each iBUG point under ``contour``'s strategy, its weight and its 3D position:
+    (index int64 (68,), weights (68,), points float32 (68, 3)). Only the strategies that read the
+    mesh ("march", "weight") evaluate eq. 3 on all vertices; the fixed ones need 68 rows of it."""
+    if contour.reads_mesh:
+        m1 = model.n_identity
+        shape = model.shape(p[:m1], p[m1:])
+        index = contour.select(shape, camera)
+        return index, contour.weights(shape, camera), shape[index]
+    index = contour.fixed.copy()
+    return index, np.ones(68), _landmark_points(model, p, index)
+
+
 def _fit_params(model, targets, camera, index, w_reg, exp_active, weights):
     """Eq. 6-8 with w_lan = 1 / s^2 (the landmark term in cm^2) and inactive blendshapes fixed at 0."""
     mean, basis, prior = model.landmark_model(index)
@@ -196,14 +209,8 @@ def fit_photo(model, landmarks, *, rounds: int = DEFAULT_ROUNDS, w_reg: float = 
     p = np.zeros(model.n_params, np.float32)
     m1 = model.n_identity
     for _ in range(rounds):
-        if contour.reads_mesh:
-            shape = model.shape(p[:m1], p[m1:])
-            index = contour.select(shape, camera)
-            round_wts = wts * contour.weights(shape, camera)
-            points = shape[index]
-        else:  # the fixed vertices: only their 68 rows of eq. 3, not the 9,409-vertex mesh
-            index, round_wts = contour.fixed.copy(), wts
-            points = _landmark_points(model, p, index)
+        index, contour_wts, points = _contour_points(model, contour, p, camera)
+        round_wts = wts * contour_wts
         camera = fit_camera(points, X, round_wts)
         active = np.ones(model.n_expression, bool)
         for _ in range(2):  # fit, then refit with the negative blendshapes switched off
@@ -211,13 +218,7 @@ def fit_photo(model, landmarks, *, rounds: int = DEFAULT_ROUNDS, w_reg: float = 
             active &= p[m1:] > 0
         p[:m1] = np.clip(p[:m1], -IDENTITY_CLIP_SD, IDENTITY_CLIP_SD)
         p[m1:] = np.clip(p[m1:], 0.0, 1.0)
-    if contour.reads_mesh:
-        shape = model.shape(p[:m1], p[m1:])
-        index = contour.select(shape, camera)
-        points = shape[index]
-    else:
-        index = contour.fixed.copy()
-        points = _landmark_points(model, p, index)
+    index, _, points = _contour_points(model, contour, p, camera)
     camera = fit_camera(points, X, wts)
     fitted = project(points, camera)[:, :2]
     err = np.linalg.norm(fitted - X, axis=1)
