@@ -38,6 +38,8 @@ BINS = ("0-30", "30-60", "60-90")
 TABLES = {
     "dev": ("nme", [
         ("dffx (shipped)", "dev_shipped.json", True),
+        ("dffx (shipped), from MTCNN's boxes (`--detector`, one pass; a face MTCNN misses starts from the true box)",
+         "dev_shipped_mtcnn.json", False),
         ("dffx, the same cascade on 12,000 × 5 renders alone (shipped until 2026-12-07)", "dev_sectors_12k.json", False),
         ("dffx until the pose-fused cascade (same network)", "dev_previous.json", False),
         ("dffx 2026-12-03 to -07 (run-3 network, ICT's landmark vertices)", "dev_run3.json", False),
@@ -63,13 +65,12 @@ TABLES = {
         ("paper, DFF (all 2,000 AFLW2000-3D photos)", "aflw2000_paper_dff.json", False),
     ]),
     "tiny_dev": ("nme", [
-        ("full size (face box about 85 px), the pipeline these rows ran (12,000-render cascade)", "dev_sectors_12k.json",
-         False),
+        ("full size (face box about 85 px), the shipped pipeline", "dev_shipped.json", False),
         ("32 px: DFF on the upsampled face (`--tiny never`)", "tiny_dev_never_32.json", True),
         ("32 px: DFF on the super-resolved face (`--tiny always`)", "tiny_dev_sr_cascade_32.json", False),
         ("32 px: the joint network's own landmarks (`--tiny always --tiny-method network`)",
          "tiny_dev_network_32.json", False),
-        ("32 px: the landmark-only network's own landmarks (no SR head, same schedule and step)",
+        ("32 px: the landmark-only network's own landmarks (no SR head, step 6,500)",
          "tiny_dev_landmark_only_32.json", False),
         ("24 px: DFF on the upsampled face", "tiny_dev_never_24.json", True),
         ("24 px: DFF on the super-resolved face", "tiny_dev_sr_cascade_24.json", False),
@@ -85,6 +86,17 @@ TABLES = {
         ("10 px: DFF on the super-resolved face", "tiny_dev_sr_cascade_10.json", True),
         ("10 px: the joint network's own landmarks", "tiny_dev_network_10.json", False),
         ("10 px: the landmark-only network's own landmarks", "tiny_dev_landmark_only_10.json", False),
+    ]),
+    # paired per face on the shrunk dev split (tools/compare_eval.py --json)
+    "tiny_paired": ("paired", [
+        *((f"{fs} px: DFF on the super-resolved face against DFF on the upsampled face",
+           f"paired_tiny_sr_vs_upsampled_{fs}.json", False) for fs in (32, 24, 16, 12, 10)),
+        *((f"{fs} px: the joint network's own landmarks against DFF on the super-resolved face",
+           f"paired_tiny_network_vs_sr_{fs}.json", False) for fs in (16, 12, 10)),
+    ]),
+    "tiny_joint": ("paired", [
+        (f"{fs} px: landmark-only network against the joint network, both at step 6,500",
+         f"paired_tiny_landmark_only_vs_joint_{fs}.json", False) for fs in (32, 16, 12, 10)
     ]),
     "match": ("match", [
         (f"{group}|{method}", "match_run5.json", False)
