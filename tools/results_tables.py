@@ -1,8 +1,9 @@
 """The current-results tables of the docs, generated from stored `dffx eval --json` summaries.
 
 Every number in a results table comes from one JSON file in ``docs/results/`` (an evaluation's
-summary as ``dffx eval ... --json`` prints it, or, for numbers dffx did not measure itself such
-as the paper's or a peer's, a file with the same fields and a ``source``). A table sits in a doc
+summary as ``dffx eval ... --json`` prints it; a paired comparison of two evaluations' per-face
+CSVs as ``tools/compare_eval.py A.csv B.csv --json`` writes it; or, for numbers dffx did not
+measure itself such as the paper's or a peer's, a file with the same fields and a ``source``). A table sits in a doc
 between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``; this script rewrites what is
 between the markers, so a figure cannot drift from its measurement or between pages.
 
@@ -70,7 +71,7 @@ TABLES = {
         ("32 px: DFF on the super-resolved face (`--tiny always`)", "tiny_dev_sr_cascade_32.json", False),
         ("32 px: the joint network's own landmarks (`--tiny always --tiny-method network`)",
          "tiny_dev_network_32.json", False),
-        ("32 px: the landmark-only network's own landmarks (no SR head, step 6,500)",
+        ("32 px: the landmark-only network's own landmarks (no SR head, step 10,500)",
          "tiny_dev_landmark_only_32.json", False),
         ("24 px: DFF on the upsampled face", "tiny_dev_never_24.json", True),
         ("24 px: DFF on the super-resolved face", "tiny_dev_sr_cascade_24.json", False),
@@ -95,7 +96,7 @@ TABLES = {
            f"paired_tiny_network_vs_sr_{fs}.json", False) for fs in (16, 12, 10)),
     ]),
     "tiny_joint": ("paired", [
-        (f"{fs} px: landmark-only network against the joint network, both at step 6,500",
+        (f"{fs} px: landmark-only network against the joint network, both at step 9,500",
          f"paired_tiny_landmark_only_vs_joint_{fs}.json", False) for fs in (32, 16, 12, 10)
     ]),
     "match": ("match", [
