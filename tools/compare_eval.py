@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     print(f"mean of the bin means: A {sum(g['a'] for g in bins) / len(bins):.2f}, "
           f"B {sum(g['b'] for g in bins) / len(bins):.2f}")
     if args.json:
-        command = "python tools/compare_eval.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
+        command = "python tools/compare_eval.py " + shlex.join(sys.argv[1:] if argv is None else argv)
         Path(args.json).write_text(json.dumps({"label": args.label, "a": args.a, "b": args.b, "command": command,
                                                **result}, indent=1) + "\n")
     return 0

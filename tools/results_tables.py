@@ -3,9 +3,10 @@
 Every number in a results table comes from one JSON file in ``docs/results/`` (an evaluation's
 summary as ``dffx eval ... --json`` prints it; a paired comparison of two evaluations' per-face
 CSVs as ``tools/compare_eval.py A.csv B.csv --json`` writes it; or, for numbers dffx did not
-measure itself such as the paper's or a peer's, a file with the same fields and a ``source``). A table sits in a doc
-between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``; this script rewrites what is
-between the markers, so a figure cannot drift from its measurement or between pages.
+measure itself such as the paper's or a peer's, a file with the same fields and a ``source``).
+A table sits in a doc between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``; this
+script rewrites what is between the markers, so a figure cannot drift from its measurement or
+between pages.
 
     python tools/results_tables.py           # rewrite the tables in place
     python tools/results_tables.py --check   # exit 1 if a table differs (tests/eval/test_results_tables.py)
