@@ -24,6 +24,7 @@ def test_info_json_reports_the_build():
     assert facts["version"] == dffx.__version__ == C.version()
     assert facts["cuda_compiled"] == bool(C.cuda_compiled())
     assert facts["native_backend"] == ("cpu+cuda" if C.cuda_compiled() else "cpu")
+    assert facts["cpu_kernels"] in ("avx512f", "avx2+fma", "baseline")
     assert facts["gpu_visible"] == (C.cuda_device_count() > 0)
     assert (Path(facts["cmake_dir"]) / "dffxConfig.cmake").is_file()
     assert (Path(facts["include_dir"]) / "dffx" / "dffx.hpp").is_file()

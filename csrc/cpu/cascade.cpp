@@ -16,6 +16,7 @@
 #include "dffx/camera.hpp"
 #include "dffx/raster.hpp"
 #include "dffx/sampling.hpp"
+#include "cascade_kernels.hpp"
 #include "cascade_shape_fit.hpp"
 #include "internal.hpp"
 #include "raster_internal.hpp"
@@ -230,6 +231,8 @@ Cascade::StageDirections Cascade::stage_directions(int k, double yaw) const {
   return out;
 }
 
+const char* Cascade::kernel_isa() { return detail::cascade_kernel_isa(); }
+
 Cascade Cascade::load(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) bad_file(path, "cannot be opened (missing or unreadable)");
@@ -338,11 +341,7 @@ void Cascade::mesh_vertices(const float* params, const double* camera, float* sc
     for (int64_t block = first; block < last; ++block) {
       const int64_t i0 = block * kMeshBlock, count = std::min(kMeshBlock, n3 - i0);
       std::copy(mean_.data() + i0, mean_.data() + i0 + count, shape);  // eq. 3: mean + sum_j p_j B_j
-      for (int64_t j = 0; j < m; ++j) {
-        const float pj = params[j];
-        const float* row = basis_rows_.data() + j * n3 + i0;
-        for (int64_t i = 0; i < count; ++i) shape[i] += pj * row[i];
-      }
+      detail::accumulate_basis_rows(params, basis_rows_.data() + i0, m, n3, count, shape);
       for (int64_t i = 0; i < count; i += 3) {  // eq. 2
         const double x = shape[i], y = shape[i + 1], z = shape[i + 2];
         screen[i0 + i] = static_cast<float>(s * (R[0] * x + R[1] * y + R[2] * z) + tx);
@@ -373,13 +372,8 @@ void Cascade::update_geometry(const float* params, const double* camera, Geometr
     for (int k = 0; k < 2; ++k) g.U[2 * l + k] = g.screen[3 * int64_t{landmarks160_[l]} + k];
 }
 
-CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last, int num_threads,
-                           bool camera_refit) const {
-  if (batch <= 0) throw std::invalid_argument("dffx::Cascade::run: batch must be positive");
-  if (!maps) throw std::invalid_argument("dffx::Cascade::run: null maps");
-  const int64_t n = num_vertices(), m = num_params(), L = num_landmarks(), C = channels_, S = crop_size_;
-  const int64_t D1 = L * C + 1;
-  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+CascadeResult Cascade::allocate_result(int64_t batch, bool scores) const {
+  const int64_t n = num_vertices(), m = num_params(), L = num_landmarks();
   CascadeResult out;
   out.batch = batch;
   out.landmarks.resize(batch * kLandmarks68 * 2);
@@ -389,10 +383,84 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
   out.vertices.resize(batch * n * 3);
   out.dense_landmarks.resize(batch * L * 2);
   out.dense_visible.resize(batch * L);
-  if (!template_.empty()) out.scores.resize(batch);
+  if (scores) out.scores.resize(batch);
+  return out;
+}
 
+void Cascade::write_face(int64_t b, const Geometry& g, const double* camera, const float* p,
+                         CascadeResult& out) const {
+  const int64_t n = num_vertices(), m = num_params(), L = num_landmarks();
+  std::copy(g.X.begin(), g.X.end(), out.landmarks.begin() + b * kLandmarks68 * 2);
+  std::copy(g.V.begin(), g.V.begin() + kLandmarks68, out.visible.begin() + b * kLandmarks68);
+  std::copy(camera, camera + kCameraParams, out.cameras.begin() + b * kCameraParams);
+  std::copy(p, p + m, out.params.begin() + b * m);
+  std::copy(g.screen.begin(), g.screen.end(), out.vertices.begin() + b * n * 3);
+  std::copy(g.U.begin(), g.U.end(), out.dense_landmarks.begin() + b * L * 2);
+  std::copy(g.V.begin(), g.V.end(), out.dense_visible.begin() + b * L);
+}
+
+void Cascade::fit_to_landmarks(const float* x_hat, double* camera, float* p, int rounds) const {
+  // p <- the eq. 6-8 fit to x_hat under camera, the landmark term in model units (weights 1 / s^2)
+  const auto fit_shape = [&] {
+    double rounded[kCameraParams];  // the camera rounded to float, as the Python twin's fit takes it
+    for (int i = 0; i < kCameraParams; ++i) rounded[i] = static_cast<float>(camera[i]);
+    shape_fit_->fit(x_hat, rounded, p);
+  };
+  fit_shape();
+  if (rounds <= 0) return;
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   Eigen::Map<const Eigen::VectorXf> mean68(mean68_.data(), 3 * kLandmarks68);
-  Eigen::Map<const RowMajor> basis68(basis68_.data(), 3 * kLandmarks68, m);
+  Eigen::Map<const RowMajor> basis68(basis68_.data(), 3 * kLandmarks68, num_params());
+  double start[kCameraParams];  // the refit's prior ties the angles to the camera it starts from
+  std::copy(camera, camera + kCameraParams, start);
+  for (int round = 0; round < rounds; ++round) {
+    Eigen::Map<const Eigen::VectorXf> params(p, num_params());
+    const Eigen::VectorXf points = mean68 + basis68 * params;  // the shape's 68 landmark vertices
+    refit_camera(points.cast<double>().reshaped<Eigen::RowMajor>(kLandmarks68, 3), x_hat, start, refit_prior_,
+                 refit_steps_, camera);
+    fit_shape();
+  }
+}
+
+CascadeResult Cascade::fit_landmarks(const float* landmarks, const double* cameras, int64_t batch,
+                                     int num_threads) const {
+  if (batch <= 0) throw std::invalid_argument("dffx::Cascade::fit_landmarks: batch must be positive");
+  if (!landmarks || !cameras) throw std::invalid_argument("dffx::Cascade::fit_landmarks: null landmarks or cameras");
+  for (int64_t i = 0; i < batch * 2 * kLandmarks68; ++i)
+    if (!std::isfinite(landmarks[i])) throw std::invalid_argument("dffx::Cascade::fit_landmarks: landmarks must be finite");
+  for (int64_t b = 0; b < batch; ++b) {
+    const double* w = cameras + b * kCameraParams;
+    if (!std::all_of(w, w + kCameraParams, [](double v) { return std::isfinite(v); }) || !(w[0] > 0))
+      throw std::invalid_argument("dffx::Cascade::fit_landmarks: a start camera is not finite or its scale not > 0");
+  }
+  CascadeResult out = allocate_result(batch, false);
+  auto fit_face = [&](int64_t b, int kernel_threads) {
+    std::vector<float> p(num_params());
+    double camera[kCameraParams];
+    std::copy(cameras + b * kCameraParams, cameras + (b + 1) * kCameraParams, camera);
+    fit_to_landmarks(landmarks + b * 2 * kLandmarks68, camera, p.data(), refit_rounds_);
+    Geometry g;
+    update_geometry(p.data(), camera, g, kernel_threads);
+    write_face(b, g, camera, p.data(), out);
+  };
+  if (batch == 1) {
+    fit_face(0, num_threads);
+  } else {
+    detail::parallel_for(batch, num_threads, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) fit_face(b, 1);
+    });
+  }
+  return out;
+}
+
+CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last, int num_threads,
+                           bool camera_refit) const {
+  if (batch <= 0) throw std::invalid_argument("dffx::Cascade::run: batch must be positive");
+  if (!maps) throw std::invalid_argument("dffx::Cascade::run: null maps");
+  const int64_t m = num_params(), L = num_landmarks(), C = channels_, S = crop_size_;
+  const int64_t D1 = L * C + 1;
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  CascadeResult out = allocate_result(batch, !template_.empty());
   const SamplingShape sampling{1, C, S, S, L, channels_last};
   const int64_t direction_rows = (D1 + kDirectionParts - 1) / kDirectionParts;
 
@@ -403,15 +471,9 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
     std::vector<float> Z(D1), x_hat(2 * kLandmarks68), p(m);
     const float* face_maps = maps + b * C * S * S;
     Geometry g = start_;  // every face starts from the mean shape under the mean camera
-    double camera[kCameraParams], regressed[kCameraParams];
+    double camera[kCameraParams];
     std::copy(mean_camera_.begin(), mean_camera_.end(), camera);
     std::fill(p.begin(), p.end(), 0.0f);
-    // p <- the eq. 6-8 fit to x_hat under camera, the landmark term in model units (weights 1 / s^2)
-    auto fit_shape_to_x_hat = [&] {
-      double rounded[kCameraParams];  // the camera rounded to float, as the Python twin's fit takes it
-      for (int i = 0; i < kCameraParams; ++i) rounded[i] = static_cast<float>(camera[i]);
-      shape_fit_->fit(x_hat.data(), rounded, p.data());
-    };
     for (int k = 0; k < stages_; ++k) {
       sample_landmark_features(face_maps, g.U.data(), g.V.data(), sampling, Z.data(), kernel_threads);  // eq. 4-5
       Z[D1 - 1] = 1.0f;
@@ -430,14 +492,13 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
       detail::parallel_for(kDirectionParts, kernel_threads, [&](int64_t first, int64_t last) {
         for (int64_t part = first; part < last; ++part) {
           const int64_t r0 = part * direction_rows, rows = std::min(direction_rows, D1 - r0);
-          Eigen::Map<Eigen::VectorXf> sum_X(part_X[part], 2 * kLandmarks68), sum_w(part_w[part], kCameraParams);
-          sum_X.setZero();
-          sum_w.setZero();
+          std::fill(part_X[part], part_X[part] + 2 * kLandmarks68, 0.0f);
+          std::fill(part_w[part], part_w[part] + kCameraParams, 0.0f);
           for (const StageDirection& d : directions) {
-            Eigen::Map<const RowMajor> R_X(d.R_X + r0 * 2 * kLandmarks68, rows, 2 * kLandmarks68);
-            Eigen::Map<const RowMajor> R_w(d.R_w + r0 * kCameraParams, rows, kCameraParams);
-            sum_X += d.share * (R_X.transpose() * z.segment(r0, rows));
-            sum_w += d.share * (R_w.transpose() * z.segment(r0, rows));
+            detail::accumulate_transposed_product(Z.data() + r0, d.R_X + r0 * 2 * kLandmarks68, rows,
+                                                  2 * kLandmarks68, d.share, part_X[part]);
+            detail::accumulate_transposed_product(Z.data() + r0, d.R_w + r0 * kCameraParams, rows, kCameraParams,
+                                                  d.share, part_w[part]);
           }
         }
       });
@@ -449,16 +510,8 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
       for (int i = 0; i < 2 * kLandmarks68; ++i) x_hat[i] = g.X[i] + dX[i];
       for (int i = 0; i < kCameraParams; ++i) camera[i] += static_cast<double>(dw[i]);
       camera[0] = std::max(camera[0], kMinScale);
-      fit_shape_to_x_hat();  // eq. 6-8
-      const int refit_rounds = camera_refit && k == stages_ - 1 ? refit_rounds_ : 0;
-      std::copy(camera, camera + kCameraParams, regressed);
-      for (int round = 0; round < refit_rounds; ++round) {  // the camera refit
-        Eigen::Map<const Eigen::VectorXf> params(p.data(), m);
-        const Eigen::VectorXf points = mean68 + basis68 * params;  // the shape's 68 landmark vertices
-        refit_camera(points.cast<double>().reshaped<Eigen::RowMajor>(kLandmarks68, 3), x_hat.data(), regressed,
-                     refit_prior_, refit_steps_, camera);
-        fit_shape_to_x_hat();
-      }
+      // eq. 6-8, and after the last stage the camera refit
+      fit_to_landmarks(x_hat.data(), camera, p.data(), camera_refit && k == stages_ - 1 ? refit_rounds_ : 0);
       update_geometry(p.data(), camera, g, kernel_threads);
     }
     if (!template_.empty()) {  // the alignment score at the final landmarks
@@ -474,13 +527,7 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
       }
       out.scores[b] = seen > 0 ? total / static_cast<double>(seen) : -1.0;
     }
-    std::copy(g.X.begin(), g.X.end(), out.landmarks.begin() + b * kLandmarks68 * 2);
-    std::copy(g.V.begin(), g.V.begin() + kLandmarks68, out.visible.begin() + b * kLandmarks68);
-    std::copy(camera, camera + kCameraParams, out.cameras.begin() + b * kCameraParams);
-    std::copy(p.begin(), p.end(), out.params.begin() + b * m);
-    std::copy(g.screen.begin(), g.screen.end(), out.vertices.begin() + b * n * 3);
-    std::copy(g.U.begin(), g.U.end(), out.dense_landmarks.begin() + b * L * 2);
-    std::copy(g.V.begin(), g.V.end(), out.dense_visible.begin() + b * L);
+    write_face(b, g, camera, p.data(), out);
   };
   if (batch == 1) {
     align_face(0, num_threads);

@@ -255,21 +255,9 @@ py::array_t<T> to_array(const std::vector<T>& values, std::vector<int64_t> shape
   return out;
 }
 
-py::dict cascade_run(const dffx::Cascade& cascade, carray<float> maps, bool channels_last, int threads,
-                     bool camera_refit) {
-  const int64_t S = cascade.crop_size(), C = cascade.channels();
-  if (channels_last)
-    expect_shape(maps, {-1, S, S, C}, "maps");
-  else
-    expect_shape(maps, {-1, C, S, S}, "maps");
-  const int64_t B = maps.shape(0), M = cascade.num_params(), N = cascade.num_vertices();
-  if (B == 0) throw py::value_error("maps: no faces");
-  dffx::CascadeResult r;
-  {
-    const float* data = maps.data();
-    py::gil_scoped_release release;
-    r = cascade.run(data, B, channels_last, threads, camera_refit);
-  }
+// The result of run or fit_landmarks as a dict of arrays.
+py::dict cascade_result(const dffx::Cascade& cascade, const dffx::CascadeResult& r) {
+  const int64_t B = r.batch, M = cascade.num_params(), N = cascade.num_vertices();
   py::dict out;
   out["landmarks"] = to_array(r.landmarks, {B, 68, 2});
   out["visible"] = to_array(r.visible, {B, 68});
@@ -280,6 +268,40 @@ py::dict cascade_run(const dffx::Cascade& cascade, carray<float> maps, bool chan
   out["dense_visible"] = to_array(r.dense_visible, {B, cascade.num_landmarks()});
   out["scores"] = r.scores.empty() ? py::object(py::none()) : py::object(to_array(r.scores, {B}));
   return out;
+}
+
+py::dict cascade_run(const dffx::Cascade& cascade, carray<float> maps, bool channels_last, int threads,
+                     bool camera_refit) {
+  const int64_t S = cascade.crop_size(), C = cascade.channels();
+  if (channels_last)
+    expect_shape(maps, {-1, S, S, C}, "maps");
+  else
+    expect_shape(maps, {-1, C, S, S}, "maps");
+  const int64_t B = maps.shape(0);
+  if (B == 0) throw py::value_error("maps: no faces");
+  dffx::CascadeResult r;
+  {
+    const float* data = maps.data();
+    py::gil_scoped_release release;
+    r = cascade.run(data, B, channels_last, threads, camera_refit);
+  }
+  return cascade_result(cascade, r);
+}
+
+py::dict cascade_fit_landmarks(const dffx::Cascade& cascade, carray<float> landmarks, carray<double> cameras,
+                               int threads) {
+  expect_shape(landmarks, {-1, 68, 2}, "landmarks");
+  const int64_t B = landmarks.shape(0);
+  expect_shape(cameras, {B, 6}, "cameras");
+  if (B == 0) throw py::value_error("landmarks: no faces");
+  dffx::CascadeResult r;
+  {
+    const float* x = landmarks.data();
+    const double* w = cameras.data();
+    py::gil_scoped_release release;
+    r = cascade.fit_landmarks(x, w, B, threads);
+  }
+  return cascade_result(cascade, r);
 }
 
 PYBIND11_MODULE(_C, m) {
@@ -300,12 +322,14 @@ PYBIND11_MODULE(_C, m) {
           py::arg("data"))
       .def("run", &cascade_run, py::arg("maps"), py::arg("channels_last") = false, py::arg("threads") = 0,
            py::arg("camera_refit") = true)
+      .def("fit_landmarks", &cascade_fit_landmarks, py::arg("landmarks"), py::arg("cameras"), py::arg("threads") = 0)
       .def_property_readonly("crop_size", &dffx::Cascade::crop_size)
       .def_property_readonly("channels", &dffx::Cascade::channels)
       .def_property_readonly("num_landmarks", &dffx::Cascade::num_landmarks)
       .def_property_readonly("num_params", &dffx::Cascade::num_params)
       .def_property_readonly("num_vertices", &dffx::Cascade::num_vertices)
-      .def_property_readonly("stages", &dffx::Cascade::stages);
+      .def_property_readonly("stages", &dffx::Cascade::stages)
+      .def_static("kernel_isa", &dffx::Cascade::kernel_isa);
   m.def("project", &project, py::arg("vertices"), py::arg("cameras"));
   m.def("rasterize", &rasterize, py::arg("vertices"), py::arg("triangles"), py::arg("height"), py::arg("width"),
         py::arg("threads") = 0);

@@ -40,7 +40,9 @@ def _installed_detectors() -> list[str]:
 def info() -> dict:
     """Build and environment facts as a JSON-serialisable dict.
 
-    Keys: version, native_version, native_backend ("cpu" or "cpu+cuda"), cuda_compiled,
+    Keys: version, native_version, native_backend ("cpu" or "cpu+cuda"), cpu_kernels (the vector
+    build of the C++ cascade's loops this CPU runs: "avx512f", "avx2+fma" or "baseline";
+    ``dffx::Cascade::kernel_isa``), cuda_compiled,
     cuda_architectures (list of str), cuda_device_count, gpu_visible, torch and onnxruntime
     (versions or None: the DFF network's two backends),
     face_model (path or None), face_model_env, cache_dir (where the parsed published ICT-FaceKit
@@ -62,6 +64,7 @@ def info() -> dict:
         "version": __version__,
         "native_version": _C.version(),
         "native_backend": "cpu+cuda" if _C.cuda_compiled() else "cpu",
+        "cpu_kernels": _C.Cascade.kernel_isa(),
         "cuda_compiled": bool(_C.cuda_compiled()),
         "cuda_architectures": archs,
         "cuda_device_count": int(_C.cuda_device_count()),

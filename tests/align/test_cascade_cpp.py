@@ -107,6 +107,67 @@ def test_cpp_cascade_batches_split_between_threads_give_the_same_faces(aligner, 
         np.testing.assert_array_equal(one[key][2:3], alone[key], err_msg=key)
 
 
+def test_cpp_fit_landmarks_matches_the_python_fit(aligner, crops, face_model, cascade_file):
+    """dffx::Cascade::fit_landmarks (the cascade's eq. 6-8 fit and camera refit to given
+    landmarks) against its twin Cascade.fit_landmarks(native=False): fitted to the cascade's own
+    landmarks from its own final camera, it lands where the cascade did."""
+    cascade = _C.Cascade.load(str(cascade_file))
+    ran = cascade.run(aligner.features.extractor.extract(crops).numpy())
+    model = aligner.cascade.bind(face_model)
+    twin = aligner.cascade.fit_landmarks(model, ran["landmarks"], ran["cameras"], native=False)
+    got = cascade.fit_landmarks(ran["landmarks"], ran["cameras"])
+    np.testing.assert_allclose(got["landmarks"], twin.X, atol=1e-3)
+    np.testing.assert_allclose(got["cameras"], twin.camera, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got["params"], twin.params, atol=1e-3)
+    np.testing.assert_array_equal(got["dense_visible"], twin.V)
+    assert got["scores"] is None
+    # the cascade's landmarks are its fitted mesh's: fitted again, they move little (the shape prior
+    # and the refit's angle prior pull them): under 1 px on average, 0.7 % of a 150-px face
+    assert np.linalg.norm(got["landmarks"] - ran["landmarks"], axis=-1).mean() < 1.0
+    one = cascade.fit_landmarks(ran["landmarks"][2:3], ran["cameras"][2:3], threads=1)
+    np.testing.assert_array_equal(one["landmarks"], cascade.fit_landmarks(ran["landmarks"], ran["cameras"],
+                                                                          threads=2)["landmarks"][2:3])
+    bad = ran["cameras"].copy()
+    bad[0, 0] = 0.0
+    with pytest.raises(ValueError, match="scale not > 0"):
+        cascade.fit_landmarks(ran["landmarks"], bad)
+    nan = ran["landmarks"].copy()
+    nan[1, 5, 0] = np.nan
+    with pytest.raises(ValueError, match="landmarks must be finite"):
+        cascade.fit_landmarks(nan, ran["cameras"])
+    with pytest.raises(ValueError, match="landmarks"):
+        cascade.fit_landmarks(ran["landmarks"][:, :60], ran["cameras"])
+    with pytest.raises(ValueError, match="finite"):
+        aligner.cascade.fit_landmarks(model, nan, ran["cameras"])
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
+def test_cpp_cascade_vector_builds_agree(aligner, crops, cascade_file, tmp_path, isa):
+    """Each vector build of the cascade's loops (DFFX_CPU_KERNELS, read once per process, so each
+    runs in its own) gives the faces of the build this process picked, to float rounding: the
+    FMA builds sum in another rounding, the products in another order than Eigen's before."""
+    import subprocess
+    import sys
+
+    maps = aligner.features.extractor.extract(crops).numpy()
+    np.save(tmp_path / "maps.npy", maps)
+    script = ("import sys, numpy as np; from dffx import _C; c = _C.Cascade.load(sys.argv[1]); "
+              "r = c.run(np.load(sys.argv[2])); print(_C.Cascade.kernel_isa()); "
+              "np.savez(sys.argv[3], **{k: v for k, v in r.items() if v is not None})")
+    env = {**__import__("os").environ, "DFFX_CPU_KERNELS": isa}
+    ran = subprocess.run([sys.executable, "-c", script, str(cascade_file), str(tmp_path / "maps.npy"),
+                          str(tmp_path / "out.npz")], env=env, capture_output=True, text=True, check=True)
+    used = ran.stdout.strip()
+    assert used in ("baseline", "avx2+fma", "avx512f")
+    if isa == "baseline":
+        assert used == "baseline"  # the baseline is always there; wider builds only on CPUs that run them
+    got, want = np.load(tmp_path / "out.npz"), _C.Cascade.load(str(cascade_file)).run(maps)
+    np.testing.assert_allclose(got["landmarks"], want["landmarks"], atol=1e-3)
+    np.testing.assert_allclose(got["vertices"], want["vertices"], atol=2e-3)
+    np.testing.assert_array_equal(got["dense_visible"], want["dense_visible"])
+    np.testing.assert_allclose(got["scores"], want["scores"], atol=1e-5)
+
+
 def test_cpp_camera_refit_follows_the_file(aligner, crops, face_model, tmp_path):
     """The camera refit's settings travel in the file: 0 rounds in C++ is the Python loop without
     the refit, and differs from the default; settings out of range are a named error."""

@@ -80,6 +80,24 @@ class Cascade {
   CascadeResult run(const float* maps, int64_t batch, bool channels_last = false, int num_threads = 0,
                     bool camera_refit = true) const;
 
+  /// The cascade's 3DMM fit without its regression, for landmarks found another way (the tiny-face
+  /// network's, issue 26): per face the shape fit of eq. 6-8 to the 68 landmarks under the start
+  /// camera, then the file's camera-refit rounds (each a Gauss-Newton camera refit from the start
+  /// camera and the shape fit again; none in a file without the refit), then the mesh and the
+  /// visibility, as run's last stage does after its regression. landmarks: (B, 68, 2) float32,
+  /// crop pixels; cameras: (B, 6) start cameras (s > 0), crop pixels and radians. The result is
+  /// run's, without scores; its landmarks are the fitted mesh's. Thread-safe (const); the result
+  /// does not depend on the thread count. Throws std::invalid_argument for B <= 0, a null
+  /// pointer, or a landmark or camera that is not finite or a scale that is not positive.
+  CascadeResult fit_landmarks(const float* landmarks, const double* cameras, int64_t batch,
+                              int num_threads = 0) const;
+
+  /// The vector build of run's mesh and direction-product loops this process uses: "avx512f",
+  /// "avx2+fma" (their sums contract into FMAs) or "baseline" (SSE2); the widest the CPU runs,
+  /// or narrower with the environment variable DFFX_CPU_KERNELS=baseline|avx2|avx512 set before
+  /// the first call. Results agree across builds to float rounding (tests/align/test_cascade_cpp.py).
+  static const char* kernel_isa();
+
  private:
   struct Geometry {             // one face's mesh under its camera
     std::vector<float> screen;  // (N, 3) projected vertices: x, y, depth
@@ -101,6 +119,12 @@ class Cascade {
   static Cascade parse(std::istream& in, const std::string& source);
   void update_geometry(const float* params, const double* camera, Geometry& g, int num_threads) const;
   void mesh_vertices(const float* params, const double* camera, float* screen, int num_threads) const;
+  // eq. 6-8 to x_hat (68, 2) under camera, then `rounds` camera refits from that camera, each
+  // followed by eq. 6-8 again; camera (6) in and out, p (M) out.
+  void fit_to_landmarks(const float* x_hat, double* camera, float* p, int rounds) const;
+  // Face b's outputs into `out` (allocated for the batch by allocate_result).
+  void write_face(int64_t b, const Geometry& g, const double* camera, const float* p, CascadeResult& out) const;
+  CascadeResult allocate_result(int64_t batch, bool scores) const;
 
   int64_t crop_size_ = 0, channels_ = 0, n_identity_ = 0;
   int stages_ = 0, generic_stages_ = 0;      // all stages; the generic ones (before the yaw sectors)

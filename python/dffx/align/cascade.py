@@ -331,13 +331,52 @@ class Cascade:
         camera[:, 0] = np.maximum(camera[:, 0], MIN_SCALE)
         if k < self.pose_stages:  # the pose start: the camera moves, the shape stays
             return update_geometry(model, CascadeState(camera, state.params))
+        return self._fit(model, X_hat, camera, refit=refit and k == self.stages - 1)
+
+    def fit_landmarks(self, model, landmarks: np.ndarray, cameras: np.ndarray, refit: bool = True,
+                      native: bool = True) -> CascadeState:
+        """The cascade's 3DMM fit without its regression: the shape of eq. 6-8 fitted to
+        ``landmarks`` under ``cameras``, then (with ``refit``) the camera refit's ``refit_rounds``
+        rounds, each a camera refit from ``cameras`` (:mod:`dffx.align.camera_refit`) and the shape
+        fit again; then the mesh's landmarks and visibility. The last stage of :meth:`step` after
+        its regression, and the 3D outputs of landmarks found another way (the tiny-face network's,
+        :mod:`dffx.align.tiny_route`).
+
+        Args:
+            model: :class:`dffx.FaceModel` bound to this cascade (:meth:`bind`).
+            landmarks: float (F, 68, 2) in crop pixels.
+            cameras: float (F, 6) start cameras (s, pitch, yaw, roll in radians, tx, ty), crop pixels.
+            refit: run the camera refit rounds (the cascade file's count).
+            native: the C++ twin (``dffx::Cascade::fit_landmarks``) for a DFF cascade with ``refit``;
+                False (or a SIFT cascade) runs this loop.
+
+        Returns:
+            :class:`CascadeState`: camera, params, X (the fitted mesh's 68 landmarks), U, V.
+
+        Raises:
+            ValueError: landmarks or cameras not finite or of the wrong shape, a scale <= 0.
+        """
+        X_hat = np.asarray(landmarks, np.float32)
+        camera = np.asarray(cameras, np.float64)
+        if X_hat.ndim != 3 or X_hat.shape[1:] != (68, 2) or camera.shape != (len(X_hat), 6):
+            raise ValueError(f"landmarks must be (F, 68, 2) and cameras (F, 6), got {X_hat.shape} and {camera.shape}")
+        if not (np.isfinite(X_hat).all() and np.isfinite(camera).all() and (camera[:, 0] > 0).all()):
+            raise ValueError("landmarks and cameras must be finite, with scales > 0")
+        if native and refit and self.features == "dff" and len(X_hat):
+            result = self._native(model).fit_landmarks(X_hat, camera)
+            return CascadeState(camera=result["cameras"], params=result["params"], X=result["landmarks"],
+                                U=result["dense_landmarks"], V=result["dense_visible"].astype(bool))
+        return self._fit(model, X_hat, camera, refit)
+
+    def _fit(self, model, X_hat: np.ndarray, camera: np.ndarray, refit: bool) -> CascadeState:
+        """:meth:`fit_landmarks`' loop on checked float32 (F, 68, 2) and float64 (F, 6) arrays."""
         params = self.fit_shape(model, X_hat, camera)
-        if refit and k == self.stages - 1:
-            regressed = camera
+        if refit:
+            start = camera
             mean68, basis68, _ = model.landmark_model()  # the shape at the 68 landmark vertices
             for _ in range(self.refit_rounds):
                 points = mean68 + np.einsum("lcm,fm->flc", basis68, params)
-                camera = refit_cameras(points, X_hat, regressed, prior=self.refit_prior)
+                camera = refit_cameras(points, X_hat, start, prior=self.refit_prior)
                 params = self.fit_shape(model, X_hat, camera)
         return update_geometry(model, CascadeState(camera, params))
 
