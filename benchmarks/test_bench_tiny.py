@@ -2,13 +2,15 @@
 
 Group ``latency-tiny``:
 
-* ``FaceAligner.align`` with ``tiny="always"`` and the default ``tiny_method="sr-cascade"``: the
-  32-px crop, the tiny-face network's super-resolved face, the DFF pipeline on it;
-* the same with ``tiny_method="network"``: the network's landmarks (its SR head skipped), the
-  3DMM and camera fitted to them, the mesh and visibility;
+* ``FaceAligner.align`` with ``tiny="always"`` and ``tiny_method="sr-cascade"`` (what
+  ``"auto"`` runs at 16 px): the 32-px crop, the joint network's super-resolved face, the DFF
+  pipeline on it;
+* the same with ``tiny_method="network"`` (what ``"auto"`` runs under 17 px): the landmark-only
+  network's landmarks, the cascade's 3DMM and camera fit to them, the mesh and visibility;
 * the same face through the DFF pipeline on the upsampled face (``tiny="never"``), the reference;
-* the tiny-face network alone (landmarks; and with the SR head, as ``super_resolve`` runs it);
-* the 3DMM fit alone (:func:`dffx.tiny.path.fit_landmarks`).
+* the landmark-only network alone, and the joint network with its SR head (as ``super_resolve``
+  runs it);
+* the 3DMM fit alone (:func:`dffx.align.tiny_route.fit_tiny_landmarks`: the cascade's fit in C++).
 
 The issue's target is under 5 ms per tiny face on the 2-core CPU.
 """
@@ -70,7 +72,7 @@ def test_tiny_face_through_the_default_pipeline(benchmark, aligner, tiny_face):
 
 @pytest.mark.benchmark(group="latency-tiny")
 def test_tiny_network_landmarks(benchmark, aligner, tiny_face):
-    result = benchmark(aligner.tiny_route.path.run, *tiny_face, super_resolve=False)
+    result = benchmark(aligner.tiny_route.landmark_path.run, *tiny_face, super_resolve=False)
     assert result.sr is None and result.landmarks.shape == (1, 68, 2)
 
 
@@ -82,9 +84,8 @@ def test_tiny_network_with_super_resolution(benchmark, aligner, tiny_face):
 
 @pytest.mark.benchmark(group="latency-tiny")
 def test_tiny_3dmm_fit(benchmark, aligner, tiny_face, face_model):
-    from dffx.synth.fit import ContourLines
-    from dffx.tiny.path import fit_landmarks
+    from dffx.align.tiny_route import fit_tiny_landmarks
 
-    landmarks = aligner.tiny_route.path.run(*tiny_face, super_resolve=False).landmarks
-    fit = benchmark(fit_landmarks, face_model, landmarks, tiny_face[1][None], ContourLines(face_model))
+    landmarks = aligner.tiny_route.landmark_path.run(*tiny_face, super_resolve=False).landmarks
+    fit = benchmark(fit_tiny_landmarks, face_model, aligner.cascade, landmarks, tiny_face[1][None])
     assert np.isfinite(fit["camera"]).all()

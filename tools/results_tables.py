@@ -30,11 +30,29 @@ import re
 import sys
 from pathlib import Path
 
+# tiny_method="auto" takes the landmark network's way below this many pixels (the bold tiny rows)
+from dffx.tiny.path import TINY_NETWORK_MAX_FACE_SIZE
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
 DOCS = (REPO / "README.md", REPO / "docs" / "alignment.md", REPO / "docs" / "tiny.md", REPO / "docs" / "dff.md",
         REPO / "docs" / "synthesis.md", REPO / "docs" / "evaluation.md")
 BINS = ("0-30", "30-60", "60-90")
+
+TINY_WAYS = {  # a tiny_dev row's label, and its JSON file's middle part
+    "never": "DFF on the upsampled face (`--tiny never`)",
+    "sr_cascade": "DFF on the super-resolved face (`--tiny always --tiny-method sr-cascade`)",
+    "landmarks": "the landmark network's own landmarks (`--tiny always --tiny-method network`)",
+    "network": "the joint network's own landmarks (`... --tiny-weights python/dffx/weights/tiny_joint.pt`)",
+}
+
+
+def _tiny_rows(size: int, ways) -> list:
+    """The tiny_dev rows at one face size; bold: the way FaceAligner(tiny="auto") takes there for
+    a given box (dffx.tiny.path: TINY_MAX_FACE_SIZE = 20, TINY_NETWORK_MAX_FACE_SIZE)."""
+    runs = "never" if size >= 20 else "landmarks" if size < TINY_NETWORK_MAX_FACE_SIZE else "sr_cascade"
+    return [(f"{size} px: {TINY_WAYS[way]}", f"tiny_dev_{way}_{size}.json", way == runs) for way in ways]
+
 
 # name -> (kind, rows); a row is (label, JSON file in docs/results, bold)
 TABLES = {
@@ -68,33 +86,24 @@ TABLES = {
     ]),
     "tiny_dev": ("nme", [
         ("full size (face box about 85 px), the shipped pipeline", "dev_shipped.json", False),
-        ("32 px: DFF on the upsampled face (`--tiny never`)", "tiny_dev_never_32.json", True),
-        ("32 px: DFF on the super-resolved face (`--tiny always`)", "tiny_dev_sr_cascade_32.json", False),
-        ("32 px: the joint network's own landmarks (`--tiny always --tiny-method network`)",
-         "tiny_dev_network_32.json", False),
-        ("32 px: the landmark-only network's own landmarks (no SR head, step 10,500)",
-         "tiny_dev_landmark_only_32.json", False),
-        ("24 px: DFF on the upsampled face", "tiny_dev_never_24.json", True),
-        ("24 px: DFF on the super-resolved face", "tiny_dev_sr_cascade_24.json", False),
-        ("16 px: DFF on the upsampled face", "tiny_dev_never_16.json", False),
-        ("16 px: DFF on the super-resolved face", "tiny_dev_sr_cascade_16.json", True),
-        ("16 px: the joint network's own landmarks", "tiny_dev_network_16.json", False),
-        ("16 px: the landmark-only network's own landmarks", "tiny_dev_landmark_only_16.json", False),
-        ("12 px: DFF on the upsampled face", "tiny_dev_never_12.json", False),
-        ("12 px: DFF on the super-resolved face", "tiny_dev_sr_cascade_12.json", True),
-        ("12 px: the joint network's own landmarks", "tiny_dev_network_12.json", False),
-        ("12 px: the landmark-only network's own landmarks", "tiny_dev_landmark_only_12.json", False),
-        ("10 px: DFF on the upsampled face", "tiny_dev_never_10.json", False),
-        ("10 px: DFF on the super-resolved face", "tiny_dev_sr_cascade_10.json", True),
-        ("10 px: the joint network's own landmarks", "tiny_dev_network_10.json", False),
-        ("10 px: the landmark-only network's own landmarks", "tiny_dev_landmark_only_10.json", False),
+        *_tiny_rows(32, ("never", "sr_cascade", "landmarks", "network")),
+        *_tiny_rows(24, ("never", "sr_cascade")),
+        *_tiny_rows(18, ("sr_cascade", "landmarks")),
+        *_tiny_rows(16, ("never", "sr_cascade", "landmarks", "network")),
+        *_tiny_rows(14, ("never", "sr_cascade", "landmarks")),
+        *_tiny_rows(12, ("never", "sr_cascade", "landmarks", "network")),
+        *_tiny_rows(10, ("never", "sr_cascade", "landmarks", "network")),
     ]),
     # paired per face on the shrunk dev split (tools/compare_eval.py --json)
     "tiny_paired": ("paired", [
         *((f"{fs} px: DFF on the super-resolved face against DFF on the upsampled face",
            f"paired_tiny_sr_vs_upsampled_{fs}.json", False) for fs in (32, 24, 16, 12, 10)),
-        *((f"{fs} px: the joint network's own landmarks against DFF on the super-resolved face",
-           f"paired_tiny_network_vs_sr_{fs}.json", False) for fs in (16, 12, 10)),
+        *((f"{fs} px: the landmark network's own landmarks against DFF on the super-resolved face",
+           f"paired_tiny_landmarks_vs_sr_{fs}.json", False) for fs in (18, 16, 14, 12, 10)),
+    ]),
+    "tiny_head": ("paired", [
+        (f"{fs} px: regression head against heatmap head, both landmark-only at step 10,500",
+         f"paired_tiny_regression_vs_heatmap_{fs}.json", False) for fs in (16, 12)
     ]),
     "tiny_joint": ("paired", [
         (f"{fs} px: landmark-only network against the joint network, both at step 9,500",
@@ -154,6 +163,24 @@ LATENCY_ROWS = [
     ("MTCNN detection, per photo (a portrait and a group photo)", "test_detect[mtcnn]", None, 2),
 ]
 TABLES["latency"] = ("latency", LATENCY_ROWS)
+# The tiny-face latency table (docs/tiny.md): label, benchmark, calls per timed run; from
+#   pytest benchmarks/test_bench_tiny.py --benchmark-only --benchmark-json=/tmp/tiny.json
+#   python tools/results_tables.py --latency-from /tmp/tiny.json --latency-file latency_tiny.json \
+#       --latency-command "pytest benchmarks/test_bench_tiny.py --benchmark-only --benchmark-json=BENCH_JSON"
+LATENCY_TINY = "latency_tiny.json"
+TINY_LATENCY_ROWS = [
+    ("`tiny_method=\"network\"` (what `auto` runs below 17 px): landmark network, the cascade's 3DMM fit",
+     "test_tiny_path_network", None, 1),
+    ("`tiny_method=\"sr-cascade\"` (what `auto` runs from 17 px): joint network, then the DFF pipeline on "
+     "the super-resolved face", "test_tiny_path_sr_cascade", None, 1),
+    ("the DFF pipeline on the upsampled face (`tiny=\"never\"`)", "test_tiny_face_through_the_default_pipeline",
+     None, 1),
+    ("the landmark network alone", "test_tiny_network_landmarks", None, 1),
+    ("the cascade's 3DMM fit alone", "test_tiny_3dmm_fit", None, 1),
+    ("the joint network with its SR head (`super_resolve`)", "test_tiny_network_with_super_resolution", None, 1),
+]
+TABLES["tiny_latency"] = ("latency", TINY_LATENCY_ROWS)
+LATENCY_FILES = {"latency": LATENCY, "tiny_latency": LATENCY_TINY}
 
 MATCH_GROUPS = {"small": "small (< 30°)", "medium": "medium (30-60°)", "large": "large (> 60°)"}
 MATCH_METHODS = {"dff": "DFF sparse (< 30°)", "dff-top": "DFF sparse at SIFT's count",
@@ -180,6 +207,7 @@ HEADERS = {
     "paired": "| B against A (same faces) | [0,30] | (30,60] | (60,90] | all faces | faces B improves |\n"
               "|---|---|---|---|---|---|",
     "latency": "| stage (median ms) | float32 (default) | `precision=\"bfloat16\"` |\n|---|---|---|",
+    "tiny_latency": "| one tiny face, a given box (median ms) | time |\n|---|---|",
 }
 
 
@@ -289,21 +317,25 @@ def slim_benchmarks(run: dict, command: str) -> dict:
     }
 
 
-def render_latency(rows) -> str:
-    """The latency table from ``latency.json``: medians in ms, divided by the calls per run;
-    "-" where a configuration has no benchmark. KeyError names a benchmark the run lacks."""
-    measured = load(LATENCY)["benchmarks"]
+def render_latency(rows, file: str = LATENCY, header: str = "latency") -> str:
+    """A latency table from a stored benchmark run (``latency.json``, ``latency_tiny.json``):
+    medians in ms, divided by the calls per run; "-" where a configuration has no benchmark. A
+    header with one column of figures shows each row's first benchmark only. KeyError names a
+    benchmark the run lacks."""
+    measured = load(file)["benchmarks"]
 
     def cell(name, calls):
         if name is None:
             return "-"
         if name not in measured:
-            raise KeyError(f"{RESULTS / LATENCY} has no benchmark {name!r}: re-run the benchmarks (see --help)")
+            raise KeyError(f"{RESULTS / file} has no benchmark {name!r}: re-run the benchmarks (see --help)")
         return f"{measured[name]['median_ms'] / calls:.1f}"
 
-    lines = [HEADERS["latency"]]
-    for label, fp32, bf16, calls in rows:
-        lines.append(f"| {label} | {cell(fp32, calls)} | {cell(bf16, calls)} |")
+    lines = [HEADERS[header]]
+    two = HEADERS[header].splitlines()[0].count("|") > 3
+    for label, first, second, calls in rows:
+        cells = [cell(first, calls)] + ([cell(second, calls)] if two else [])
+        lines.append("| " + " | ".join([label, *cells]) + " |")
     return "\n".join(lines)
 
 
@@ -311,7 +343,7 @@ def render(name: str) -> str:
     """The markdown of table ``name`` (header and rows, no trailing newline)."""
     kind, rows = TABLES[name]
     if kind == "latency":
-        return render_latency(rows)
+        return render_latency(rows, LATENCY_FILES[name], name)
     lines = [HEADERS[kind]]
     for label, file, bold in rows:
         lines.extend(row(kind, label, load(file), bold))
@@ -336,14 +368,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a doc's tables differ from the JSON files")
     parser.add_argument("--latency-from", metavar="BENCH_JSON",
-                        help=f"store a pytest-benchmark run (--benchmark-json) as docs/results/{LATENCY} first")
+                        help="store a pytest-benchmark run (--benchmark-json) as docs/results/LATENCY_FILE first")
+    parser.add_argument("--latency-file", default=LATENCY, choices=sorted(set(LATENCY_FILES.values())),
+                        help=f"which stored run BENCH_JSON replaces (default {LATENCY})")
     parser.add_argument("--latency-command", default="pytest benchmarks/test_bench_dff.py "
                         "benchmarks/test_bench_latency.py --benchmark-only --benchmark-json=BENCH_JSON",
                         help="the command that made BENCH_JSON, stored beside the figures")
     args = parser.parse_args(argv)
     if args.latency_from:
         run = json.loads(Path(args.latency_from).read_text())
-        (RESULTS / LATENCY).write_text(json.dumps(slim_benchmarks(run, args.latency_command), indent=1) + "\n")
+        (RESULTS / args.latency_file).write_text(json.dumps(slim_benchmarks(run, args.latency_command), indent=1)
+                                                 + "\n")
     stale = []
     for doc in DOCS:
         text = doc.read_text()

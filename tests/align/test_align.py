@@ -767,6 +767,7 @@ def test_rotation_is_the_pose_as_a_matrix_that_places_the_mesh(dff_aligner, face
 
     (image, _, box), = _aflw2000_faces(aflw2000_dir, {"image04331"})  # yaw 45 degrees
     face = dff_aligner.align(image, box[None])[0]
+    assert "vertices" not in face.__dict__  # the mesh is computed when first read, then kept
     R = face.rotation
     np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
     assert np.linalg.det(R) == pytest.approx(1.0)
@@ -775,6 +776,7 @@ def test_rotation_is_the_pose_as_a_matrix_that_places_the_mesh(dff_aligner, face
     rotated = shape @ R.T
     placed = np.c_[s * rotated[:, 0] + tx, -s * rotated[:, 1] + ty, s * rotated[:, 2]]
     np.testing.assert_allclose(placed, face.vertices, atol=1e-2)
+    assert face.vertices is face.vertices
     np.testing.assert_allclose(np.degrees(euler_from_rotation(R)), [face.pose[k] for k in ("pitch", "yaw", "roll")],
                                atol=1e-9)
 

@@ -50,6 +50,10 @@ def test_the_latency_table_is_rendered_from_a_benchmark_run(monkeypatch):
                                                                     "| detect, per photo | 100.0 | - |"]
     with pytest.raises(KeyError, match="no benchmark 'test_align_dff_bfloat16'"):
         results_tables.render_latency([("align", "test_align_dff", "test_align_dff_bfloat16", 1)])
+    # a one-column table (the tiny faces') shows the first benchmark of each row
+    tiny = results_tables.render_latency([("a tiny face", "test_align_dff", None, 1)], "latency_tiny.json",
+                                         "tiny_latency")
+    assert tiny.splitlines()[0].count("|") == 3 and tiny.splitlines()[2] == "| a tiny face | 25.1 |"
 
 
 def test_the_network_row_reads_the_last_validation_of_its_training_log(tmp_path, monkeypatch):

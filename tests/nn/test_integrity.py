@@ -17,10 +17,11 @@ WEIGHTS = Path(dffx.__file__).parent / "weights"
 
 
 def test_manifest_lists_every_shipped_network_and_cascade_file_with_its_sha256():
-    """Re-run `sha256sum dff_*.pt dff_*.onnx cascade_*.npz tiny_*.pt > SHA256SUMS` in dffx/weights after
-    shipping a file: this test fails until then."""
+    """Re-run `sha256sum dff_*.pt dff_*.onnx cascade_*.npz tiny_*.pt tiny_*.onnx > SHA256SUMS` in
+    dffx/weights after shipping a file: this test fails until then."""
     sums = read_manifest(WEIGHTS / MANIFEST_NAME)
-    shipped = {p.name for pattern in ("dff_*.pt", "dff_*.onnx", "cascade_*.npz", "tiny_*.pt") for p in WEIGHTS.glob(pattern)}
+    shipped = {p.name for pattern in ("dff_*.pt", "dff_*.onnx", "cascade_*.npz", "tiny_*.pt", "tiny_*.onnx")
+               for p in WEIGHTS.glob(pattern)}
     assert set(sums) == shipped
     for name, digest in sums.items():
         assert file_sha256(WEIGHTS / name) == digest, name
@@ -38,7 +39,8 @@ def _damaged_copy(tmp_path, name, count=50, seed=0) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("name", ["dff_default.pt", "dff_default.onnx", "cascade_dff.npz", "tiny_joint.pt"])
+@pytest.mark.parametrize("name", ["dff_default.pt", "dff_default.onnx", "cascade_dff.npz", "tiny_joint.pt",
+                                  "tiny_landmarks.pt", "tiny_landmarks.onnx"])
 def test_a_damaged_shipped_file_is_named(tmp_path, name):
     folder = _damaged_copy(tmp_path, name)
     with pytest.raises(ValueError, match=f"{name} is damaged: its SHA-256"):

@@ -11,6 +11,7 @@ from conftest import SHARED  # noqa: E402
 from dffx.align.options import EVAL_DEFAULTS  # noqa: E402
 from dffx.eval import EvalOptions, evaluate  # noqa: E402
 from dffx.tiny.degrade import Degradation, shrink_to_face_size  # noqa: E402
+from dffx.tiny.path import TINY_NETWORK_MAX_FACE_SIZE  # noqa: E402
 
 AFLW24 = SHARED / "data" / "dev" / "aflw-3ddfa-protocol-sample"
 
@@ -57,6 +58,31 @@ def test_auto_sends_small_boxes_to_the_tiny_path_with_3d_outputs(aligner, face_m
     aligner.tiny_method = "sr-cascade"  # the cascade's score on the super-resolved face
     (face,) = aligner.align(small, box)
     assert isinstance(face.score, float) and face.landmarks.shape == (68, 2)
+
+
+def test_auto_method_aligns_the_smallest_faces_with_the_landmark_network(aligner):
+    """tiny_method="auto": a 10-px face by the landmark-only network (score None), an 18-px face
+    (between TINY_NETWORK_MAX_FACE_SIZE and TINY_MAX_FACE_SIZE) by the cascade on the
+    super-resolved face (a score), both in one call and in box order; each face's result is what
+    its own way gives alone."""
+    (small, small_box, *_), = _tiny_faces(10, 1)
+    (large, large_box, *_), = _tiny_faces(18, 1)
+    h, w = small.shape[:2]
+    canvas = np.zeros((max(h, large.shape[0]), w + large.shape[1], 3), np.uint8)
+    canvas[:h, :w] = small
+    canvas[:large.shape[0], w:] = large
+    boxes = np.stack([large_box + [w, 0, w, 0], small_box])
+    aligner.tiny, aligner.tiny_method = "auto", "auto"
+    both = aligner.align(canvas, boxes)
+    assert isinstance(both[0].score, float) and both[1].score is None
+    aligner.tiny_method = "network"
+    (alone,) = aligner.align(canvas, small_box)
+    np.testing.assert_allclose(both[1].landmarks, alone.landmarks)
+    aligner.tiny_method = "sr-cascade"
+    (alone,) = aligner.align(canvas, boxes[0])
+    np.testing.assert_allclose(both[0].landmarks, alone.landmarks, atol=1e-6)
+    assert not aligner.tiny_route.landmark_path.config["sr"]  # the shipped landmark-only network
+    aligner.tiny_method = "auto"
 
 
 def test_the_cascade_on_the_super_resolved_face_beats_it_on_the_upsampled_one(face_model):
@@ -127,3 +153,26 @@ def test_the_dff_pipeline_loses_accuracy_on_tiny_faces(face_model):
                                           face_size=size, align=EVAL_DEFAULTS.replace(tiny="never")), face_model)
         nme[size] = summary["mean"]
     assert nme[10] > nme[64] + 2.0, nme
+
+
+def test_detected_tiny_faces_keep_a_score_to_drop_false_detections(face_model):
+    """dlib's bald_guys group photo at 1/8 scale (faces of about 10-25 px): with min_score set,
+    tiny_method="auto" aligns detected faces the super-resolved way, so each has the cascade's
+    score (a false detection can be dropped); without min_score the smallest take the landmark
+    network's way, as given boxes do."""
+    import cv2
+
+    import dffx
+
+    image = cv2.imread(str(SHARED / "data" / "dev" / "dlib-examples" / "bald_guys.jpg"))
+    if image is None:
+        pytest.skip("dlib-examples/bald_guys.jpg not found")
+    small = cv2.resize(image, None, fx=1 / 8, fy=1 / 8, interpolation=cv2.INTER_AREA)
+    aligner = dffx.FaceAligner(model=face_model, min_face_size=12, refine=0)
+    scored = aligner.align(small)
+    assert len(scored) >= 15 and all(isinstance(face.score, float) for face in scored)
+    aligner.min_score = None
+    kept = aligner.align(small)
+    sides = np.array([max(f.box[2] - f.box[0], f.box[3] - f.box[1]) for f in kept])
+    assert (sides < TINY_NETWORK_MAX_FACE_SIZE).any()
+    assert all((face.score is None) == (side < TINY_NETWORK_MAX_FACE_SIZE) for face, side in zip(kept, sides))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,10 +31,14 @@ class FaceAlignment:
             same rotation as a matrix: :attr:`rotation`.
         camera: float64 (6,) weak-perspective w = (s, pitch, yaw, roll, tx, ty) in image pixels.
         identity: float32 (m1,) p_id; expression: float32 (m2,) blendshape weights.
-        vertices: float32 (n, 3) the dense face mesh in image pixels (x, y, depth).
+        vertices: float32 (n, 3) the dense face mesh in image pixels (x, y, depth), computed from
+            ``model``, ``identity``, ``expression`` and ``camera`` when first read (eq. 3 and 2;
+            about 3 ms a face on a 2-core CPU, which a caller that reads only landmarks and pose
+            does not pay) and kept.
         score: alignment confidence in [-1, 1] (:mod:`dffx.align.confidence`): about 0.93 for a
             typical well-aligned face, lower for a poor fit or a box without a face; None when
             the cascade file has no template.
+        model: the :class:`dffx.FaceModel` of the mesh.
     """
 
     box: np.ndarray
@@ -43,8 +48,16 @@ class FaceAlignment:
     camera: np.ndarray
     identity: np.ndarray
     expression: np.ndarray
-    vertices: np.ndarray
     score: float | None = None
+    model: object = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def vertices(self) -> np.ndarray:
+        """float32 (n, 3) the dense face mesh in image pixels (see the class docstring). Raises
+        ValueError when the face has no model to compute it from."""
+        if self.model is None:
+            raise ValueError("this FaceAlignment has no face model to compute its mesh from")
+        return project(self.model.shape(self.identity, self.expression), self.camera)
 
     @property
     def rotation(self) -> np.ndarray:
@@ -110,9 +123,11 @@ class FaceAligner:
         options: an :class:`~dffx.align.options.AlignOptions` (default: its defaults), where every
             setting is documented: ``refine``, ``converged_iou``, ``min_score``, ``detector``,
             ``precision``, ``mirror``, ``min_face_size``, ``backend``, ``camera_refit``,
-            ``max_pixels``, ``tiny``.
-        tiny_weights: the tiny-face network for the faces ``tiny`` sends to it (default: the
-            shipped ``dffx/weights/tiny_joint.pt``; loaded when the first such face comes).
+            ``max_pixels``, ``tiny``, ``tiny_method``.
+        tiny_weights: one tiny-face network for the faces ``tiny`` sends to it (default: the
+            shipped ``dffx/weights/tiny_joint.pt`` to super-resolve and
+            ``dffx/weights/tiny_landmarks.pt`` for its own landmarks; each loaded when the first
+            face that needs it comes).
         **settings: any of those settings, over ``options`` (``FaceAligner(refine=0)``). They
             read as attributes too (``aligner.refine``), and setting one validates it.
 
@@ -182,9 +197,11 @@ class FaceAligner:
 
         Returns:
             one :class:`FaceAlignment` per face, in box (or detector score) order; an empty list
-            when no face is found. Faces the ``tiny`` setting sends to the tiny-face network
-            with ``tiny_method="network"`` (:mod:`dffx.align.tiny_route`) have ``score`` None
-            and are kept whatever ``min_score``.
+            when no face is found. Faces the ``tiny`` setting sends to the tiny-face path and
+            ``tiny_method`` to the landmark network's own landmarks (:mod:`dffx.align.tiny_route`;
+            by default given boxes under 17 px) have ``score`` None and are kept whatever
+            ``min_score``. Detected faces take the super-resolved way under ``tiny_method="auto"``
+            while ``min_score`` is set, so that its score can drop a false detection.
 
         Raises:
             ValueError: empty image, wrong dtype or shape, malformed boxes (not (F, 4) numbers,
@@ -198,19 +215,20 @@ class FaceAligner:
         boxes = self.checked_boxes(boxes, img.shape[:2])
         if len(boxes) == 0:
             return []
-        refit = self.camera_refit if camera_refit is None else bool(camera_refit)
-        result = align_routed(self.model, self.cascade, self.features, self.tiny_route, img, boxes,
-                              self.options.replace(camera_refit=refit))
+        options = self.options.replace(camera_refit=self.camera_refit if camera_refit is None else bool(camera_refit))
+        if detected and self.min_score is not None and options.tiny_method == "auto":
+            # the landmark network's way has no alignment score to drop a false detection by
+            options = options.replace(tiny_method="sr-cascade")
+        result = align_routed(self.model, self.cascade, self.features, self.tiny_route, img, boxes, options)
         m1 = self.model.n_identity
         out = []
         for i in range(len(boxes)):
             cam, p = result.camera[i], result.params[i]
-            vertices = project(self.model.shape(p[:m1], p[m1:]), cam)
             pose = dict(zip(("pitch", "yaw", "roll"), np.degrees(cam[1:4])))
             out.append(FaceAlignment(box=result.boxes[i], landmarks=result.landmarks[i], visible=result.visible[i],
-                                     pose=pose, camera=cam, identity=p[:m1], expression=p[m1:], vertices=vertices,
+                                     pose=pose, camera=cam, identity=p[:m1], expression=p[m1:],
                                      score=None if result.score is None or np.isnan(result.score[i])
-                                     else float(result.score[i])))
+                                     else float(result.score[i]), model=self.model))
         if detected and self.min_score is not None:
             out = [face for face in out if face.score is None or face.score >= self.min_score]
         return out

@@ -277,15 +277,16 @@ class Cascade:
 
     def bind(self, model):
         """``model`` with the landmarks this cascade regresses (``landmarks68``; the model itself
-        when the cascade has none or they are the model's). Cached per model.
+        when the cascade has none or they are the model's). Cached per model, so that the
+        bound model, and the C++ twin made for it (:meth:`_native`), are made once.
 
         Raises:
             ValueError: landmark indices outside ``model``.
         """
         from ..model.annotated_landmarks import with_landmarks68
 
-        if self.landmarks68 is None:
-            return model
+        if self.landmarks68 is None or np.array_equal(model.landmarks68, self.landmarks68):
+            return model  # already bound: the cache keeps the model it was bound from
         if self._bound is None or self._bound[0] is not model:
             self._bound = (model, with_landmarks68(model, self.landmarks68))
         return self._bound[1]

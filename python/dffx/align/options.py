@@ -17,7 +17,7 @@ import numpy as np
 
 from ..detect import DEFAULT_DETECTOR, DETECTORS, MTCNN_MIN_FACE_SIZE
 from ..imageio import DEFAULT_MAX_PIXELS
-from ..tiny.path import TINY_MAX_FACE_SIZE, TINY_METHODS, TINY_MODES
+from ..tiny.path import TINY_MAX_FACE_SIZE, TINY_METHODS, TINY_MODES, TINY_NETWORK_MAX_FACE_SIZE
 
 PRECISIONS = ("float32", "bfloat16")
 # Where the DFF network runs: PyTorch (CPU or CUDA, float32 or bfloat16) or ONNX Runtime (CPU,
@@ -78,9 +78,12 @@ class AlignOptions:
             "auto" (boxes whose longer side is under :data:`dffx.tiny.path.TINY_MAX_FACE_SIZE`
             pixels), "always" or "never".
         tiny_method: how the tiny path aligns a face: "sr-cascade" (the DFF cascade on the
-            tiny-face network's super-resolved face; measured better than the cascade on the
-            upsampled face below 20 px) or "network" (the network's own landmarks and the 3DMM
-            fitted to them: faster, less accurate today, score None).
+            joint network's super-resolved face; measured better than the cascade on the
+            upsampled face below 20 px), "network" (the landmark-only network's own landmarks and
+            the cascade's 3DMM fit to them: faster, score None) or "auto" (the network below
+            :data:`dffx.tiny.path.TINY_NETWORK_MAX_FACE_SIZE` px, where it is the more accurate,
+            sr-cascade above; detected faces take sr-cascade while ``min_score`` is set, so
+            that a false detection can be dropped by its score).
 
     Raises:
         ValueError: any setting out of its range, naming it.
@@ -118,9 +121,10 @@ class AlignOptions:
     tiny: str = field(default="auto", metadata=_flag(
         "faces that go through the tiny-face network (joint super-resolution and landmarks) first: "
         f"auto (boxes under {TINY_MAX_FACE_SIZE:g} px), always or never", choices=TINY_MODES))
-    tiny_method: str = field(default="sr-cascade", metadata=_flag(
-        "how the tiny path aligns: sr-cascade (the DFF cascade on the tiny network's super-resolved face) or "
-        "network (its own landmarks and the 3DMM fitted to them)", choices=TINY_METHODS))
+    tiny_method: str = field(default="auto", metadata=_flag(
+        "how the tiny path aligns: sr-cascade (the DFF cascade on the joint network's super-resolved face), "
+        "network (the landmark-only network's landmarks and the 3DMM fitted to them) or auto (network for "
+        f"boxes under {TINY_NETWORK_MAX_FACE_SIZE:g} px, sr-cascade above)", choices=TINY_METHODS))
 
     def __post_init__(self):
         def integer(value) -> bool:

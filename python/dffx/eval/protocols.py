@@ -363,7 +363,7 @@ def _settings_lines(summary: dict) -> list[str]:
     if "backend" in summary:
         lines.append(f"network backend: {summary['backend']}")
     if "tiny" in summary or "tiny_method" in summary:
-        lines.append(f"tiny-face path: {summary.get('tiny', 'auto')}, {summary.get('tiny_method', 'network')}")
+        lines.append(f"tiny-face path: {summary.get('tiny', 'auto')}, {summary.get('tiny_method', EVAL_DEFAULTS.tiny_method)}")
     return lines
 
 

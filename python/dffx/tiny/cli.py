@@ -1,4 +1,4 @@
-"""``dffx train tiny``: the tiny-face network (issue 26)."""
+"""``dffx train tiny`` and ``dffx export-tiny-onnx``: the tiny-face networks (issue 26)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 
 
 def add_parsers(sub, train_sub) -> None:
-    """Register ``dffx train tiny`` (``sub``, the top-level sub-parsers, has no tiny command yet)."""
+    """Register ``dffx train tiny`` (on ``train_sub``) and ``dffx export-tiny-onnx`` (on ``sub``, the
+    top-level sub-parsers); PyTorch is imported when they run."""
     from .train import TinyTrainConfig
 
     d = TinyTrainConfig(out="")
@@ -31,6 +32,11 @@ def add_parsers(sub, train_sub) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=_cmd_train_tiny)
+    p = sub.add_parser("export-tiny-onnx", help="write a tiny-face network as ONNX (needs torch and onnx)")
+    p.add_argument("--weights", required=True, help="a tiny-face weights file or checkpoint (dffx train tiny)")
+    p.add_argument("--out", required=True, help="the .onnx file to write (next to a shipped .pt, with its name: the "
+                                                "tiny path runs it on ONNX Runtime)")
+    p.set_defaults(run=_cmd_export_tiny_onnx)
 
 
 def _cmd_train_tiny(args: argparse.Namespace) -> int:
@@ -42,4 +48,11 @@ def _cmd_train_tiny(args: argparse.Namespace) -> int:
                              val_every=args.val_every, checkpoint_every=args.checkpoint_every,
                              threads=args.threads, seed=args.seed)
     print(train_tiny(config, resume=args.resume, time_limit_min=args.time_limit, progress=not args.no_progress))
+    return 0
+
+
+def _cmd_export_tiny_onnx(args: argparse.Namespace) -> int:
+    from .onnx_export import export_tiny_onnx
+
+    print(f"wrote {export_tiny_onnx(args.out, args.weights)}")
     return 0

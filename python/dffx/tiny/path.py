@@ -3,10 +3,13 @@ landmarks and a super-resolved crop in the image's pixels (issue 26, items 3-4).
 
 :class:`dffx.FaceAligner` sends a face here when its box is small (``tiny="auto"``: longer side
 under :data:`TINY_MAX_FACE_SIZE` pixels) or always (``tiny="always"``). By default
-(``tiny_method="sr-cascade"``, :mod:`dffx.align.tiny_route`) the DFF cascade then aligns the
-super-resolved face; with ``"network"`` the network's own landmarks are the result and the 3D
-outputs (camera, shape, mesh, visibility) come from fitting the 3DMM to them
-(:func:`fit_landmarks`, eq. 6-8 as the synthesis fits photos).
+(``tiny_method="auto"``, :mod:`dffx.align.tiny_route`) a face of at least
+:data:`TINY_NETWORK_MAX_FACE_SIZE` pixels goes the ``"sr-cascade"`` way: the joint network
+(``tiny_joint.pt``) super-resolves it and the DFF cascade aligns the super-resolved face; a
+smaller one goes the ``"network"`` way: the landmark-only network's (``tiny_landmarks.pt``) own
+landmarks are the result and the 3D outputs (camera, shape, mesh, visibility) come from the
+cascade's own 3DMM fit to them (:func:`dffx.align.tiny_route.fit_tiny_landmarks`, eq. 6-8 and
+the camera refit).
 
 Everything is in image pixels with pixel centres at integers (x right, y down).
 """
@@ -22,19 +25,33 @@ from ..preprocess import crop_face
 from .degrade import HR_SIZE, LR_SIZE
 
 TINY_MODES = ("auto", "always", "never")
-TINY_METHODS = ("sr-cascade", "network")  # AlignOptions.tiny_method
+TINY_METHODS = ("auto", "sr-cascade", "network")  # AlignOptions.tiny_method
 #: ``tiny="auto"`` sends a face whose box's longer side is below this many pixels through the
 #: tiny path: where the DFF cascade aligns the super-resolved face better than the upsampled one
 #: on the AFLW dev split (better at 16 px, worse at 24; near the 21.3-px face the 32-px crop holds
 #: at its own resolution). Measurements: docs/tiny.md.
 TINY_MAX_FACE_SIZE = 20.0
+#: ``tiny_method="auto"`` aligns a tiny face whose box's longer side is below this many pixels
+#: with the landmark-only network's own landmarks and the cascade's 3DMM fit to them, a larger one
+#: with the DFF cascade on the joint network's super-resolved face. On the AFLW dev split the
+#: network's landmarks are better at 14 px and below, as good at 16 (and ten times faster), worse
+#: at 18: the threshold lies between (docs/tiny.md).
+TINY_NETWORK_MAX_FACE_SIZE = 17.0
 TINY_WEIGHTS_FORMAT = "dffx.tiny-weights"
 TINY_CHECKPOINT_FORMAT = "dffx.tiny-checkpoint"
 
 
 def default_tiny_weights() -> Path:
-    """The shipped tiny-face network, ``dffx/weights/tiny_joint.pt``."""
+    """The shipped joint super-resolution and landmark network, ``dffx/weights/tiny_joint.pt``
+    (the ``"sr-cascade"`` way and :meth:`dffx.FaceAligner.super_resolve`)."""
     return Path(__file__).resolve().parent.parent / "weights" / "tiny_joint.pt"
+
+
+def default_landmark_weights() -> Path:
+    """The shipped landmark-only network, ``dffx/weights/tiny_landmarks.pt`` (the ``"network"``
+    way: trained as the joint one without the super-resolution head, its own landmarks are
+    better than the joint network's at every size; docs/tiny.md)."""
+    return Path(__file__).resolve().parent.parent / "weights" / "tiny_landmarks.pt"
 
 
 def load_tiny_net(path, device="cpu"):
@@ -97,6 +114,20 @@ def tiny_faces(boxes: np.ndarray, mode: str, max_face_size: float = TINY_MAX_FAC
     return np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) < max_face_size
 
 
+def network_faces(boxes: np.ndarray, method: str,
+                  max_face_size: float = TINY_NETWORK_MAX_FACE_SIZE) -> np.ndarray:
+    """bool (F,): which of the tiny path's boxes (F, 4) x0, y0, x1, y1 ``method`` aligns with the
+    landmark network's own landmarks (the others: the DFF cascade on the super-resolved face):
+    "network": all, "sr-cascade": none, "auto": longer side under ``max_face_size`` pixels.
+    Raises ValueError for another method."""
+    if method not in TINY_METHODS:
+        raise ValueError(f"tiny_method must be one of {TINY_METHODS}, got {method!r}")
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if method != "auto":
+        return np.full(len(b), method == "network")
+    return np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) < max_face_size
+
+
 @dataclass
 class TinyResult:
     """The tiny path's output for F faces of one image.
@@ -115,26 +146,47 @@ class TinyResult:
 
 
 class TinyPath:
-    """The tiny-face network, run on face boxes of an image.
+    """A tiny-face network, run on face boxes of an image.
 
     Args:
-        weights: a tiny-face weights file or checkpoint (default: the shipped
-            ``dffx/weights/tiny_joint.pt``, checked against ``dffx/weights/SHA256SUMS``).
+        weights: a tiny-face weights file or checkpoint, or an ONNX file of one
+            (:func:`dffx.tiny.onnx_export.export_tiny_onnx`) (default: the shipped file ``shipped``, checked
+            against ``dffx/weights/SHA256SUMS``).
         device: torch device (default: the CPU).
+        shipped: the shipped network used when ``weights`` is None: the joint network
+            (:func:`default_tiny_weights`, default) or the landmark-only one
+            (:func:`default_landmark_weights`). On the CPU its ONNX twin next to it (same name,
+            ``.onnx``) runs on ONNX Runtime when that is installed: about twice as fast.
+
+    Attributes:
+        backend: "torch" or "onnxruntime"; config: the network's settings (``sr``,
+        ``landmark_head``, ...); weights: the file read.
 
     Raises:
-        as :func:`load_tiny_net`.
+        as :func:`load_tiny_net` (and :class:`dffx.tiny.onnx_runtime.OnnxTinyNet`); ValueError also for a
+        shipped file that does not match its checksum.
     """
 
-    def __init__(self, weights=None, device=None):
-        if weights is None:
-            from ..nn.integrity import check_shipped_file
+    def __init__(self, weights=None, device=None, shipped=None):
+        from ..nn.integrity import check_shipped_file
 
-            weights = default_tiny_weights()
-            check_shipped_file(weights)
         self.device = device or "cpu"
-        self.net, self.config = load_tiny_net(weights, self.device)
+        if weights is None:
+            weights = Path(shipped if shipped is not None else default_tiny_weights())
+            check_shipped_file(weights)
+            twin = weights.with_suffix(".onnx")
+            if str(self.device) == "cpu" and twin.is_file() and _has_onnxruntime():
+                check_shipped_file(twin)
+                weights = twin
         self.weights = Path(weights)
+        if self.weights.suffix == ".onnx":
+            from .onnx_runtime import OnnxTinyNet
+
+            self.net, self.backend = OnnxTinyNet(self.weights), "onnxruntime"
+            self.config = dict(self.net.config)
+        else:
+            self.net, self.config = load_tiny_net(self.weights, self.device)
+            self.backend = "torch"
 
     def run(self, image: np.ndarray, boxes, super_resolve: bool = True) -> TinyResult:
         """Landmarks and super-resolved crops for the faces in ``boxes``.
@@ -147,61 +199,35 @@ class TinyPath:
         Raises:
             ValueError: a bad image or box (:func:`dffx.preprocess.crop_face`).
         """
-        import torch
-
         from ..preprocess import crop_to_image, crop_transform
-        from .train import to_tensor
 
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         if len(boxes) == 0:
             raise ValueError("no face boxes")
-        crops = [crop_face(image, box, size=LR_SIZE)[0] for box in boxes]
-        with torch.inference_mode():
-            out = self.net(to_tensor(np.stack(crops)).to(self.device), sr=super_resolve)
+        crops = np.stack([crop_face(image, box, size=LR_SIZE)[0] for box in boxes])
+        lr = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2)).astype(np.float32) / np.float32(255)
+        out = self._forward(lr, super_resolve)
         hr_transforms = np.stack([crop_transform(box, HR_SIZE) for box in boxes])  # the 32-px crop's, x4
-        points = out["landmarks"].float().cpu().numpy().astype(np.float64)
+        points = out["landmarks"].astype(np.float64)
         landmarks = np.stack([crop_to_image(p, M) for p, M in zip(points, hr_transforms)])
         sr = None
         if "sr" in out:
-            rgb = out["sr"].clamp(0, 1).mul(255).round().byte().cpu().numpy()
+            rgb = np.round(np.clip(out["sr"], 0, 1) * np.float32(255)).astype(np.uint8)
             sr = np.ascontiguousarray(rgb.transpose(0, 2, 3, 1)[..., ::-1])
         return TinyResult(landmarks=landmarks, sr=sr, transforms=hr_transforms)
 
+    def _forward(self, lr: np.ndarray, super_resolve: bool) -> dict:
+        """The network on float32 (B, 3, 32, 32) RGB in [0, 1]: dict of float32 NumPy arrays."""
+        if self.backend == "onnxruntime":
+            return self.net(lr, sr=super_resolve)
+        import torch
 
-def fit_landmarks(model, landmarks: np.ndarray, boxes: np.ndarray, contour=None) -> dict:
-    """The 3DMM and weak-perspective camera fitted to each face's 68 landmarks (eq. 6-8, as
-    :func:`dffx.synth.fit.fit_photo` fits annotated photos), with the landmarks' depth-buffer
-    visibility under that fit.
+        with torch.inference_mode():
+            out = self.net(torch.from_numpy(lr).to(self.device), sr=super_resolve)
+        return {name: value.float().cpu().numpy() for name, value in out.items()}
 
-    Args:
-        model: :class:`dffx.FaceModel`.
-        landmarks: float (F, 68, 2) image pixels.
-        boxes: float (F, 4) the face boxes (the visibility is tested in each box's 224-px crop).
-        contour: a :class:`dffx.synth.fit.ContourLines` of ``model`` to reuse.
 
-    Returns:
-        dict: ``camera`` float64 (F, 6) (s, pitch, yaw, roll in radians, tx, ty; image pixels),
-        ``params`` float32 (F, M) p_id then p_exp, ``visible`` bool (F, 68).
+def _has_onnxruntime() -> bool:
+    import importlib.util
 
-    Raises:
-        ValueError: landmarks not finite (F, 68, 2).
-    """
-    from ..geometry.camera import project
-    from ..ops.raster import mesh_landmark_visibility
-    from ..preprocess import CROP_SIZE, crop_transform
-    from ..synth.fit import ContourLines, fit_photo
-
-    contour = contour or ContourLines(model)
-    cameras, params, visible = [], [], []
-    for points, box in zip(np.asarray(landmarks, np.float64), np.asarray(boxes, np.float64)):
-        fit = fit_photo(model, points, contour=contour)
-        M = crop_transform(box)
-        # the mesh in the box's canonical crop, where the cascade tests visibility too
-        cam = fit.camera.copy()
-        cam[0] *= M[0, 0]
-        cam[4:6] = M[:, :2] @ cam[4:6] + M[:, 2]
-        screen = project(model.shape(fit.p_id, fit.p_exp), cam).astype(np.float32)
-        visible.append(mesh_landmark_visibility(screen, model.triangles, fit.landmark_vertices, CROP_SIZE))
-        cameras.append(fit.camera)
-        params.append(np.concatenate([fit.p_id, fit.p_exp]).astype(np.float32))
-    return {"camera": np.stack(cameras), "params": np.stack(params), "visible": np.stack(visible).astype(bool)}
+    return importlib.util.find_spec("onnxruntime") is not None
