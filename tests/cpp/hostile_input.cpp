@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -123,6 +124,29 @@ void fuzz(const std::string& path, int cases) {
     std::memcpy(&crafted[at_scalars + scalars.size() + 1 + 4 + 8 + 2 * 8], &crop, 8);
     check(throws_named([&] { dffx::Cascade::from_bytes(crafted.data(), crafted.size()); }, "scalars out of range"),
           "a 2^32 crop size is refused");
+  }
+  // case 3: fit_landmarks refuses landmarks and start cameras that are not finite or have no scale,
+  // and survives huge finite ones (a named error or a result, never a crash)
+  {
+    std::vector<float> landmarks(2 * 68, 100.0f);
+    std::vector<double> camera = {1.0, 0.0, 0.0, 0.0, 112.0, 112.0};
+    for (int l = 0; l < 68; ++l) landmarks[2 * l] += static_cast<float>(l % 9), landmarks[2 * l + 1] += static_cast<float>(l / 9);
+    check(!reference.fit_landmarks(landmarks.data(), camera.data(), 1, 1).cameras.empty(), "fit_landmarks runs");
+    landmarks[7] = std::numeric_limits<float>::quiet_NaN();
+    check(throws_named([&] { reference.fit_landmarks(landmarks.data(), camera.data(), 1, 1); }, "must be finite"),
+          "NaN landmarks are refused");
+    landmarks[7] = 3e38f;
+    try {
+      reference.fit_landmarks(landmarks.data(), camera.data(), 1, 1);
+    } catch (const std::invalid_argument& e) {  // e.g. a mesh that left the finite range: named, fine
+      check(std::strchr(e.what(), '\n') == nullptr, "one-line message");
+    }
+    landmarks[7] = 100.0f;
+    camera[0] = 0.0;
+    check(throws_named([&] { reference.fit_landmarks(landmarks.data(), camera.data(), 1, 1); }, "scale not > 0"),
+          "a zero camera scale is refused");
+    check(throws_named([&] { reference.fit_landmarks(landmarks.data(), camera.data(), 0, 1); }, "batch"),
+          "an empty batch is refused");
   }
   std::mt19937_64 rng(20261207);
   const std::vector<uint64_t> words = {0, 1, ~uint64_t{0}, uint64_t{1} << 32, uint64_t{1} << 57, uint64_t{1} << 63,
