@@ -371,7 +371,8 @@ def test_cli_train_cascade_mirror_augment_doubles_the_faces(synth_set, tmp_path,
 
 def test_cli_train_cascade_adds_the_source_photos_and_degrades_crops(synth_set, photo_dir, tmp_path, ict_dir):
     """`--photos` adds the set's training photos (its source photos and their mirror images, less
-    the held-out ones) to the renders; `--augment` is recorded; both train a working cascade."""
+    the held-out ones) to the renders, `--photo-rotations 1` a turned copy of each; `--augment` is
+    recorded; they train a working cascade."""
     import json
 
     from dffx.align import Cascade
@@ -384,9 +385,11 @@ def test_cli_train_cascade_adds_the_source_photos_and_degrades_crops(synth_set, 
     path = tmp_path / "photos.npz"
     assert main(["train", "cascade", "--data", str(out), "--features", "sift", "--out", str(path),
                  "--train-images", "6", "--val-images", "4", "--boxes", "1", "--stages", "1",
-                 "--photos", str(photo_dir), "--augment", "blur,jpeg", "--model", str(ict_dir), "--no-progress"]) == 0
+                 "--photos", str(photo_dir), "--photo-rotations", "1", "--augment", "blur,jpeg",
+                 "--model", str(ict_dir), "--no-progress"]) == 0
     cascade = Cascade.load(path)
-    assert 0 < training_photos < 12 and cascade.info["train_images"] == 6 + training_photos
+    assert 0 < training_photos < 12 and cascade.info["train_images"] == 6 + 2 * training_photos
+    assert cascade.info["photo_rotations"] == 1
     assert cascade.info["augment"] == "blur,jpeg" and cascade.info["photos"] == str(photo_dir)
     assert np.isfinite(cascade.R_X).all() and cascade.template.shape[1] == 128  # SIFT descriptors
 

@@ -184,7 +184,8 @@ def _cmd_train_cascade(args) -> int:
     if args.photos:  # the set's own source photos join its train and val splits
         from .photo_split import concat_splits, photo_split
 
-        train = concat_splits(train, photo_split(args.data, args.photos, "train", model=model))
+        train = concat_splits(train, photo_split(args.data, args.photos, "train", model=model,
+                                                 rotations=args.photo_rotations, seed=args.seed))
         val = concat_splits(val, photo_split(args.data, args.photos, "val", model=model))
     if args.augment:
         from .augmented_split import augmented_split
@@ -203,7 +204,8 @@ def _cmd_train_cascade(args) -> int:
                             progress=not args.no_progress, **settings)
     cascade.info.update(data=str(args.data), seconds=round(time.perf_counter() - start, 1),
                         mirror_augment=bool(args.mirror_augment), landmarks=args.landmarks,
-                        augment=",".join(parse_augment(args.augment)), photos=args.photos)
+                        augment=",".join(parse_augment(args.augment)), photos=args.photos,
+                        photo_rotations=args.photo_rotations if args.photos else 0)
     if args.features == "dff":  # bind the directions to their network (dffx.align.predictor.cascade_features)
         from ..nn.integrity import file_sha256
         from ..nn.extractor import is_weights_name
@@ -312,6 +314,9 @@ def add_parsers(sub, train_sub) -> None:
                    help="also learn from the set's source photos as they are (dffx.align.photo_split): the folder "
                         "the set was made from; its training photos join the training split, its held-out ones "
                         "the validation split")
+    p.add_argument("--photo-rotations", type=int, default=0, metavar="N",
+                   help="with --photos: also N copies of each training photo turned in its plane by 10-30 "
+                        "degrees, labels and camera turned alike (default 0)")
     p.add_argument("--augment", default="",
                    help="degrade the training crops as the network's training does (dffx.align.augmented_split): "
                         f"all, or a comma-separated subset of {','.join(AUGMENT_FAMILIES)} (default: none)")

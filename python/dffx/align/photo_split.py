@@ -45,7 +45,33 @@ def camera_in_crop(camera: np.ndarray, transform: np.ndarray) -> np.ndarray:
     return out
 
 
-def photo_split(data, photos, split: str = "train", model=None) -> dict:
+def camera_in_rotated_image(camera: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """A weak-perspective camera (eq. 2) of image pixels carried into the image turned in its
+    plane by ``rotation``, so that it projects the same face where the turned image shows it.
+
+    Args:
+        camera: float (6,) ``(s, pitch, yaw, roll, tx, ty)`` in image pixels, angles in radians.
+        rotation: float (2, 3) the image's in-plane rotation about a point, as
+            ``cv2.getRotationMatrix2D`` returns it (pixels, y down; its 2x2 part a rotation).
+
+    Returns:
+        float64 (6,): the same scale; the head rotation turned about the viewing axis (with
+        D = diag(1, -1), the screen's y flip, ``D A D`` rotates the model's x-y plane, i.e.
+        R' = Rz R); ``(tx, ty)`` mapped by the rotation.
+    """
+    from ..geometry.camera import euler_from_rotation, rotation_matrix
+
+    A, b = np.asarray(rotation, np.float64)[:, :2], np.asarray(rotation, np.float64)[:, 2]
+    in_plane = np.eye(3)
+    in_plane[:2, :2] = np.diag([1.0, -1.0]) @ A @ np.diag([1.0, -1.0])
+    out = np.asarray(camera, np.float64).copy()
+    out[1:4] = euler_from_rotation(in_plane @ rotation_matrix(*out[1:4]))
+    out[4:6] = A @ out[4:6] + b
+    return out
+
+
+def photo_split(data, photos, split: str = "train", model=None, rotations: int = 0, max_degrees: float = 30.0,
+                seed: int = 0) -> dict:
     """The source photos of a synth set as a cascade training split.
 
     Args:
@@ -56,6 +82,12 @@ def photo_split(data, photos, split: str = "train", model=None) -> dict:
         model: :class:`dffx.FaceModel` at the cascade's landmark convention; when given,
             ``landmarks160`` / ``visible160`` (which the confidence template reads) come from
             each photo's fit; without it they are left out.
+        rotations: also this many copies of each photo turned in its plane about its face box's
+            centre by a random angle in [-max_degrees, max_degrees] (at least a third of it in
+            size), with the annotated points and the fitted camera turned alike
+            (:func:`camera_in_rotated_image`): photo-like faces at rolls 300-W seldom shows.
+        max_degrees: the largest in-plane turn, degrees.
+        seed: the angles' random seed.
 
     Returns:
         dict like :func:`dffx.align.predictor.synth_split`: ``crops(ids)`` -> uint8
@@ -83,7 +115,11 @@ def photo_split(data, photos, split: str = "train", model=None) -> dict:
     samples, _ = load_300w(photos)
     annotated = {str(Path(s.image_path).relative_to(photos)): s.landmarks for s in samples}
     keep = np.flatnonzero(held_out if split == "val" else ~held_out)
-    crops, landmarks, cameras = [], [], []
+    if not (isinstance(rotations, (int, np.integer)) and rotations >= 0 and 0 < max_degrees <= 90):
+        raise ValueError(f"rotations must be an integer >= 0 and max_degrees in (0, 90], got {rotations!r}, "
+                         f"{max_degrees!r}")
+    rng = np.random.default_rng(seed)
+    crops, landmarks, cameras, rows = [], [], [], []  # rows: each sample's photo (its fit)
     for k in keep:
         name = names[k]
         mirrored = name.endswith(MIRROR_SUFFIX)
@@ -92,17 +128,35 @@ def photo_split(data, photos, split: str = "train", model=None) -> dict:
             raise FileNotFoundError(f"{photos / base}: photo or its .pts missing (named in {data}/manifest.json)")
         image = read_source_photo(photos, name)  # the mirror image for a mirrored name
         points = mirror_landmarks(annotated[base], image.shape[1]) if mirrored else annotated[base]
-        crop, transform = crop_face(image, landmark_box(points), CROP_SIZE)
-        crops.append(crop)
-        landmarks.append(points * transform[0, 0] + transform[:, 2])
-        cameras.append(camera_in_crop(fit_cameras[k], transform))
+        views = [(image, points, fit_cameras[k])]
+        for _ in range(rotations):
+            views.append(_turned(image, points, fit_cameras[k], rng.uniform(max_degrees / 3, max_degrees)
+                                 * rng.choice([-1.0, 1.0])))
+        for view, view_points, view_camera in views:
+            crop, transform = crop_face(view, landmark_box(view_points), CROP_SIZE)
+            crops.append(crop)
+            landmarks.append(view_points * transform[0, 0] + transform[:, 2])
+            cameras.append(camera_in_crop(view_camera, transform))
+            rows.append(k)
     crops = np.stack(crops)
     out = {"crops": lambda ids: crops[np.asarray(ids)], "landmarks": np.stack(landmarks).astype(np.float32),
            "cameras": np.stack(cameras)}
     if model is not None:
-        state = update_geometry(model, CascadeState(out["cameras"], shape[keep]))
+        state = update_geometry(model, CascadeState(out["cameras"], shape[np.asarray(rows)]))
         out.update(landmarks160=state.U.astype(np.float32), visible160=state.V.astype(bool))
     return out
+
+
+def _turned(image: np.ndarray, points: np.ndarray, camera: np.ndarray, degrees: float):
+    """``image`` turned by ``degrees`` (counter-clockwise on screen) about the centre of the
+    points' box, with the points and the camera turned alike: (image, points, camera)."""
+    import cv2
+
+    box = landmark_box(points)
+    rotation = cv2.getRotationMatrix2D((float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2), float(degrees), 1.0)
+    turned = cv2.warpAffine(image, rotation, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REFLECT101)
+    return turned, points @ rotation[:, :2].T + rotation[:, 2], camera_in_rotated_image(camera, rotation)
 
 
 def concat_splits(first: dict, second: dict) -> dict:
