@@ -70,6 +70,8 @@ TABLES = {
         ("shipped cascade against the same cascade on 12,000 × 5 renders alone", "paired_shipped_vs_12k.json", True),
         ("the 300-W photos added to 2,000 × 5 renders", "paired_photos_vs_2k.json", False),
         ("2,000 × 5 renders degraded (`--augment all`, not used) against clean", "paired_degraded_vs_2k.json", False),
+        ("a turned copy of each photo (`--photo-rotations 1`, not used) against the photos as they are "
+         "(2,000 × 5 renders + photos)", "paired_photo_rotations_vs_photos.json", False),
         ("yaw-sector stages against the generic cascade (2,000 × 5 renders)", "paired_sectors_vs_generic.json", False),
     ]),
     "dev_yaw": ("yaw_error", [
