@@ -206,6 +206,19 @@ int64_t dim(const std::map<std::string, Array>& arrays, const std::string& name,
   return it == arrays.end() || it->second.dims.size() <= axis ? -1 : it->second.dims[axis];
 }
 
+// face(b, kernel_threads) for b < batch: a single face gets all threads for its kernels, a batch
+// is split between the threads with one per face.
+template <class Face>
+void for_each_face(int64_t batch, int num_threads, Face&& face) {
+  if (batch == 1) {
+    face(0, num_threads);
+    return;
+  }
+  detail::parallel_for(batch, num_threads, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) face(b, 1);
+  });
+}
+
 }  // namespace
 
 Cascade::StageDirections Cascade::stage_directions(int k, double yaw) const {
@@ -443,13 +456,7 @@ CascadeResult Cascade::fit_landmarks(const float* landmarks, const double* camer
     update_geometry(p.data(), camera, g, kernel_threads);
     write_face(b, g, camera, p.data(), out);
   };
-  if (batch == 1) {
-    fit_face(0, num_threads);
-  } else {
-    detail::parallel_for(batch, num_threads, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) fit_face(b, 1);
-    });
-  }
+  for_each_face(batch, num_threads, fit_face);
   return out;
 }
 
@@ -529,13 +536,7 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
     }
     write_face(b, g, camera, p.data(), out);
   };
-  if (batch == 1) {
-    align_face(0, num_threads);
-  } else {
-    detail::parallel_for(batch, num_threads, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) align_face(b, 1);
-    });
-  }
+  for_each_face(batch, num_threads, align_face);
   return out;
 }
 

@@ -34,7 +34,7 @@ def export_onnx(out, weights=None, opset: int = ONNX_OPSET) -> Path:
         :class:`dffx.nn.DFFExtractor` for the weights.
     """
     try:
-        import onnx
+        import onnx  # noqa: F401  (ImportError here names the missing dependency)
     except ImportError as err:
         raise ImportError('exporting to ONNX needs the onnx package: pip install "dffx[export]"') from err
     import warnings
@@ -60,14 +60,21 @@ def export_onnx(out, weights=None, opset: int = ONNX_OPSET) -> Path:
                           output_names=["features"],
                           dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
                                         "features": {0: "batch", 2: "height", 3: "width"}})
-    model = onnx.load(str(out))
     source = extractor.weights_path
-    metadata = {"dffx_format": ONNX_FORMAT, "source_weights": source.name if source else "",
-                "source_sha256": file_sha256(source) if source else "", "multiple": str(multiple),
-                "out_dim": str(extractor.dim),
-                "input": "image float32 (B, 3, H, W) RGB in [0, 1], H and W multiples of 'multiple'"}
+    write_metadata(out, {"dffx_format": ONNX_FORMAT, "source_weights": source.name if source else "",
+                         "source_sha256": file_sha256(source) if source else "", "multiple": str(multiple),
+                         "out_dim": str(extractor.dim),
+                         "input": "image float32 (B, 3, H, W) RGB in [0, 1], H and W multiples of 'multiple'"})
+    return out
+
+
+def write_metadata(path: Path, metadata: dict) -> None:
+    """Add string ``metadata`` (key -> value) to the ONNX file at ``path``, in place (the ``onnx``
+    package must be installed)."""
+    import onnx
+
+    model = onnx.load(str(path))
     for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.save(model, str(out))
-    return out
+    onnx.save(model, str(path))

@@ -27,6 +27,34 @@ def shipped_onnx_path(name: str = "default") -> Path:
     return Path(__file__).resolve().parent.parent / "weights" / f"dff_{name}.onnx"
 
 
+def open_session(path: Path, threads: int | None, dffx_format: str, what: str):
+    """An ONNX Runtime CPU session on a file dffx exported, and the file's dffx metadata.
+
+    Args:
+        path: the .onnx file; threads: intra-op threads (None: ONNX Runtime's default);
+        dffx_format: the ``dffx_format`` its metadata must name; what: the file's kind, for messages.
+
+    Returns:
+        (``onnxruntime.InferenceSession``, dict of the file's metadata).
+
+    Raises:
+        ValueError: not a readable ONNX file, or not one of ``dffx_format``.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = int(threads)
+    try:
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own error types for unreadable files
+        raise ValueError(f"{path} is not a readable ONNX file: {err}") from err
+    metadata = dict(session.get_modelmeta().custom_metadata_map)
+    if metadata.get("dffx_format") != dffx_format:
+        raise ValueError(f"{path} is not {what} exported by dffx (metadata dffx_format missing)")
+    return session, metadata
+
+
 class OnnxDFFExtractor:
     """Per-pixel Deep Face Features (paper Sec. III-B) from an exported network, on ONNX Runtime (CPU).
 
@@ -47,7 +75,7 @@ class OnnxDFFExtractor:
 
     def __init__(self, model=None, threads: int | None = None):
         try:
-            import onnxruntime
+            import onnxruntime  # noqa: F401  (ImportError here names the missing dependency)
         except ImportError as err:
             raise ImportError('the onnxruntime backend needs onnxruntime: pip install "dffx[onnx]"') from err
         if model is None or model == "default":
@@ -62,16 +90,7 @@ class OnnxDFFExtractor:
             raise FileNotFoundError(f"DFF ONNX file not found: {path} (write one with `dffx export-onnx --out FILE`)")
         if model is None or is_weights_name(model):
             check_shipped_file(path)  # loaded by name: must be the file the package shipped
-        options = onnxruntime.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
-        try:
-            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime raises its own error types for unreadable files
-            raise ValueError(f"{path} is not a readable ONNX file: {err}") from err
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        if self.metadata.get("dffx_format") != ONNX_FORMAT:
-            raise ValueError(f"{path} is not a DFF network exported by dffx (metadata dffx_format missing)")
+        self.session, self.metadata = open_session(path, threads, ONNX_FORMAT, "a DFF network")
         self.path = path
         self.weights_path = None  # no PyTorch weights file: the cascade checks source_sha256
         self.source_sha256 = self.metadata.get("source_sha256", "")

@@ -31,7 +31,7 @@ def export_tiny_onnx(out, weights, opset: int = ONNX_OPSET) -> Path:
         :func:`dffx.tiny.path.load_tiny_net`.
     """
     try:
-        import onnx
+        import onnx  # noqa: F401  (ImportError here names the missing dependency)
     except ImportError as err:
         raise ImportError('exporting to ONNX needs the onnx package: pip install "dffx[export]"') from err
     import warnings
@@ -39,6 +39,7 @@ def export_tiny_onnx(out, weights, opset: int = ONNX_OPSET) -> Path:
     import torch
 
     from ..nn.integrity import file_sha256
+    from ..nn.onnx_export import write_metadata
 
     net, config = load_tiny_net(weights)
     outputs = ["landmarks", "sr"] if config["sr"] else ["landmarks"]
@@ -60,13 +61,8 @@ def export_tiny_onnx(out, weights, opset: int = ONNX_OPSET) -> Path:
         torch.onnx.export(Graph().eval(), torch.rand(1, 3, 32, 32), str(out), dynamo=False, opset_version=opset,
                           input_names=["lr"], output_names=outputs,
                           dynamic_axes={name: {0: "batch"} for name in ["lr", *outputs]})
-    model = onnx.load(str(out))
-    metadata = {"dffx_format": TINY_ONNX_FORMAT, "source_weights": Path(weights).name,
-                "source_sha256": file_sha256(weights), "sr": "1" if config["sr"] else "0",
-                "landmark_head": str(config["landmark_head"]),
-                "input": "lr float32 (B, 3, 32, 32) RGB in [0, 1]"}
-    for key, value in metadata.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(model, str(out))
+    write_metadata(out, {"dffx_format": TINY_ONNX_FORMAT, "source_weights": Path(weights).name,
+                         "source_sha256": file_sha256(weights), "sr": "1" if config["sr"] else "0",
+                         "landmark_head": str(config["landmark_head"]),
+                         "input": "lr float32 (B, 3, 32, 32) RGB in [0, 1]"})
     return out

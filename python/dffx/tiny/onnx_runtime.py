@@ -35,21 +35,14 @@ class OnnxTinyNet:
     """
 
     def __init__(self, path, threads: int | None = None):
-        import onnxruntime
+        import onnxruntime  # noqa: F401  (ImportError here names the missing dependency)
+
+        from ..nn.onnx_runtime import open_session
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"tiny-face ONNX file not found: {path}")
-        options = onnxruntime.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
-        try:
-            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime raises its own error types for unreadable files
-            raise ValueError(f"{path} is not a readable ONNX file: {err}") from err
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        if self.metadata.get("dffx_format") != TINY_ONNX_FORMAT:
-            raise ValueError(f"{path} is not a tiny-face network exported by dffx (metadata dffx_format missing)")
+        self.session, self.metadata = open_session(path, threads, TINY_ONNX_FORMAT, "a tiny-face network")
         self.path = path
         self.config = {"sr": self.metadata.get("sr") == "1", "landmark_head": self.metadata.get("landmark_head")}
 

@@ -108,10 +108,9 @@ def tiny_faces(boxes: np.ndarray, mode: str, max_face_size: float = TINY_MAX_FAC
     Raises ValueError for another mode."""
     if mode not in TINY_MODES:
         raise ValueError(f"tiny must be one of {TINY_MODES}, got {mode!r}")
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
     if mode != "auto":
-        return np.full(len(b), mode == "always")
-    return np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) < max_face_size
+        return np.full(len(np.asarray(boxes).reshape(-1, 4)), mode == "always")
+    return _smaller_than(boxes, max_face_size)
 
 
 def network_faces(boxes: np.ndarray, method: str,
@@ -122,10 +121,15 @@ def network_faces(boxes: np.ndarray, method: str,
     Raises ValueError for another method."""
     if method not in TINY_METHODS:
         raise ValueError(f"tiny_method must be one of {TINY_METHODS}, got {method!r}")
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
     if method != "auto":
-        return np.full(len(b), method == "network")
-    return np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) < max_face_size
+        return np.full(len(np.asarray(boxes).reshape(-1, 4)), method == "network")
+    return _smaller_than(boxes, max_face_size)
+
+
+def _smaller_than(boxes, size: float) -> np.ndarray:
+    """bool (F,): boxes (F, 4) x0, y0, x1, y1 whose longer side is under ``size`` pixels."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) < size
 
 
 @dataclass
