@@ -11,8 +11,9 @@ cv2 = pytest.importorskip("cv2")
 
 
 def test_a_camera_carried_into_the_crop_projects_where_the_crop_maps_the_image():
-    from dffx.align.photo_split import camera_in_crop
-    from dffx.geometry.camera import project
+    """camera_in_crop projects where the crop transform maps the image; camera_from_crop (a batch)
+    carries crop cameras back so that they project where the inverse transform maps the crop."""
+    from dffx.geometry.camera import camera_from_crop, camera_in_crop, project
 
     rng = np.random.default_rng(0)
     points = rng.normal(0, 5, (30, 3))
@@ -21,6 +22,15 @@ def test_a_camera_carried_into_the_crop_projects_where_the_crop_maps_the_image()
     in_image = project(points, camera)[:, :2].astype(np.float64)
     in_crop = project(points, camera_in_crop(camera, transform))[:, :2]
     np.testing.assert_allclose(in_crop, in_image * 0.6 + transform[:, 2], atol=1e-3)
+
+    crop_cameras = np.array([[2.0, 0.3, 0.5, -0.2, 100.0, 120.0], [1.5, -0.1, -1.2, 0.4, 90.0, 130.0]])
+    transforms = np.array([transform, [[1.7, 0.0, 5.0], [0.0, 1.7, -30.0]]])
+    back = camera_from_crop(crop_cameras, transforms)
+    for cam, back_cam, M in zip(crop_cameras, back, transforms):
+        crop_points = project(points, cam)[:, :2].astype(np.float64)
+        np.testing.assert_allclose(project(points, back_cam)[:, :2], (crop_points - M[:, 2]) / M[0, 0], atol=1e-3)
+        np.testing.assert_allclose(camera_in_crop(back_cam, M), cam, atol=1e-9)
+    assert back.shape == (2, 6) and crop_cameras[0, 0] == 2.0  # the input is not changed
 
 
 def test_a_camera_carried_into_a_turned_image_projects_where_the_turn_maps_the_image():

@@ -421,3 +421,23 @@ def test_torchrun_two_processes(data_dir, tmp_path):
     assert meta["hardware"]["world_size"] == 2 and meta["global_batch"] == 4 and meta["steps"] == 6
     assert [p.name for p in list_checkpoints(tmp_path / "ddp_checkpoints")] == ["step_00000003.pt",
                                                                                  "step_00000006.pt"]
+
+
+def test_extra_data_joins_the_training_split_only(data_dir, tmp_path):
+    """--extra-data: the extra set's training samples join the draw; validation stays on --data's."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    with np.load(data_dir / "fake.npz") as z:
+        flipped = {k: (v[..., ::-1].copy() if k.endswith(("_images", "_tri")) else v) for k, v in z.items()}
+    np.savez(extra / "fake.npz", **flipped)
+    cfg = tiny_config(data_dir, tmp_path / "x.pt", extra_data=(extra,))
+    train_set, val_set = train_mod._datasets(cfg, FakeSynthDataset, is_main=True)
+    assert len(train_set) == 2 * N_TRAIN and len(val_set) == N_VAL
+    # The second half of the index space is the extra set's (mirrored) renders.
+    np.testing.assert_array_equal(train_set[N_TRAIN]["triangle_id"].numpy(), flipped["train_tri"][0])
+    assert json.loads(json.dumps(cfg.to_dict()))["extra_data"] == [str(extra)]
+
+    parser = argparse.ArgumentParser()
+    add_train_dff_parser(parser.add_subparsers())
+    args = parser.parse_args(["dff", "--data", str(data_dir), "--extra-data", str(extra), "--out", "o.pt"])
+    assert config_from_args(args).extra_data == (str(extra),)

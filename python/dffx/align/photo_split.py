@@ -21,28 +21,10 @@ import numpy as np
 
 from ..data import load_300w
 from ..data.ibug import landmark_box, mirror_landmarks
+from ..geometry.camera import camera_in_crop
 from ..preprocess import CROP_SIZE, crop_face
 from ..synth.pipeline import MIRROR_SUFFIX, read_source_photo
 from .cascade import CascadeState, update_geometry
-
-
-def camera_in_crop(camera: np.ndarray, transform: np.ndarray) -> np.ndarray:
-    """A weak-perspective camera (eq. 2) of image pixels carried into a crop.
-
-    Args:
-        camera: float (6,) ``(s, pitch, yaw, roll, tx, ty)`` in image pixels, angles in radians.
-        transform: float (2, 3) image -> crop, a scale k and a shift (:func:`dffx.preprocess.crop_face`).
-
-    Returns:
-        float64 (6,) ``(k s, pitch, yaw, roll, k tx + ox, k ty + oy)``: the same projection in
-        crop pixels (x = s (R q)_x + tx and y = -s (R q)_y + ty both scale and shift alike).
-    """
-    k, ox, oy = float(transform[0, 0]), float(transform[0, 2]), float(transform[1, 2])
-    out = np.asarray(camera, np.float64).copy()
-    out[0] *= k
-    out[4] = k * out[4] + ox
-    out[5] = k * out[5] + oy
-    return out
 
 
 def camera_in_rotated_image(camera: np.ndarray, rotation: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .image_alignment import ImageAlignment
+from ..geometry.camera import camera_from_crop
 
 
 class TinyRoute:
@@ -110,11 +111,7 @@ def fit_tiny_landmarks(model, cascade, landmarks: np.ndarray, boxes: np.ndarray)
     in_crop = np.einsum("fij,flj->fli", to_crop[:, :, :2], points) + to_crop[:, None, :, 2]
     start = fit_camera(model.mean[model.landmarks68].astype(np.float64), in_crop).reshape(-1, 6)
     state = cascade.fit_landmarks(model, in_crop, start)
-    camera = state.camera.copy()
-    k = to_crop[:, 0, 0]
-    camera[:, 0] /= k
-    camera[:, 4:6] = (camera[:, 4:6] - to_crop[:, :, 2]) / k[:, None]
-    return {"camera": camera, "params": state.params, "visible": state.V[:, :68].copy()}
+    return {"camera": camera_from_crop(state.camera, to_crop), "params": state.params, "visible": state.V[:, :68].copy()}
 
 
 def align_on_super_resolved(model, cascade, features, route: TinyRoute, image: np.ndarray, boxes: np.ndarray,
@@ -136,8 +133,7 @@ def align_on_super_resolved(model, cascade, features, route: TinyRoute, image: n
         k = M[0, 0]  # the SR crop is the image scaled by k and shifted
         part.landmarks = (part.landmarks - M[:, 2]) / k
         part.boxes = box[None].copy()
-        part.camera[:, 0] /= k
-        part.camera[:, 4:6] = (part.camera[:, 4:6] - M[:, 2]) / k
+        part.camera = camera_from_crop(part.camera, M)
         parts.append(part)
     merged = {name: None if getattr(parts[0], name) is None else np.concatenate([getattr(p, name) for p in parts])
               for name in ("boxes", "landmarks", "visible", "camera", "params", "score")}

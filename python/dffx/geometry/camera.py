@@ -207,3 +207,42 @@ def fit_camera(model_points, image_points, weights=None) -> np.ndarray:
         cams[b, 1:4] = euler_from_rotation(R)
         cams[b, 4], cams[b, 5] = t[0], -t[1]
     return cams[0] if single else cams
+
+
+def camera_in_crop(camera: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """A weak-perspective camera (eq. 2) of image pixels carried into a crop.
+
+    Args:
+        camera: float (6,) ``(s, pitch, yaw, roll, tx, ty)`` in image pixels, angles in radians.
+        transform: float (2, 3) image -> crop, a scale k and a shift (:func:`dffx.preprocess.crop_face`).
+
+    Returns:
+        float64 (6,) ``(k s, pitch, yaw, roll, k tx + ox, k ty + oy)``: the same projection in
+        crop pixels (x = s (R q)_x + tx and y = -s (R q)_y + ty both scale and shift alike).
+    """
+    k, ox, oy = float(transform[0, 0]), float(transform[0, 2]), float(transform[1, 2])
+    out = np.asarray(camera, np.float64).copy()
+    out[0] *= k
+    out[4] = k * out[4] + ox
+    out[5] = k * out[5] + oy
+    return out
+
+
+def camera_from_crop(cameras: np.ndarray, transforms: np.ndarray) -> np.ndarray:
+    """Weak-perspective cameras (eq. 2) of crop pixels carried back into the image: the inverse of
+    :func:`camera_in_crop`, for a batch.
+
+    Args:
+        cameras: float (..., 6) ``(s, pitch, yaw, roll, tx, ty)`` in crop pixels, angles in radians.
+        transforms: float (..., 2, 3) image -> crop, each a scale k and a shift (o_x, o_y), as
+            :func:`dffx.preprocess.crop_transform` makes them.
+
+    Returns:
+        float64 (..., 6) ``(s / k, pitch, yaw, roll, (tx - o_x) / k, (ty - o_y) / k)``.
+    """
+    out = np.array(cameras, np.float64)
+    transforms = np.asarray(transforms, np.float64)
+    k = transforms[..., 0, 0]
+    out[..., 0] /= k
+    out[..., 4:6] = (out[..., 4:6] - transforms[..., :, 2]) / k[..., None]
+    return out

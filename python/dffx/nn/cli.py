@@ -42,6 +42,9 @@ def add_train_dff_parser(train_subparsers) -> argparse.ArgumentParser:
         description="Train the Deep Face Feature network (U-Net + angular-softmax patch classifiers over random "
                     "segmentations, paper Sec. III-B). Writes a weights file loadable by dffx.nn.DFFExtractor.")
     p.add_argument("--data", required=True, help="training-data folder (dffx synth output, with segmentations.npz)")
+    p.add_argument("--extra-data", nargs="+", default=[], metavar="DIR",
+                   help="more dffx synth folders whose training splits join --data's (validation stays on "
+                        "--data's held-out split), e.g. a set of photos at their own pose")
     p.add_argument("--out", required=True, help="output weights file (.pt)")
     p.add_argument("--segmentations", default=None, help="segmentation set .npz (default: DATA/segmentations.npz)")
     p.add_argument("--net", choices=["default", "large"], default="default",
@@ -107,7 +110,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if overrides:
         net = DFFNetConfig.from_dict({**net.__dict__, **overrides})
     return TrainConfig(
-        data=args.data, out=args.out, segmentations=args.segmentations, net=net, steps=args.steps,
+        data=args.data, extra_data=tuple(args.extra_data), out=args.out, segmentations=args.segmentations, net=net, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         lr_schedule=args.lr_schedule, grad_clip=args.grad_clip, scale=args.scale,
         pixels_per_image=args.pixels_per_image, segments=args.segments, val_every=args.val_every,

@@ -140,7 +140,13 @@ class TrainConfig:
     """Settings of :func:`train_dff` (all CLI flags of ``dffx train dff`` map to these fields).
 
     Attributes:
-        data: training-data folder (SynthDataset layout, with ``segmentations.npz``).
+        data: training-data folder (SynthDataset layout, with ``segmentations.npz``); its
+            held-out split is the one validation reads.
+        extra_data: more training-data folders (same mesh and segmentations) whose training
+            splits are added to ``data``'s, e.g. a set of photos at their own pose
+            (``dffx synth --original-views 1``) beside the profiled renders; their held-out
+            splits are not read. Samples are drawn uniformly from the union, so each set's
+            share is its size.
         out: output weights file (network config + state_dict + metadata).
         segmentations: segmentation set (:func:`dffx.segment.load_segmentations`);
             default ``data/segmentations.npz``.
@@ -189,6 +195,7 @@ class TrainConfig:
     data: str | os.PathLike
     out: str | os.PathLike
     segmentations: str | os.PathLike | None = None
+    extra_data: tuple = ()
     net: DFFNetConfig = field(default_factory=DFFNetConfig)
     steps: int = 20000
     batch_size: int = 8
@@ -272,5 +279,7 @@ class TrainConfig:
         d = {}
         for f in fields(self):
             v = getattr(self, f.name)
+            if f.name == "extra_data":
+                v = [str(x) for x in v]
             d[f.name] = asdict(v) if isinstance(v, DFFNetConfig) else (str(v) if isinstance(v, os.PathLike) else v)
         return d

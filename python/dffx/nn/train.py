@@ -480,8 +480,16 @@ def train_dff(config: TrainConfig, dataset_factory: Callable[..., Any] | None = 
 
 
 def _datasets(cfg, factory, is_main: bool):
-    """(train split, val split or [] when the set has none); ValueError for an empty train split."""
+    """(train split, val split or [] when the set has none); ValueError for an empty train split.
+
+    The training splits of ``cfg.extra_data`` are appended to ``cfg.data``'s (one index space,
+    drawn uniformly); validation reads ``cfg.data``'s held-out split only, so held-out accuracy
+    stays comparable between runs with and without extra sets."""
     train_set = factory(cfg.data, split="train")
+    if cfg.extra_data:
+        from torch.utils.data import ConcatDataset
+
+        train_set = ConcatDataset([train_set, *(factory(d, split="train") for d in cfg.extra_data)])
     try:
         val_set = factory(cfg.data, split="val")
     except ValueError as exc:  # SynthDataset raises for an empty split
