@@ -24,6 +24,10 @@ Stages of the alignment pipeline (paper Sec. III-C) that exist today:
   ``FaceTracker.update`` (each face starts from its previous landmarks; the detector runs on the
   first frame only) vs detecting and aligning every frame (``FaceAligner.align``), both with the
   default passes; both must find the face in every frame;
+* ``cascade-batch``: ``dffx::Cascade::run`` on the DFF maps of 24 AFLW faces in one call, stage
+  by stage (every face's update, then all meshes in one pass over the shape basis), vs the same
+  faces one per call on two threads (how a batch ran until 2026-12-08); the results are
+  identical to the bit;
 * ``latency-detect``: face detection on two photos (a 450x450 AFLW2000-3D face, a 500x332 dlib
   group photo), the default MTCNN vs the Haar cascades; both must find the same faces.
 
@@ -218,6 +222,45 @@ def test_cascade_run_python(benchmark, aligner, cascade_inputs):
     cpp, given, crop, maps = cascade_inputs
     state = benchmark(aligner.cascade.run, aligner.model, given, crop, native=False)
     assert np.abs(cpp.run(maps)["landmarks"] - state.X).max() < 1e-3
+
+
+AFLW_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "dev" / "aflw-3ddfa-protocol-sample"
+
+
+@pytest.fixture(scope="module")
+def batch_inputs(aligner, cascade_inputs):
+    """(C++ cascade, DFF maps (24, 32, 224, 224)) of the 24 AFLW sample crops resized to 224."""
+    names = (AFLW_SAMPLE / "AFLW_GT_crop.list").read_text().split()[:24]
+    crops = [cv2.imread(str(AFLW_SAMPLE / "AFLW_GT_crop" / name)) for name in names]
+    if any(c is None for c in crops):
+        pytest.skip(f"AFLW sample not found: {AFLW_SAMPLE}")
+    crops = np.stack([cv2.resize(c, (224, 224), interpolation=cv2.INTER_AREA) for c in crops])
+    return cascade_inputs[0], np.ascontiguousarray(aligner.features.extractor.extract(crops).numpy())
+
+
+@pytest.mark.benchmark(group="cascade-batch")
+def test_cascade_batch_stage_by_stage(benchmark, batch_inputs):
+    """24 faces in one dffx::Cascade::run call (all cores)."""
+    cpp, maps = batch_inputs
+    result = benchmark(cpp.run, maps)
+    assert result["landmarks"].shape == (24, 68, 2)
+
+
+@pytest.mark.benchmark(group="cascade-batch")
+def test_cascade_batch_face_by_face(benchmark, batch_inputs):
+    """The reference: the same faces one per call, two calls at a time on two threads (the GIL is
+    released inside), each face's kernels on one thread: the work as the batch did it before."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cpp, maps = batch_inputs
+    with ThreadPoolExecutor(2) as pool:
+        def one_by_one():
+            return list(pool.map(lambda i: cpp.run(maps[i:i + 1], threads=1), range(len(maps))))
+
+        results = benchmark(one_by_one)
+    batched = cpp.run(maps)
+    for key in ("landmarks", "cameras", "params", "visible", "scores"):
+        np.testing.assert_array_equal(np.concatenate([r[key] for r in results]), batched[key], err_msg=key)
 
 
 def _clip(photo, count: int = 10) -> list:

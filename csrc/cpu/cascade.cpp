@@ -46,6 +46,9 @@ constexpr int64_t kMeshBlock = 3 * 1024;
 // ranges, in order: two threads can share one face's product, and the sum is the same however
 // many do.
 constexpr int64_t kDirectionParts = 2;
+// A batch runs stage by stage this many faces at a time: enough that each block of the shape basis
+// serves many faces, few enough that their meshes (113 KB each) stay a small working set.
+constexpr int64_t kStageBatch = 64;
 
 using Matrix3 = Eigen::Matrix<double, 3, 3, Eigen::RowMajor>;
 
@@ -206,19 +209,6 @@ int64_t dim(const std::map<std::string, Array>& arrays, const std::string& name,
   return it == arrays.end() || it->second.dims.size() <= axis ? -1 : it->second.dims[axis];
 }
 
-// face(b, kernel_threads) for b < batch: a single face gets all threads for its kernels, a batch
-// is split between the threads with one per face.
-template <class Face>
-void for_each_face(int64_t batch, int num_threads, Face&& face) {
-  if (batch == 1) {
-    face(0, num_threads);
-    return;
-  }
-  detail::parallel_for(batch, num_threads, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) face(b, 1);
-  });
-}
-
 }  // namespace
 
 Cascade::StageDirections Cascade::stage_directions(int k, double yaw) const {
@@ -341,13 +331,41 @@ Cascade Cascade::parse(std::istream& in, const std::string& path) {
   return c;
 }
 
+namespace {
+
+// Eq. 2 for a block of mesh coordinates: shape (count, 3 interleaved) -> screen, under rotation R.
+inline void project_block(const float* shape, int64_t count, const double* R, double s, double tx, double ty,
+                          float* screen) {
+  for (int64_t i = 0; i < count; i += 3) {
+    const double x = shape[i], y = shape[i + 1], z = shape[i + 2];
+    screen[i] = static_cast<float>(s * (R[0] * x + R[1] * y + R[2] * z) + tx);
+    screen[i + 1] = static_cast<float>(-s * (R[3] * x + R[4] * y + R[5] * z) + ty);
+    screen[i + 2] = static_cast<float>(s * (R[6] * x + R[7] * y + R[8] * z));
+  }
+}
+
+// A camera as dffx::project_weak_perspective takes it: rounded to float, R from its angles.
+struct FloatCamera {
+  double R[9];
+  double s, tx, ty;
+  explicit FloatCamera(const double* camera) {
+    float cam[kCameraParams];
+    for (int i = 0; i < kCameraParams; ++i) cam[i] = static_cast<float>(camera[i]);
+    rotation_matrix(cam[1], cam[2], cam[3], R);
+    s = cam[0], tx = cam[4], ty = cam[5];
+  }
+};
+
+// The batch mesh's blocks: small enough that a block of all M basis rows (M x 192 floats, 104 KB
+// at M = 135) stays in L2 while every face of the batch reads it. Any block size gives the same
+// values: each coordinate's sum runs over the rows in order.
+constexpr int64_t kBatchMeshBlock = 3 * 64;
+
+}  // namespace
+
 void Cascade::mesh_vertices(const float* params, const double* camera, float* screen, int num_threads) const {
   const int64_t n3 = 3 * num_vertices(), m = num_params();
-  float cam[kCameraParams];  // the projection of dffx::project_weak_perspective (eq. 2), its float camera
-  for (int i = 0; i < kCameraParams; ++i) cam[i] = static_cast<float>(camera[i]);
-  double R[9];
-  rotation_matrix(cam[1], cam[2], cam[3], R);
-  const double s = cam[0], tx = cam[4], ty = cam[5];
+  const FloatCamera cam(camera);
   const int64_t blocks = (n3 + kMeshBlock - 1) / kMeshBlock;
   detail::parallel_for(blocks, num_threads, [&](int64_t first, int64_t last) {
     float shape[kMeshBlock];
@@ -355,24 +373,37 @@ void Cascade::mesh_vertices(const float* params, const double* camera, float* sc
       const int64_t i0 = block * kMeshBlock, count = std::min(kMeshBlock, n3 - i0);
       std::copy(mean_.data() + i0, mean_.data() + i0 + count, shape);  // eq. 3: mean + sum_j p_j B_j
       detail::accumulate_basis_rows(params, basis_rows_.data() + i0, m, n3, count, shape);
-      for (int64_t i = 0; i < count; i += 3) {  // eq. 2
-        const double x = shape[i], y = shape[i + 1], z = shape[i + 2];
-        screen[i0 + i] = static_cast<float>(s * (R[0] * x + R[1] * y + R[2] * z) + tx);
-        screen[i0 + i + 1] = static_cast<float>(-s * (R[3] * x + R[4] * y + R[5] * z) + ty);
-        screen[i0 + i + 2] = static_cast<float>(s * (R[6] * x + R[7] * y + R[8] * z));
+      project_block(shape, count, cam.R, cam.s, cam.tx, cam.ty, screen + i0);
+    }
+  });
+}
+
+void Cascade::mesh_vertices_batch(int64_t faces, const float* const* params, const double* const* cameras,
+                                  float* const* screens, int num_threads) const {
+  const int64_t n3 = 3 * num_vertices(), m = num_params();
+  std::vector<FloatCamera> cams;
+  cams.reserve(faces);
+  for (int64_t f = 0; f < faces; ++f) cams.emplace_back(cameras[f]);
+  const int64_t blocks = (n3 + kBatchMeshBlock - 1) / kBatchMeshBlock;
+  detail::parallel_for(blocks, num_threads, [&](int64_t first, int64_t last) {
+    float shape[kBatchMeshBlock];
+    for (int64_t block = first; block < last; ++block) {
+      const int64_t i0 = block * kBatchMeshBlock, count = std::min(kBatchMeshBlock, n3 - i0);
+      for (int64_t f = 0; f < faces; ++f) {
+        std::copy(mean_.data() + i0, mean_.data() + i0 + count, shape);
+        detail::accumulate_basis_rows(params[f], basis_rows_.data() + i0, m, n3, count, shape);
+        project_block(shape, count, cams[f].R, cams[f].s, cams[f].tx, cams[f].ty, screens[f] + i0);
       }
     }
   });
-  for (int64_t i = 0; i < n3; ++i)  // the visibility test needs finite vertices
-    if (!std::isfinite(screen[i]))
-      throw std::invalid_argument("dffx::Cascade::run: the mesh left the finite range (a camera or shape update "
-                                  "overflowed: NaN or huge values in the DFF maps?)");
 }
 
-void Cascade::update_geometry(const float* params, const double* camera, Geometry& g, int num_threads) const {
+void Cascade::finish_geometry(Geometry& g) const {
   const int64_t n = num_vertices(), L = num_landmarks();
-  g.screen.resize(3 * n);
-  mesh_vertices(params, camera, g.screen.data(), num_threads);
+  for (int64_t i = 0; i < 3 * n; ++i)  // the visibility test needs finite vertices
+    if (!std::isfinite(g.screen[i]))
+      throw std::invalid_argument("dffx::Cascade: the mesh left the finite range (a camera or shape update "
+                                  "overflowed: NaN or huge values in the DFF maps or the landmarks?)");
   g.V.resize(L);
   const RasterShape raster{1, n, static_cast<int64_t>(triangles_.size() / 3), crop_size_, crop_size_};
   detail::mesh_landmark_visibility_unchecked(g.screen.data(), triangles_.data(), landmarks160_.data(), L, raster,
@@ -383,6 +414,12 @@ void Cascade::update_geometry(const float* params, const double* camera, Geometr
     for (int k = 0; k < 2; ++k) g.X[2 * l + k] = g.screen[3 * int64_t{landmarks68_[l]} + k];
   for (int64_t l = 0; l < L; ++l)
     for (int k = 0; k < 2; ++k) g.U[2 * l + k] = g.screen[3 * int64_t{landmarks160_[l]} + k];
+}
+
+void Cascade::update_geometry(const float* params, const double* camera, Geometry& g, int num_threads) const {
+  g.screen.resize(3 * num_vertices());
+  mesh_vertices(params, camera, g.screen.data(), num_threads);
+  finish_geometry(g);
 }
 
 CascadeResult Cascade::allocate_result(int64_t batch, bool scores) const {
@@ -447,96 +484,164 @@ CascadeResult Cascade::fit_landmarks(const float* landmarks, const double* camer
       throw std::invalid_argument("dffx::Cascade::fit_landmarks: a start camera is not finite or its scale not > 0");
   }
   CascadeResult out = allocate_result(batch, false);
-  auto fit_face = [&](int64_t b, int kernel_threads) {
-    std::vector<float> p(num_params());
+  const int64_t m = num_params();
+  if (batch == 1) {  // one face: its mesh on all the threads
+    std::vector<float> p(m);
     double camera[kCameraParams];
-    std::copy(cameras + b * kCameraParams, cameras + (b + 1) * kCameraParams, camera);
-    fit_to_landmarks(landmarks + b * 2 * kLandmarks68, camera, p.data(), refit_rounds_);
+    std::copy(cameras, cameras + kCameraParams, camera);
+    fit_to_landmarks(landmarks, camera, p.data(), refit_rounds_);
     Geometry g;
-    update_geometry(p.data(), camera, g, kernel_threads);
-    write_face(b, g, camera, p.data(), out);
-  };
-  for_each_face(batch, num_threads, fit_face);
+    update_geometry(p.data(), camera, g, num_threads);
+    write_face(0, g, camera, p.data(), out);
+    return out;
+  }
+  // A batch as run's: the fits split between the threads, the meshes one pass over the basis.
+  for (int64_t b0 = 0; b0 < batch; b0 += kStageBatch) {
+    const int64_t count = std::min(kStageBatch, batch - b0);
+    std::vector<FaceRun> faces(count);
+    const auto each_face = [&](auto&& work) {
+      detail::parallel_for(count, num_threads, [&](int64_t first, int64_t last) {
+        for (int64_t i = first; i < last; ++i) work(i);
+      });
+    };
+    each_face([&](int64_t i) {
+      FaceRun& f = faces[i];
+      f.p.assign(m, 0.0f);
+      std::copy(cameras + (b0 + i) * kCameraParams, cameras + (b0 + i + 1) * kCameraParams, f.camera);
+      fit_to_landmarks(landmarks + (b0 + i) * 2 * kLandmarks68, f.camera, f.p.data(), refit_rounds_);
+      f.g.screen.resize(3 * num_vertices());
+    });
+    std::vector<const float*> params(count);
+    std::vector<const double*> cams(count);
+    std::vector<float*> screens(count);
+    for (int64_t i = 0; i < count; ++i)
+      params[i] = faces[i].p.data(), cams[i] = faces[i].camera, screens[i] = faces[i].g.screen.data();
+    mesh_vertices_batch(count, params.data(), cams.data(), screens.data(), num_threads);
+    each_face([&](int64_t i) {
+      finish_geometry(faces[i].g);
+      write_face(b0 + i, faces[i].g, faces[i].camera, faces[i].p.data(), out);
+    });
+  }
   return out;
+}
+
+Cascade::FaceRun Cascade::start_face() const {
+  FaceRun f;
+  f.Z.resize(num_landmarks() * channels_ + 1);
+  f.p.assign(num_params(), 0.0f);
+  f.g = start_;  // every face starts from the mean shape under the mean camera
+  std::copy(mean_camera_.begin(), mean_camera_.end(), f.camera);
+  return f;
+}
+
+void Cascade::sample_face(const float* face_maps, bool channels_last, FaceRun& f, int num_threads) const {
+  const SamplingShape sampling{1, channels_, crop_size_, crop_size_, num_landmarks(), channels_last};
+  sample_landmark_features(face_maps, f.g.U.data(), f.g.V.data(), sampling, f.Z.data(), num_threads);  // eq. 4-5
+  f.Z.back() = 1.0f;
+}
+
+void Cascade::stage_update(int k, FaceRun& f, bool camera_refit, int num_threads) const {
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const int64_t D1 = static_cast<int64_t>(f.Z.size());
+  Eigen::Map<const Eigen::VectorXf> z(f.Z.data(), D1);
+  if (k < pose_stages_) {  // the pose start: the camera moves, the shape stays
+    Eigen::Map<const RowMajor> R_w(R_w_pose_.data() + k * D1 * kCameraParams, D1, kCameraParams);
+    const Eigen::VectorXf dw = R_w.transpose() * z;
+    for (int i = 0; i < kCameraParams; ++i) f.camera[i] += static_cast<double>(dw[i]);
+    f.camera[0] = std::max(f.camera[0], kMinScale);
+    return;
+  }
+  // [F, 1] R: one set of directions, or the blended yaw sectors; in kDirectionParts row ranges
+  const StageDirections directions = stage_directions(k - pose_stages_, f.camera[2]);
+  const int64_t direction_rows = (D1 + kDirectionParts - 1) / kDirectionParts;
+  float part_X[kDirectionParts][2 * kLandmarks68], part_w[kDirectionParts][kCameraParams];
+  detail::parallel_for(kDirectionParts, num_threads, [&](int64_t first, int64_t last) {
+    for (int64_t part = first; part < last; ++part) {
+      const int64_t r0 = part * direction_rows, rows = std::min(direction_rows, D1 - r0);
+      std::fill(part_X[part], part_X[part] + 2 * kLandmarks68, 0.0f);
+      std::fill(part_w[part], part_w[part] + kCameraParams, 0.0f);
+      for (const StageDirection& d : directions) {
+        detail::accumulate_transposed_product(f.Z.data() + r0, d.R_X + r0 * 2 * kLandmarks68, rows, 2 * kLandmarks68,
+                                              d.share, part_X[part]);
+        detail::accumulate_transposed_product(f.Z.data() + r0, d.R_w + r0 * kCameraParams, rows, kCameraParams,
+                                              d.share, part_w[part]);
+      }
+    }
+  });
+  Eigen::VectorXf dX = Eigen::VectorXf::Zero(2 * kLandmarks68), dw = Eigen::VectorXf::Zero(kCameraParams);
+  for (int64_t part = 0; part < kDirectionParts; ++part) {  // in order, whichever thread computed them
+    dX += Eigen::Map<const Eigen::VectorXf>(part_X[part], 2 * kLandmarks68);
+    dw += Eigen::Map<const Eigen::VectorXf>(part_w[part], kCameraParams);
+  }
+  float x_hat[2 * kLandmarks68];
+  for (int i = 0; i < 2 * kLandmarks68; ++i) x_hat[i] = f.g.X[i] + dX[i];
+  for (int i = 0; i < kCameraParams; ++i) f.camera[i] += static_cast<double>(dw[i]);
+  f.camera[0] = std::max(f.camera[0], kMinScale);
+  // eq. 6-8, and after the last stage the camera refit
+  fit_to_landmarks(x_hat, f.camera, f.p.data(), camera_refit && k == stages_ - 1 ? refit_rounds_ : 0);
+}
+
+double Cascade::face_score(const float* face_maps, bool channels_last, FaceRun& f) const {
+  sample_face(face_maps, channels_last, f, 1);  // the alignment score at the final landmarks
+  const int64_t L = num_landmarks(), C = channels_;
+  double total = 0.0;
+  int64_t seen = 0;
+  for (int64_t l = 0; l < L; ++l) {
+    if (!f.g.V[l]) continue;
+    double cosine = 0.0;
+    for (int64_t c = 0; c < C; ++c) cosine += double{f.Z[l * C + c]} * double{template_[l * C + c]};
+    total += cosine;
+    ++seen;
+  }
+  return seen > 0 ? total / static_cast<double>(seen) : -1.0;
 }
 
 CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last, int num_threads,
                            bool camera_refit) const {
   if (batch <= 0) throw std::invalid_argument("dffx::Cascade::run: batch must be positive");
   if (!maps) throw std::invalid_argument("dffx::Cascade::run: null maps");
-  const int64_t m = num_params(), L = num_landmarks(), C = channels_, S = crop_size_;
-  const int64_t D1 = L * C + 1;
-  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   CascadeResult out = allocate_result(batch, !template_.empty());
-  const SamplingShape sampling{1, C, S, S, L, channels_last};
-  const int64_t direction_rows = (D1 + kDirectionParts - 1) / kDirectionParts;
-
-  // One face: eq. 4-8 for K stages, then the score. Faces are independent, so a batch is split
-  // between threads, each face's kernels then on one thread; a single face gets the threads for
-  // its mesh and its direction products (fixed blocks, so the result is the same on any count).
-  auto align_face = [&](int64_t b, int kernel_threads) {
-    std::vector<float> Z(D1), x_hat(2 * kLandmarks68), p(m);
-    const float* face_maps = maps + b * C * S * S;
-    Geometry g = start_;  // every face starts from the mean shape under the mean camera
-    double camera[kCameraParams];
-    std::copy(mean_camera_.begin(), mean_camera_.end(), camera);
-    std::fill(p.begin(), p.end(), 0.0f);
+  const int64_t face_floats = channels_ * crop_size_ * crop_size_;
+  if (batch == 1) {  // one face: eq. 4-8 for K stages, its kernels on all the threads
+    FaceRun f = start_face();
     for (int k = 0; k < stages_; ++k) {
-      sample_landmark_features(face_maps, g.U.data(), g.V.data(), sampling, Z.data(), kernel_threads);  // eq. 4-5
-      Z[D1 - 1] = 1.0f;
-      Eigen::Map<const Eigen::VectorXf> z(Z.data(), D1);
-      if (k < pose_stages_) {  // the pose start: the camera moves, the shape stays
-        Eigen::Map<const RowMajor> R_w(R_w_pose_.data() + k * D1 * kCameraParams, D1, kCameraParams);
-        const Eigen::VectorXf dw = R_w.transpose() * z;
-        for (int i = 0; i < kCameraParams; ++i) camera[i] += static_cast<double>(dw[i]);
-        camera[0] = std::max(camera[0], kMinScale);
-        update_geometry(p.data(), camera, g, kernel_threads);
-        continue;
-      }
-      // [F, 1] R: one set of directions, or the blended yaw sectors; in kDirectionParts row ranges
-      const StageDirections directions = stage_directions(k - pose_stages_, camera[2]);
-      float part_X[kDirectionParts][2 * kLandmarks68], part_w[kDirectionParts][kCameraParams];
-      detail::parallel_for(kDirectionParts, kernel_threads, [&](int64_t first, int64_t last) {
-        for (int64_t part = first; part < last; ++part) {
-          const int64_t r0 = part * direction_rows, rows = std::min(direction_rows, D1 - r0);
-          std::fill(part_X[part], part_X[part] + 2 * kLandmarks68, 0.0f);
-          std::fill(part_w[part], part_w[part] + kCameraParams, 0.0f);
-          for (const StageDirection& d : directions) {
-            detail::accumulate_transposed_product(Z.data() + r0, d.R_X + r0 * 2 * kLandmarks68, rows,
-                                                  2 * kLandmarks68, d.share, part_X[part]);
-            detail::accumulate_transposed_product(Z.data() + r0, d.R_w + r0 * kCameraParams, rows, kCameraParams,
-                                                  d.share, part_w[part]);
-          }
-        }
+      sample_face(maps, channels_last, f, num_threads);
+      stage_update(k, f, camera_refit, num_threads);
+      update_geometry(f.p.data(), f.camera, f.g, num_threads);
+    }
+    if (!template_.empty()) out.scores[0] = face_score(maps, channels_last, f);
+    write_face(0, f.g, f.camera, f.p.data(), out);
+    return out;
+  }
+  // A batch, stage by stage, kStageBatch faces at a time: the faces are split between the threads
+  // for their features, updates and visibility, and their meshes are one pass over the basis.
+  for (int64_t b0 = 0; b0 < batch; b0 += kStageBatch) {
+    const int64_t count = std::min(kStageBatch, batch - b0);
+    std::vector<FaceRun> faces(count);
+    const auto each_face = [&](auto&& work) {
+      detail::parallel_for(count, num_threads, [&](int64_t first, int64_t last) {
+        for (int64_t i = first; i < last; ++i) work(i);
       });
-      Eigen::VectorXf dX = Eigen::VectorXf::Zero(2 * kLandmarks68), dw = Eigen::VectorXf::Zero(kCameraParams);
-      for (int64_t part = 0; part < kDirectionParts; ++part) {  // in order, whichever thread computed them
-        dX += Eigen::Map<const Eigen::VectorXf>(part_X[part], 2 * kLandmarks68);
-        dw += Eigen::Map<const Eigen::VectorXf>(part_w[part], kCameraParams);
-      }
-      for (int i = 0; i < 2 * kLandmarks68; ++i) x_hat[i] = g.X[i] + dX[i];
-      for (int i = 0; i < kCameraParams; ++i) camera[i] += static_cast<double>(dw[i]);
-      camera[0] = std::max(camera[0], kMinScale);
-      // eq. 6-8, and after the last stage the camera refit
-      fit_to_landmarks(x_hat.data(), camera, p.data(), camera_refit && k == stages_ - 1 ? refit_rounds_ : 0);
-      update_geometry(p.data(), camera, g, kernel_threads);
+    };
+    each_face([&](int64_t i) { faces[i] = start_face(); });
+    std::vector<const float*> params(count);
+    std::vector<const double*> cameras(count);
+    std::vector<float*> screens(count);
+    for (int k = 0; k < stages_; ++k) {
+      each_face([&](int64_t i) {
+        sample_face(maps + (b0 + i) * face_floats, channels_last, faces[i], 1);
+        stage_update(k, faces[i], camera_refit, 1);
+      });
+      for (int64_t i = 0; i < count; ++i)
+        params[i] = faces[i].p.data(), cameras[i] = faces[i].camera, screens[i] = faces[i].g.screen.data();
+      mesh_vertices_batch(count, params.data(), cameras.data(), screens.data(), num_threads);
+      each_face([&](int64_t i) { finish_geometry(faces[i].g); });
     }
-    if (!template_.empty()) {  // the alignment score at the final landmarks
-      sample_landmark_features(face_maps, g.U.data(), g.V.data(), sampling, Z.data(), kernel_threads);
-      double total = 0.0;
-      int64_t seen = 0;
-      for (int64_t l = 0; l < L; ++l) {
-        if (!g.V[l]) continue;
-        double cosine = 0.0;
-        for (int64_t c = 0; c < C; ++c) cosine += double{Z[l * C + c]} * double{template_[l * C + c]};
-        total += cosine;
-        ++seen;
-      }
-      out.scores[b] = seen > 0 ? total / static_cast<double>(seen) : -1.0;
-    }
-    write_face(b, g, camera, p.data(), out);
-  };
-  for_each_face(batch, num_threads, align_face);
+    each_face([&](int64_t i) {
+      if (!template_.empty()) out.scores[b0 + i] = face_score(maps + (b0 + i) * face_floats, channels_last, faces[i]);
+      write_face(b0 + i, faces[i].g, faces[i].camera, faces[i].p.data(), out);
+    });
+  }
   return out;
 }
 

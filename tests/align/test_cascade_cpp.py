@@ -127,6 +127,8 @@ def test_cpp_fit_landmarks_matches_the_python_fit(aligner, crops, face_model, ca
     one = cascade.fit_landmarks(ran["landmarks"][2:3], ran["cameras"][2:3], threads=1)
     np.testing.assert_array_equal(one["landmarks"], cascade.fit_landmarks(ran["landmarks"], ran["cameras"],
                                                                           threads=2)["landmarks"][2:3])
+    single = aligner.cascade.fit_landmarks(model, ran["landmarks"][2:3], ran["cameras"][2:3], threads=1)
+    np.testing.assert_array_equal(single.X, one["landmarks"])  # the Python entry passes threads on
     bad = ran["cameras"].copy()
     bad[0, 0] = 0.0
     with pytest.raises(ValueError, match="scale not > 0"):

@@ -7,6 +7,7 @@
 //   seeded fuzz test also feeds FUZZ_CASES (default 2000) mutations of it to the reader.
 // Every case must either succeed or throw std::runtime_error / std::invalid_argument with a
 // one-line message; anything else (another exception, a crash, a sanitizer report) fails.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -147,6 +148,36 @@ void fuzz(const std::string& path, int cases) {
           "a zero camera scale is refused");
     check(throws_named([&] { reference.fit_landmarks(landmarks.data(), camera.data(), 0, 1); }, "batch"),
           "an empty batch is refused");
+  }
+  // case 4: a batch runs stage by stage on two threads: each face's result is the face's alone
+  // (to the bit), and a face whose fit overflows fails the batch with a named error, no crash
+  {
+    const int64_t face = reference.channels() * reference.crop_size() * reference.crop_size();
+    std::vector<float> maps(static_cast<size_t>(3 * face));
+    std::mt19937 gen(4);
+    std::normal_distribution<float> normal;
+    for (float& v : maps) v = normal(gen);  // the cascade normalises what it samples
+    const dffx::CascadeResult batch = reference.run(maps.data(), 3, false, 2);
+    for (int64_t b = 0; b < 3; ++b) {
+      const dffx::CascadeResult one = reference.run(maps.data() + b * face, 1, false, 1);
+      check(std::equal(one.landmarks.begin(), one.landmarks.end(), batch.landmarks.begin() + b * 2 * 68) &&
+                std::equal(one.vertices.begin(), one.vertices.end(), batch.vertices.begin() + b * one.vertices.size()),
+            "a face in a batch is the face alone");
+    }
+    std::vector<float> landmarks(3 * 2 * 68);
+    std::vector<double> cameras;
+    for (int b = 0; b < 3; ++b) {
+      for (int l = 0; l < 68; ++l)
+        landmarks[b * 136 + 2 * l] = 100.0f + static_cast<float>(l % 9), landmarks[b * 136 + 2 * l + 1] = 100.0f + static_cast<float>(l / 9);
+      cameras.insert(cameras.end(), {1.0, 0.0, 0.0, 0.0, 112.0, 112.0});
+    }
+    check(reference.fit_landmarks(landmarks.data(), cameras.data(), 3, 2).cameras.size() == 18, "a batch fit runs");
+    landmarks[136 + 7] = 3e38f;
+    try {
+      reference.fit_landmarks(landmarks.data(), cameras.data(), 3, 2);
+    } catch (const std::invalid_argument& e) {
+      check(std::strchr(e.what(), '\n') == nullptr, "one-line message");
+    }
   }
   std::mt19937_64 rng(20261207);
   const std::vector<uint64_t> words = {0, 1, ~uint64_t{0}, uint64_t{1} << 32, uint64_t{1} << 57, uint64_t{1} << 63,

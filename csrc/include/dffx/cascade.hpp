@@ -72,9 +72,12 @@ class Cascade {
   const std::vector<int32_t>& triangles() const { return triangles_; }  ///< (T, 3)
 
   /// Align B faces from their DFF maps: (B, C, S, S) float32, or (B, S, S, C) with
-  /// channels_last, S = crop_size(), unit C-vectors per pixel. num_threads <= 0: all cores;
-  /// the faces of a batch are split between the threads (one face: its mesh and direction
-  /// products get them). The result does not depend on the thread count. Thread-safe (const).
+  /// channels_last, S = crop_size(), unit C-vectors per pixel. num_threads <= 0: all cores.
+  /// A batch runs stage by stage: every face's features, update and fit, then all faces' meshes
+  /// in one pass over the shape basis (read once per stage for the batch, not once per face),
+  /// with the faces split between the threads; one face gets the threads for its mesh and
+  /// direction products. A face's result is the same alone or in a batch, on any thread count
+  /// (the same sums in the same order). Thread-safe (const).
   /// camera_refit = false skips the camera refit whatever the file says (a tracker's frames).
   /// Throws std::invalid_argument for B <= 0 or a null pointer.
   CascadeResult run(const float* maps, int64_t batch, bool channels_last = false, int num_threads = 0,
@@ -109,6 +112,11 @@ class Cascade {
     const float* R_w;      // (D + 1, 6)
     float share;
   };
+  struct FaceRun {  // one face's state between the stages of run
+    std::vector<float> Z, p;    // (L C + 1) features and the bias 1; (M) shape
+    Geometry g;
+    double camera[6];
+  };
   struct StageDirections {  // at most two (neighbouring yaw sectors): no allocation per face and stage
     StageDirection item[2];
     int count = 0;
@@ -119,6 +127,20 @@ class Cascade {
   static Cascade parse(std::istream& in, const std::string& source);
   void update_geometry(const float* params, const double* camera, Geometry& g, int num_threads) const;
   void mesh_vertices(const float* params, const double* camera, float* screen, int num_threads) const;
+  // The meshes of several faces (params[f], cameras[f] -> screens[f], each (N, 3)) in one pass
+  // over the basis: the same values as mesh_vertices for each.
+  void mesh_vertices_batch(int64_t faces, const float* const* params, const double* const* cameras,
+                           float* const* screens, int num_threads) const;
+  // g.V, g.X and g.U from g.screen (the landmarks' visibility and positions); throws for a mesh
+  // that is not finite.
+  void finish_geometry(Geometry& g) const;
+  // run's pieces, shared by the one-face and the stage-synchronous batch paths
+  FaceRun start_face() const;
+  void sample_face(const float* face_maps, bool channels_last, FaceRun& f, int num_threads) const;
+  // stage k's update: the pose start's camera step (k < pose_stages_), or the regression of
+  // eq. 9-10 (direction products in kDirectionParts row ranges, parts threads) and eq. 6-8
+  void stage_update(int k, FaceRun& f, bool camera_refit, int num_threads) const;
+  double face_score(const float* face_maps, bool channels_last, FaceRun& f) const;
   // eq. 6-8 to x_hat (68, 2) under camera, then `rounds` camera refits from that camera, each
   // followed by eq. 6-8 again; camera (6) in and out, p (M) out.
   void fit_to_landmarks(const float* x_hat, double* camera, float* p, int rounds) const;

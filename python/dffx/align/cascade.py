@@ -335,7 +335,7 @@ class Cascade:
         return self._fit(model, X_hat, camera, refit=refit and k == self.stages - 1)
 
     def fit_landmarks(self, model, landmarks: np.ndarray, cameras: np.ndarray, refit: bool = True,
-                      native: bool = True) -> CascadeState:
+                      native: bool = True, threads: int = 0) -> CascadeState:
         """The cascade's 3DMM fit without its regression: the shape of eq. 6-8 fitted to
         ``landmarks`` under ``cameras``, then (with ``refit``) the camera refit's ``refit_rounds``
         rounds, each a camera refit from ``cameras`` (:mod:`dffx.align.camera_refit`) and the shape
@@ -350,6 +350,8 @@ class Cascade:
             refit: run the camera refit rounds (the cascade file's count).
             native: the C++ twin (``dffx::Cascade::fit_landmarks``) for a DFF cascade with ``refit``;
                 False (or a SIFT cascade) runs this loop.
+            threads: the C++ twin's threads (0: all cores; a batch is split between them, one
+                face gets them all for its mesh and visibility).
 
         Returns:
             :class:`CascadeState`: camera, params, X (the fitted mesh's 68 landmarks), U, V.
@@ -364,7 +366,7 @@ class Cascade:
         if not (np.isfinite(X_hat).all() and np.isfinite(camera).all() and (camera[:, 0] > 0).all()):
             raise ValueError("landmarks and cameras must be finite, with scales > 0")
         if native and refit and self.features == "dff" and len(X_hat):
-            result = self._native(model).fit_landmarks(X_hat, camera)
+            result = self._native(model).fit_landmarks(X_hat, camera, threads=threads)
             return CascadeState(camera=result["cameras"], params=result["params"], X=result["landmarks"],
                                 U=result["dense_landmarks"], V=result["dense_visible"].astype(bool))
         return self._fit(model, X_hat, camera, refit)
