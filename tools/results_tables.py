@@ -73,6 +73,8 @@ TABLES = {
         ("a turned copy of each photo (`--photo-rotations 1`, not used) against the photos as they are "
          "(2,000 × 5 renders + photos)", "paired_photo_rotations_vs_photos.json", False),
         ("yaw-sector stages against the generic cascade (2,000 × 5 renders)", "paired_sectors_vs_generic.json", False),
+        ("the network fine-tuned with 8,000 photo views beside its renders (run 7, not used) against the "
+         "shipped run 5, each with its own cascade (6,000 × 5 renders + photos)", "paired_run7_vs_shipped.json", False),
     ]),
     "dev_yaw": ("yaw_error", [
         ("dffx (shipped)", "dev_shipped.json", True),
@@ -160,6 +162,8 @@ LATENCY_ROWS = [
     ("DFF network, one 224 × 224 crop", "test_extract_extractor[1]", "test_extract_extractor_bfloat16[1]", 1),
     ("cascade (C++): 3 iterations, the camera refit, the score (float32 in both)", "test_cascade_run_cpp",
      "test_cascade_run_cpp", 1),
+    ("cascade (C++), 24 faces in one call, per face (float32 in both)", "test_cascade_batch_stage_by_stage",
+     "test_cascade_batch_stage_by_stage", 24),
     ("`FaceAligner.align`, a given box", "test_align_dff", "test_align_dff_bfloat16", 1),
     ("same, mirror averaged (`mirror=True`)", "test_align_dff_mirror", None, 1),
     ("MTCNN detection, per photo (a portrait and a group photo)", "test_detect[mtcnn]", None, 2),

@@ -442,7 +442,11 @@ class Cascade:
         prepared = extractor_features.prepare(crops)
         maps = _cpu_maps(prepared) if native and cameras is None and self.features == "dff" else None
         if maps is not None:
-            result = self._native(model).run(maps[0], channels_last=maps[1], camera_refit=camera_refit)
+            # One face on one thread: right after the network, its runtime's worker threads still
+            # spin on the cores, and a second cascade thread fighting them made the cascade 2-3x
+            # slower (docs/experiments/2026-12-07-cascade-speed.md, 2026-12-08); a batch uses all.
+            result = self._native(model).run(maps[0], channels_last=maps[1], camera_refit=camera_refit,
+                                             threads=1 if len(crops) == 1 else 0)
             return CascadeState(camera=result["cameras"], params=result["params"], X=result["landmarks"],
                                 U=result["dense_landmarks"], V=result["dense_visible"].astype(bool),
                                 score=result["scores"])
