@@ -60,6 +60,8 @@ TABLES = {
         ("dffx (shipped)", "dev_shipped.json", True),
         ("dffx (shipped), from MTCNN's boxes (`--detector`, one pass; a face MTCNN misses starts from the true box)",
          "dev_shipped_mtcnn.json", False),
+        ("dffx (shipped), mirror averaged (`--mirror`: the face aligned in the image and its mirror image, "
+         "twice the time)", "dev_shipped_mirror.json", False),
         ("dffx, the same cascade on 12,000 × 5 renders alone (shipped until 2026-12-07)", "dev_sectors_12k.json", False),
         ("dffx until the pose-fused cascade (same network)", "dev_previous.json", False),
         ("dffx 2026-12-03 to -07 (run-3 network, ICT's landmark vertices)", "dev_run3.json", False),
@@ -73,6 +75,7 @@ TABLES = {
         ("a turned copy of each photo (`--photo-rotations 1`, not used) against the photos as they are "
          "(2,000 × 5 renders + photos)", "paired_photo_rotations_vs_photos.json", False),
         ("yaw-sector stages against the generic cascade (2,000 × 5 renders)", "paired_sectors_vs_generic.json", False),
+        ("mirror averaging (`--mirror`) against the shipped default", "paired_mirror_vs_shipped.json", False),
         ("the network fine-tuned with 8,000 photo views beside its renders (run 7, not used) against the "
          "shipped run 5, each with its own cascade (6,000 × 5 renders + photos)", "paired_run7_vs_shipped.json", False),
     ]),

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .image_alignment import ImageAlignment
 from ..geometry.camera import camera_from_crop
+from .image_alignment import ImageAlignment
 
 
 class TinyRoute:
@@ -113,7 +113,8 @@ def fit_tiny_landmarks(model, cascade, landmarks: np.ndarray, boxes: np.ndarray)
     # One face's fit is about a millisecond of work: a second thread, started for it, costs more
     # than it saves (docs/experiments/2026-12-07-tiny-faces.md, latency); a batch uses them all.
     state = cascade.fit_landmarks(model, in_crop, start, threads=1 if len(boxes) == 1 else 0)
-    return {"camera": camera_from_crop(state.camera, to_crop), "params": state.params, "visible": state.V[:, :68].copy()}
+    return {"camera": camera_from_crop(state.camera, to_crop), "params": state.params,
+            "visible": state.V[:, :68].copy()}
 
 
 def align_on_super_resolved(model, cascade, features, route: TinyRoute, image: np.ndarray, boxes: np.ndarray,

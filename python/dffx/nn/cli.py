@@ -110,7 +110,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if overrides:
         net = DFFNetConfig.from_dict({**net.__dict__, **overrides})
     return TrainConfig(
-        data=args.data, extra_data=tuple(args.extra_data), out=args.out, segmentations=args.segmentations, net=net, steps=args.steps,
+        data=args.data, extra_data=tuple(args.extra_data), out=args.out, segmentations=args.segmentations, net=net,
+        steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         lr_schedule=args.lr_schedule, grad_clip=args.grad_clip, scale=args.scale,
         pixels_per_image=args.pixels_per_image, segments=args.segments, val_every=args.val_every,
