@@ -361,6 +361,14 @@ struct FloatCamera {
 // values: each coordinate's sum runs over the rows in order.
 constexpr int64_t kBatchMeshBlock = 3 * 64;
 
+// work(i) for i < count, the indices split between the threads (a batch's faces, one per thread).
+template <class Work>
+void for_each_index(int64_t count, int num_threads, Work&& work) {
+  detail::parallel_for(count, num_threads, [&](int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; ++i) work(i);
+  });
+}
+
 }  // namespace
 
 void Cascade::mesh_vertices(const float* params, const double* camera, float* screen, int num_threads) const {
@@ -378,24 +386,25 @@ void Cascade::mesh_vertices(const float* params, const double* camera, float* sc
   });
 }
 
-void Cascade::mesh_vertices_batch(int64_t faces, const float* const* params, const double* const* cameras,
-                                  float* const* screens, int num_threads) const {
-  const int64_t n3 = 3 * num_vertices(), m = num_params();
+void Cascade::update_geometry_batch(std::vector<FaceRun>& faces, int num_threads) const {
+  const int64_t n3 = 3 * num_vertices(), m = num_params(), count = static_cast<int64_t>(faces.size());
   std::vector<FloatCamera> cams;
-  cams.reserve(faces);
-  for (int64_t f = 0; f < faces; ++f) cams.emplace_back(cameras[f]);
+  cams.reserve(count);
+  for (const FaceRun& f : faces) cams.emplace_back(f.camera);
+  for (FaceRun& f : faces) f.g.screen.resize(n3);
   const int64_t blocks = (n3 + kBatchMeshBlock - 1) / kBatchMeshBlock;
   detail::parallel_for(blocks, num_threads, [&](int64_t first, int64_t last) {
     float shape[kBatchMeshBlock];
     for (int64_t block = first; block < last; ++block) {
-      const int64_t i0 = block * kBatchMeshBlock, count = std::min(kBatchMeshBlock, n3 - i0);
-      for (int64_t f = 0; f < faces; ++f) {
-        std::copy(mean_.data() + i0, mean_.data() + i0 + count, shape);
-        detail::accumulate_basis_rows(params[f], basis_rows_.data() + i0, m, n3, count, shape);
-        project_block(shape, count, cams[f].R, cams[f].s, cams[f].tx, cams[f].ty, screens[f] + i0);
+      const int64_t i0 = block * kBatchMeshBlock, size = std::min(kBatchMeshBlock, n3 - i0);
+      for (int64_t f = 0; f < count; ++f) {
+        std::copy(mean_.data() + i0, mean_.data() + i0 + size, shape);
+        detail::accumulate_basis_rows(faces[f].p.data(), basis_rows_.data() + i0, m, n3, size, shape);
+        project_block(shape, size, cams[f].R, cams[f].s, cams[f].tx, cams[f].ty, faces[f].g.screen.data() + i0);
       }
     }
   });
+  for_each_index(count, num_threads, [&](int64_t f) { finish_geometry(faces[f].g); });
 }
 
 void Cascade::finish_geometry(Geometry& g) const {
@@ -497,30 +506,17 @@ CascadeResult Cascade::fit_landmarks(const float* landmarks, const double* camer
   }
   // A batch as run's: the fits split between the threads, the meshes one pass over the basis.
   for (int64_t b0 = 0; b0 < batch; b0 += kStageBatch) {
-    const int64_t count = std::min(kStageBatch, batch - b0);
-    std::vector<FaceRun> faces(count);
-    const auto each_face = [&](auto&& work) {
-      detail::parallel_for(count, num_threads, [&](int64_t first, int64_t last) {
-        for (int64_t i = first; i < last; ++i) work(i);
-      });
-    };
-    each_face([&](int64_t i) {
+    std::vector<FaceRun> faces(std::min(kStageBatch, batch - b0));
+    const auto count = static_cast<int64_t>(faces.size());
+    for_each_index(count, num_threads, [&](int64_t i) {
       FaceRun& f = faces[i];
       f.p.assign(m, 0.0f);
       std::copy(cameras + (b0 + i) * kCameraParams, cameras + (b0 + i + 1) * kCameraParams, f.camera);
       fit_to_landmarks(landmarks + (b0 + i) * 2 * kLandmarks68, f.camera, f.p.data(), refit_rounds_);
-      f.g.screen.resize(3 * num_vertices());
     });
-    std::vector<const float*> params(count);
-    std::vector<const double*> cams(count);
-    std::vector<float*> screens(count);
-    for (int64_t i = 0; i < count; ++i)
-      params[i] = faces[i].p.data(), cams[i] = faces[i].camera, screens[i] = faces[i].g.screen.data();
-    mesh_vertices_batch(count, params.data(), cams.data(), screens.data(), num_threads);
-    each_face([&](int64_t i) {
-      finish_geometry(faces[i].g);
-      write_face(b0 + i, faces[i].g, faces[i].camera, faces[i].p.data(), out);
-    });
+    update_geometry_batch(faces, num_threads);
+    for_each_index(count, num_threads,
+                   [&](int64_t i) { write_face(b0 + i, faces[i].g, faces[i].camera, faces[i].p.data(), out); });
   }
   return out;
 }
@@ -616,28 +612,17 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
   // A batch, stage by stage, kStageBatch faces at a time: the faces are split between the threads
   // for their features, updates and visibility, and their meshes are one pass over the basis.
   for (int64_t b0 = 0; b0 < batch; b0 += kStageBatch) {
-    const int64_t count = std::min(kStageBatch, batch - b0);
-    std::vector<FaceRun> faces(count);
-    const auto each_face = [&](auto&& work) {
-      detail::parallel_for(count, num_threads, [&](int64_t first, int64_t last) {
-        for (int64_t i = first; i < last; ++i) work(i);
-      });
-    };
-    each_face([&](int64_t i) { faces[i] = start_face(); });
-    std::vector<const float*> params(count);
-    std::vector<const double*> cameras(count);
-    std::vector<float*> screens(count);
+    std::vector<FaceRun> faces(std::min(kStageBatch, batch - b0));
+    const auto count = static_cast<int64_t>(faces.size());
+    for_each_index(count, num_threads, [&](int64_t i) { faces[i] = start_face(); });
     for (int k = 0; k < stages_; ++k) {
-      each_face([&](int64_t i) {
+      for_each_index(count, num_threads, [&](int64_t i) {
         sample_face(maps + (b0 + i) * face_floats, channels_last, faces[i], 1);
         stage_update(k, faces[i], camera_refit, 1);
       });
-      for (int64_t i = 0; i < count; ++i)
-        params[i] = faces[i].p.data(), cameras[i] = faces[i].camera, screens[i] = faces[i].g.screen.data();
-      mesh_vertices_batch(count, params.data(), cameras.data(), screens.data(), num_threads);
-      each_face([&](int64_t i) { finish_geometry(faces[i].g); });
+      update_geometry_batch(faces, num_threads);
     }
-    each_face([&](int64_t i) {
+    for_each_index(count, num_threads, [&](int64_t i) {
       if (!template_.empty()) out.scores[b0 + i] = face_score(maps + (b0 + i) * face_floats, channels_last, faces[i]);
       write_face(b0 + i, faces[i].g, faces[i].camera, faces[i].p.data(), out);
     });

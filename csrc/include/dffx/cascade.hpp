@@ -127,10 +127,9 @@ class Cascade {
   static Cascade parse(std::istream& in, const std::string& source);
   void update_geometry(const float* params, const double* camera, Geometry& g, int num_threads) const;
   void mesh_vertices(const float* params, const double* camera, float* screen, int num_threads) const;
-  // The meshes of several faces (params[f], cameras[f] -> screens[f], each (N, 3)) in one pass
-  // over the basis: the same values as mesh_vertices for each.
-  void mesh_vertices_batch(int64_t faces, const float* const* params, const double* const* cameras,
-                           float* const* screens, int num_threads) const;
+  // Every face's mesh (from its p and camera into g.screen) in one pass over the basis, the same
+  // values as mesh_vertices for each, then every face's finish_geometry (split between the threads).
+  void update_geometry_batch(std::vector<FaceRun>& faces, int num_threads) const;
   // g.V, g.X and g.U from g.screen (the landmarks' visibility and positions); throws for a mesh
   // that is not finite.
   void finish_geometry(Geometry& g) const;

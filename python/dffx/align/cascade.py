@@ -442,11 +442,8 @@ class Cascade:
         prepared = extractor_features.prepare(crops)
         maps = _cpu_maps(prepared) if native and cameras is None and self.features == "dff" else None
         if maps is not None:
-            # One face on one thread: right after the network, its runtime's worker threads still
-            # spin on the cores, and a second cascade thread fighting them made the cascade 2-3x
-            # slower (docs/experiments/2026-12-07-cascade-speed.md, 2026-12-08); a batch uses all.
             result = self._native(model).run(maps[0], channels_last=maps[1], camera_refit=camera_refit,
-                                             threads=1 if len(crops) == 1 else 0)
+                                             threads=threads_after_network(len(crops)))
             return CascadeState(camera=result["cameras"], params=result["params"], X=result["landmarks"],
                                 U=result["dense_landmarks"], V=result["dense_visible"].astype(bool),
                                 score=result["scores"])
@@ -458,6 +455,14 @@ class Cascade:
             state.score = alignment_score(extractor_features.sample(prepared, state.U, state.V), state.V,
                                           self.template)
         return state
+
+
+def threads_after_network(faces: int) -> int:
+    """The C++ cascade's threads for ``faces`` faces right after a network's forward pass: one for
+    a single face, whose kernels are too short to share (the network runtime's worker threads
+    still spin on the cores, and a second cascade thread fighting them made it 2-3x slower,
+    docs/experiments/2026-12-07-cascade-speed.md, 2026-12-08); all cores (0) for a batch."""
+    return 1 if faces == 1 else 0
 
 
 def round_significands(values, bits: int) -> np.ndarray:

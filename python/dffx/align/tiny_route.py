@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..geometry.camera import camera_from_crop
+from .cascade import threads_after_network
 from .image_alignment import ImageAlignment
 
 
@@ -110,9 +111,7 @@ def fit_tiny_landmarks(model, cascade, landmarks: np.ndarray, boxes: np.ndarray)
     to_crop = np.stack([crop_transform(box) for box in boxes])  # (F, 2, 3): a scale k and a shift
     in_crop = np.einsum("fij,flj->fli", to_crop[:, :, :2], points) + to_crop[:, None, :, 2]
     start = fit_camera(model.mean[model.landmarks68].astype(np.float64), in_crop).reshape(-1, 6)
-    # One face's fit is about a millisecond of work: a second thread, started for it, costs more
-    # than it saves (docs/experiments/2026-12-07-tiny-faces.md, latency); a batch uses them all.
-    state = cascade.fit_landmarks(model, in_crop, start, threads=1 if len(boxes) == 1 else 0)
+    state = cascade.fit_landmarks(model, in_crop, start, threads=threads_after_network(len(boxes)))
     return {"camera": camera_from_crop(state.camera, to_crop), "params": state.params,
             "visible": state.V[:, :68].copy()}
 
