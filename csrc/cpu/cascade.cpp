@@ -3,6 +3,7 @@
 
 #include <Eigen/Dense>
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -49,6 +50,9 @@ constexpr int64_t kDirectionParts = 2;
 // A batch runs stage by stage this many faces at a time: enough that each block of the shape basis
 // serves many faces, few enough that their meshes (113 KB each) stay a small working set.
 constexpr int64_t kStageBatch = 64;
+// In a batch, the faces that share a stage's direction set take its products together, this many
+// at a time (dffx::detail::accumulate_transposed_products): each matrix row serves the group.
+constexpr int64_t kProductGroup = 16;
 
 using Matrix3 = Eigen::Matrix<double, 3, 3, Eigen::RowMajor>;
 
@@ -361,11 +365,15 @@ struct FloatCamera {
 // values: each coordinate's sum runs over the rows in order.
 constexpr int64_t kBatchMeshBlock = 3 * 64;
 
-// work(i) for i < count, the indices split between the threads (a batch's faces, one per thread).
+// work(i) for i < count on the threads, each taking the next index when it is free (a batch's
+// faces cost more at large yaw, where more triangles can hide a landmark); an index's work does
+// not depend on which thread runs it.
 template <class Work>
 void for_each_index(int64_t count, int num_threads, Work&& work) {
-  detail::parallel_for(count, num_threads, [&](int64_t first, int64_t last) {
-    for (int64_t i = first; i < last; ++i) work(i);
+  std::atomic<int64_t> next{0};
+  const int threads = detail::resolve_threads(num_threads, count);
+  detail::parallel_for(threads, threads, [&](int64_t, int64_t) {
+    for (int64_t i = next++; i < count; i = next++) work(i);
   });
 }
 
@@ -394,14 +402,19 @@ void Cascade::update_geometry_batch(std::vector<FaceRun>& faces, int num_threads
   for (FaceRun& f : faces) f.g.screen.resize(n3);
   const int64_t blocks = (n3 + kBatchMeshBlock - 1) / kBatchMeshBlock;
   detail::parallel_for(blocks, num_threads, [&](int64_t first, int64_t last) {
-    float shape[kBatchMeshBlock];
+    std::vector<float> shape_storage(count * kBatchMeshBlock);
+    std::vector<float*> shapes(count);
+    std::vector<const float*> params(count);
+    for (int64_t f = 0; f < count; ++f) {
+      shapes[f] = shape_storage.data() + f * kBatchMeshBlock;
+      params[f] = faces[f].p.data();
+    }
     for (int64_t block = first; block < last; ++block) {
       const int64_t i0 = block * kBatchMeshBlock, size = std::min(kBatchMeshBlock, n3 - i0);
-      for (int64_t f = 0; f < count; ++f) {
-        std::copy(mean_.data() + i0, mean_.data() + i0 + size, shape);
-        detail::accumulate_basis_rows(faces[f].p.data(), basis_rows_.data() + i0, m, n3, size, shape);
-        project_block(shape, size, cams[f].R, cams[f].s, cams[f].tx, cams[f].ty, faces[f].g.screen.data() + i0);
-      }
+      for (int64_t f = 0; f < count; ++f) std::copy(mean_.data() + i0, mean_.data() + i0 + size, shapes[f]);
+      detail::accumulate_basis_rows_faces(params.data(), basis_rows_.data() + i0, m, n3, size, shapes.data(), count);
+      for (int64_t f = 0; f < count; ++f)
+        project_block(shapes[f], size, cams[f].R, cams[f].s, cams[f].tx, cams[f].ty, faces[f].g.screen.data() + i0);
     }
   });
   for_each_index(count, num_threads, [&](int64_t f) { finish_geometry(faces[f].g); });
@@ -564,10 +577,78 @@ void Cascade::stage_update(int k, FaceRun& f, bool camera_refit, int num_threads
       }
     }
   });
+  apply_stage_update(k, part_X[0], part_w[0], f, camera_refit);
+}
+
+void Cascade::stage_update_batch(int k, std::vector<FaceRun>& faces, bool camera_refit, int num_threads) const {
+  const auto count = static_cast<int64_t>(faces.size());
+  if (k < pose_stages_) {  // the pose start's camera step: one small product per face
+    for_each_index(count, num_threads, [&](int64_t i) { stage_update(k, faces[i], camera_refit, 1); });
+    return;
+  }
+  const auto D1 = static_cast<int64_t>(faces.front().Z.size());
+  const int64_t direction_rows = (D1 + kDirectionParts - 1) / kDirectionParts;
+  std::vector<StageDirections> directions(count);
+  for (int64_t i = 0; i < count; ++i) directions[i] = stage_directions(k - pose_stages_, faces[i].camera[2]);
+  // Per face and row range the partial products, as stage_update's part_X and part_w.
+  std::vector<float> part_X(count * kDirectionParts * 2 * kLandmarks68, 0.0f);
+  std::vector<float> part_w(count * kDirectionParts * kCameraParams, 0.0f);
+  // Each face's first direction set for all faces, then each face's second (a face's sets add in
+  // stage_update's order); the faces that share a set (a generic stage, a yaw sector) in groups
+  // of kProductGroup, so that the set's matrices are read once per group.
+  for (int item = 0; item < 2; ++item) {
+    std::map<const float*, std::vector<int64_t>> faces_of_set;
+    for (int64_t i = 0; i < count; ++i)
+      if (directions[i].count > item) faces_of_set[directions[i].item[item].R_X].push_back(i);
+    struct Work {
+      const StageDirection* direction;  // the group's set (its first face's copy)
+      int64_t part, first, size;        // row range; the group's faces in `group_faces`
+    };
+    std::vector<int64_t> group_faces;
+    std::vector<Work> work;
+    for (const auto& [set, members] : faces_of_set) {
+      const auto n = static_cast<int64_t>(members.size());  // in groups of equal size, at most kProductGroup
+      const int64_t groups = (n + kProductGroup - 1) / kProductGroup, per_group = (n + groups - 1) / groups;
+      for (int64_t g0 = 0; g0 < n; g0 += per_group) {
+        const auto first = static_cast<int64_t>(group_faces.size());
+        const int64_t size = std::min(per_group, n - g0);
+        group_faces.insert(group_faces.end(), members.begin() + g0, members.begin() + g0 + size);
+        for (int64_t part = 0; part < kDirectionParts; ++part)
+          work.push_back({&directions[members[g0]].item[item], part, first, size});
+      }
+    }
+    for_each_index(static_cast<int64_t>(work.size()), num_threads, [&](int64_t w) {
+      const Work& job = work[w];
+      const int64_t r0 = job.part * direction_rows, rows = std::min(direction_rows, D1 - r0);
+      const float* z[kProductGroup];
+      float *out_X[kProductGroup], *out_w[kProductGroup];
+      float share[kProductGroup];
+      for (int64_t g = 0; g < job.size; ++g) {
+        const int64_t i = group_faces[job.first + g];
+        z[g] = faces[i].Z.data() + r0;
+        out_X[g] = part_X.data() + (i * kDirectionParts + job.part) * 2 * kLandmarks68;
+        out_w[g] = part_w.data() + (i * kDirectionParts + job.part) * kCameraParams;
+        share[g] = directions[i].item[item].share;
+      }
+      const StageDirection& d = *job.direction;
+      detail::accumulate_transposed_products(z, d.R_X + r0 * 2 * kLandmarks68, rows, 2 * kLandmarks68, share, out_X,
+                                             job.size);
+      detail::accumulate_transposed_products(z, d.R_w + r0 * kCameraParams, rows, kCameraParams, share, out_w,
+                                             job.size);
+    });
+  }
+  for_each_index(count, num_threads, [&](int64_t i) {
+    apply_stage_update(k, part_X.data() + i * kDirectionParts * 2 * kLandmarks68,
+                       part_w.data() + i * kDirectionParts * kCameraParams, faces[i], camera_refit);
+  });
+}
+
+void Cascade::apply_stage_update(int k, const float* part_X, const float* part_w, FaceRun& f,
+                                 bool camera_refit) const {
   Eigen::VectorXf dX = Eigen::VectorXf::Zero(2 * kLandmarks68), dw = Eigen::VectorXf::Zero(kCameraParams);
   for (int64_t part = 0; part < kDirectionParts; ++part) {  // in order, whichever thread computed them
-    dX += Eigen::Map<const Eigen::VectorXf>(part_X[part], 2 * kLandmarks68);
-    dw += Eigen::Map<const Eigen::VectorXf>(part_w[part], kCameraParams);
+    dX += Eigen::Map<const Eigen::VectorXf>(part_X + part * 2 * kLandmarks68, 2 * kLandmarks68);
+    dw += Eigen::Map<const Eigen::VectorXf>(part_w + part * kCameraParams, kCameraParams);
   }
   float x_hat[2 * kLandmarks68];
   for (int i = 0; i < 2 * kLandmarks68; ++i) x_hat[i] = f.g.X[i] + dX[i];
@@ -616,10 +697,9 @@ CascadeResult Cascade::run(const float* maps, int64_t batch, bool channels_last,
     const auto count = static_cast<int64_t>(faces.size());
     for_each_index(count, num_threads, [&](int64_t i) { faces[i] = start_face(); });
     for (int k = 0; k < stages_; ++k) {
-      for_each_index(count, num_threads, [&](int64_t i) {
-        sample_face(maps + (b0 + i) * face_floats, channels_last, faces[i], 1);
-        stage_update(k, faces[i], camera_refit, 1);
-      });
+      for_each_index(count, num_threads,
+                     [&](int64_t i) { sample_face(maps + (b0 + i) * face_floats, channels_last, faces[i], 1); });
+      stage_update_batch(k, faces, camera_refit, num_threads);
       update_geometry_batch(faces, num_threads);
     }
     for_each_index(count, num_threads, [&](int64_t i) {

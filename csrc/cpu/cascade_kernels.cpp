@@ -8,8 +8,13 @@
 #include "cascade_kernels.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(_WIN32)
+#include <immintrin.h>
+#endif
 
 namespace dffx::detail {
 namespace {
@@ -50,6 +55,54 @@ DFFX_INLINE void basis_rows_body(const float* params, const float* rows, int64_t
   }
 }
 
+// The same sums for a group of Faces faces, Vectors x 16 coordinates at a time with every face's
+// partial sums in registers for all m rows: each basis row is loaded once per group instead of
+// once per face (a batch's meshes), each parameter once per Vectors x 16 coordinates, and each
+// coordinate's sum is the same chain of multiply-adds over j in order as basis_rows_body's, so
+// every face gets its values bit for bit. The tile fits each build's registers (below).
+constexpr int64_t kMeshLanes = 16;
+// 16 coordinates (GCC vector extension: one zmm, two ymm or four xmm registers); its multiply-add
+// contracts into FMAs where basis_rows_body's does.
+typedef float MeshLanes __attribute__((vector_size(kMeshLanes * sizeof(float))));
+
+template <int Vectors, int Faces>
+DFFX_INLINE void basis_rows_faces_body(const float* const* params, const float* rows, int64_t m, int64_t stride,
+                                       int64_t count, float* const* shapes, int64_t faces) {
+  constexpr int64_t kTile = Vectors * kMeshLanes;
+  int64_t f0 = 0;
+  for (; f0 + Faces <= faces; f0 += Faces) {
+    int64_t i0 = 0;
+    for (; i0 + kTile <= count; i0 += kTile) {
+      MeshLanes acc[Faces][Vectors];
+#pragma GCC unroll 8
+      for (int f = 0; f < Faces; ++f)
+#pragma GCC unroll 4
+        for (int v = 0; v < Vectors; ++v)
+          std::memcpy(&acc[f][v], shapes[f0 + f] + i0 + v * kMeshLanes, sizeof(MeshLanes));
+      for (int64_t j = 0; j < m; ++j) {
+        const float* row = rows + j * stride + i0;
+        MeshLanes r[Vectors];
+#pragma GCC unroll 4
+        for (int v = 0; v < Vectors; ++v) std::memcpy(&r[v], row + v * kMeshLanes, sizeof(MeshLanes));
+#pragma GCC unroll 8
+        for (int f = 0; f < Faces; ++f) {
+          const float pj = params[f0 + f][j];
+#pragma GCC unroll 4
+          for (int v = 0; v < Vectors; ++v) acc[f][v] += pj * r[v];
+        }
+      }
+#pragma GCC unroll 8
+      for (int f = 0; f < Faces; ++f)
+#pragma GCC unroll 4
+        for (int v = 0; v < Vectors; ++v)
+          std::memcpy(shapes[f0 + f] + i0 + v * kMeshLanes, &acc[f][v], sizeof(MeshLanes));
+    }
+    for (int f = 0; f < Faces && i0 < count; ++f)
+      basis_rows_body(params[f0 + f], rows + i0, m, stride, count - i0, shapes[f0 + f] + i0);
+  }
+  for (; f0 < faces; ++f0) basis_rows_body(params[f0], rows, m, stride, count, shapes[f0]);
+}
+
 // Columns in blocks the accumulator holds in L1 (a stage's 136 landmark columns in one block),
 // rows streamed once per block.
 constexpr int64_t kProductColumns = 144;
@@ -68,11 +121,100 @@ DFFX_INLINE void product_body(const float* z, const float* matrix, int64_t rows,
   }
 }
 
+// The same sums for a group of faces that share one matrix: each row of a column block is read
+// once for the whole group (the matrix streams from memory once per group instead of once per
+// face), and each face's column sums run over r in order exactly as product_body's, so every
+// face gets product_body's values bit for bit.
+constexpr int64_t kProductFaces = 16;
+
+DFFX_INLINE void products_body(const float* const* z, const float* matrix, int64_t rows, int64_t cols,
+                               const float* share, float* const* out, int64_t faces) {
+  for (int64_t f0 = 0; f0 < faces; f0 += kProductFaces) {
+    const int64_t group = std::min(kProductFaces, faces - f0);
+    for (int64_t c0 = 0; c0 < cols; c0 += kProductColumns) {
+      const int64_t width = std::min(kProductColumns, cols - c0);
+      alignas(64) float sum[kProductFaces][kProductColumns] = {};
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* __restrict row = matrix + r * cols + c0;
+        for (int64_t g = 0; g < group; ++g) {
+          const float zr = z[f0 + g][r];
+          float* __restrict s = sum[g];
+          for (int64_t c = 0; c < width; ++c) s[c] += zr * row[c];
+        }
+      }
+      for (int64_t g = 0; g < group; ++g)
+        for (int64_t c = 0; c < width; ++c) out[f0 + g][c0 + c] += share[f0 + g] * sum[g][c];
+    }
+  }
+}
+
+// products_body for a matrix of W columns (W a multiple of 8, at most 144: a stage's 136 landmark
+// columns), two faces per pass over the rows with both faces' sums in registers (AVX-512 has the
+// 19 vector registers this takes): each row is loaded once per pair, and the sums are not loaded
+// and stored per row. Each column's sum is the same chain of multiply-adds over r in order.
+template <int64_t W>
+DFFX_INLINE void products_in_registers(const float* const* z, const float* matrix, int64_t rows, const float* share,
+                                       float* const* out, int64_t faces) {
+  static_assert(W % 8 == 0 && W <= kProductColumns, "whole 8-lane vectors within one column block");
+  typedef float Lanes16 __attribute__((vector_size(16 * sizeof(float))));
+  typedef float Lanes8 __attribute__((vector_size(8 * sizeof(float))));
+  constexpr int64_t kWide = W / 16;
+  constexpr bool kHalf = W % 16 == 8;
+  int64_t f = 0;
+  for (; f + 2 <= faces; f += 2) {
+    Lanes16 sum0[kWide] = {}, sum1[kWide] = {};
+    Lanes8 half0 = {}, half1 = {};
+    const float* z0 = z[f];
+    const float* z1 = z[f + 1];
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = matrix + r * W;
+      const float q0 = z0[r], q1 = z1[r];
+#pragma GCC unroll 16
+      for (int64_t k = 0; k < kWide; ++k) {
+        Lanes16 x;
+        std::memcpy(&x, row + 16 * k, sizeof x);
+        sum0[k] += q0 * x;
+        sum1[k] += q1 * x;
+      }
+      if constexpr (kHalf) {
+        Lanes8 x;
+        std::memcpy(&x, row + 16 * kWide, sizeof x);
+        half0 += q0 * x;
+        half1 += q1 * x;
+      }
+    }
+    alignas(64) float total[2][kProductColumns];
+    for (int64_t k = 0; k < kWide; ++k) {
+      std::memcpy(total[0] + 16 * k, &sum0[k], sizeof(Lanes16));
+      std::memcpy(total[1] + 16 * k, &sum1[k], sizeof(Lanes16));
+    }
+    if constexpr (kHalf) {
+      std::memcpy(total[0] + 16 * kWide, &half0, sizeof(Lanes8));
+      std::memcpy(total[1] + 16 * kWide, &half1, sizeof(Lanes8));
+    }
+    for (int g = 0; g < 2; ++g)
+      for (int64_t c = 0; c < W; ++c) out[f + g][c] += share[f + g] * total[g][c];
+  }
+  if (f < faces) product_body(z[f], matrix, rows, W, share[f], out[f]);
+}
+
+// The landmark columns of a stage's update (2 x 68).
+constexpr int64_t kLandmarkColumns = 136;
+
 void basis_rows_baseline(const float* p, const float* rows, int64_t m, int64_t stride, int64_t count, float* shape) {
   basis_rows_body(p, rows, m, stride, count, shape);
 }
 void product_baseline(const float* z, const float* matrix, int64_t rows, int64_t cols, float share, float* out) {
   product_body(z, matrix, rows, cols, share, out);
+}
+
+void basis_rows_faces_baseline(const float* const* p, const float* rows, int64_t m, int64_t stride, int64_t count,
+                               float* const* shapes, int64_t faces) {
+  basis_rows_faces_body<1, 2>(p, rows, m, stride, count, shapes, faces);
+}
+void products_baseline(const float* const* z, const float* matrix, int64_t rows, int64_t cols, const float* share,
+                       float* const* out, int64_t faces) {
+  products_body(z, matrix, rows, cols, share, out, faces);
 }
 
 #if DFFX_X86_DISPATCH
@@ -84,6 +226,14 @@ DFFX_TARGET_AVX2 void product_avx2(const float* z, const float* matrix, int64_t 
                                    float* out) {
   product_body(z, matrix, rows, cols, share, out);
 }
+DFFX_TARGET_AVX2 void basis_rows_faces_avx2(const float* const* p, const float* rows, int64_t m, int64_t stride,
+                                            int64_t count, float* const* shapes, int64_t faces) {
+  basis_rows_faces_body<1, 4>(p, rows, m, stride, count, shapes, faces);
+}
+DFFX_TARGET_AVX2 void products_avx2(const float* const* z, const float* matrix, int64_t rows, int64_t cols,
+                                    const float* share, float* const* out, int64_t faces) {
+  products_body(z, matrix, rows, cols, share, out, faces);
+}
 DFFX_TARGET_AVX512 void basis_rows_avx512(const float* p, const float* rows, int64_t m, int64_t stride,
                                           int64_t count, float* shape) {
   basis_rows_body(p, rows, m, stride, count, shape);
@@ -92,16 +242,118 @@ DFFX_TARGET_AVX512 void product_avx512(const float* z, const float* matrix, int6
                                        float* out) {
   product_body(z, matrix, rows, cols, share, out);
 }
+DFFX_TARGET_AVX512 void basis_rows_faces_avx512(const float* const* p, const float* rows, int64_t m,
+                                                int64_t stride, int64_t count, float* const* shapes, int64_t faces) {
+  basis_rows_faces_body<3, 8>(p, rows, m, stride, count, shapes, faces);
+}
+DFFX_TARGET_AVX512 void products_avx512(const float* const* z, const float* matrix, int64_t rows, int64_t cols,
+                                        const float* share, float* const* out, int64_t faces) {
+  if (cols == kLandmarkColumns)
+    products_in_registers<kLandmarkColumns>(z, matrix, rows, share, out, faces);
+  else
+    products_body(z, matrix, rows, cols, share, out, faces);
+}
+#endif
+
+DFFX_INLINE void vertex_cells_body(const float* v, int64_t n, int64_t width, int64_t height, int32_t* cells) {
+  const float x_top = static_cast<float>(width) + 1.0f, y_top = static_cast<float>(height) + 1.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    cells[2 * i] = static_cast<int32_t>(std::floor(std::min(std::max(v[3 * i], -2.0f), x_top)));
+    cells[2 * i + 1] = static_cast<int32_t>(std::floor(std::min(std::max(v[3 * i + 1], -2.0f), y_top)));
+  }
+}
+
+void vertex_cells_baseline(const float* v, int64_t n, int64_t width, int64_t height, int32_t* cells) {
+  vertex_cells_body(v, n, width, height, cells);
+}
+
+// Triangle f can cover a centre only if its vertices' cell box, clipped to the centres' box, is
+// not empty and the count table finds a centre in it (CentreCounts::any_in's sum, written out).
+DFFX_INLINE int64_t near_centres_body(const int32_t* tris, int64_t first, int64_t last, const int32_t* cells,
+                                      const CentreCounts& t, int32_t* candidates) {
+  int64_t n = 0;
+  for (int64_t f = first; f < last; ++f) {
+    const int32_t* a = cells + 2 * tris[3 * f];
+    const int32_t* b = cells + 2 * tris[3 * f + 1];
+    const int32_t* e = cells + 2 * tris[3 * f + 2];
+    const int32_t x0 = std::max(std::min({a[0], b[0], e[0]}), t.x_lo);
+    const int32_t x1 = std::min(std::max({a[0], b[0], e[0]}), t.x_hi);
+    const int32_t y0 = std::max(std::min({a[1], b[1], e[1]}), t.y_lo);
+    const int32_t y1 = std::min(std::max({a[1], b[1], e[1]}), t.y_hi);
+    if (x0 > x1 || y0 > y1 || (t.counts && !t.any_in(x0, x1, y0, y1))) continue;
+    candidates[n++] = static_cast<int32_t>(f);
+  }
+  return n;
+}
+
+int64_t near_centres_baseline(const int32_t* tris, int64_t first, int64_t last, const int32_t* cells,
+                              const CentreCounts& t, int32_t* candidates) {
+  return near_centres_body(tris, first, last, cells, t, candidates);
+}
+
+#if DFFX_X86_DISPATCH
+DFFX_TARGET_AVX512 void vertex_cells_avx512(const float* v, int64_t n, int64_t width, int64_t height,
+                                            int32_t* cells) {
+  vertex_cells_body(v, n, width, height, cells);
+}
+
+// The same test for 16 triangles at a time: gathers of the vertex indices, their cells and the
+// four count-table corners (masked where the box is empty), the survivors compressed into
+// `candidates` in order. Integer work only, so the candidates are the scalar body's exactly.
+DFFX_TARGET_AVX512 int64_t near_centres_avx512(const int32_t* tris, int64_t first, int64_t last, const int32_t* cells,
+                                               const CentreCounts& t, int32_t* candidates) {
+  if (!t.counts) return near_centres_body(tris, first, last, cells, t, candidates);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i stride3 = _mm512_mullo_epi32(lane, _mm512_set1_epi32(3));
+  const __m512i x_lo = _mm512_set1_epi32(t.x_lo), x_hi = _mm512_set1_epi32(t.x_hi);
+  const __m512i y_lo = _mm512_set1_epi32(t.y_lo), y_hi = _mm512_set1_epi32(t.y_hi);
+  const __m512i row = _mm512_set1_epi32(t.row), one = _mm512_set1_epi32(1), zero = _mm512_setzero_si512();
+  int64_t n = 0, f = first;
+  for (; f + 16 <= last; f += 16) {
+    const int32_t* base = tris + 3 * f;
+    __m512i xs[3], ys[3];
+    for (int k = 0; k < 3; ++k) {
+      const __m512i v = _mm512_i32gather_epi32(stride3, base + k, 4);
+      xs[k] = _mm512_i32gather_epi32(v, cells, 8);  // cells[2 v]
+      ys[k] = _mm512_i32gather_epi32(v, cells + 1, 8);
+    }
+    const __m512i x0 = _mm512_max_epi32(_mm512_min_epi32(_mm512_min_epi32(xs[0], xs[1]), xs[2]), x_lo);
+    const __m512i x1 = _mm512_min_epi32(_mm512_max_epi32(_mm512_max_epi32(xs[0], xs[1]), xs[2]), x_hi);
+    const __m512i y0 = _mm512_max_epi32(_mm512_min_epi32(_mm512_min_epi32(ys[0], ys[1]), ys[2]), y_lo);
+    const __m512i y1 = _mm512_min_epi32(_mm512_max_epi32(_mm512_max_epi32(ys[0], ys[1]), ys[2]), y_hi);
+    const __mmask16 open = _mm512_cmple_epi32_mask(x0, x1) & _mm512_cmple_epi32_mask(y0, y1);
+    // any_in: rows y0 - y_lo and y1 - y_lo + 1, columns x0 - x_lo and x1 - x_lo + 1 of the table
+    const __m512i c0 = _mm512_sub_epi32(x0, x_lo), c1 = _mm512_add_epi32(_mm512_sub_epi32(x1, x_lo), one);
+    const __m512i r0 = _mm512_mullo_epi32(_mm512_sub_epi32(y0, y_lo), row);
+    const __m512i r1 = _mm512_mullo_epi32(_mm512_add_epi32(_mm512_sub_epi32(y1, y_lo), one), row);
+    // (a lambda would not inherit the function's target, so the four corners are written out)
+    const __m512i n11 = _mm512_mask_i32gather_epi32(zero, open, _mm512_add_epi32(r1, c1), t.counts, 4);
+    const __m512i n01 = _mm512_mask_i32gather_epi32(zero, open, _mm512_add_epi32(r0, c1), t.counts, 4);
+    const __m512i n10 = _mm512_mask_i32gather_epi32(zero, open, _mm512_add_epi32(r1, c0), t.counts, 4);
+    const __m512i n00 = _mm512_mask_i32gather_epi32(zero, open, _mm512_add_epi32(r0, c0), t.counts, 4);
+    const __m512i inside = _mm512_add_epi32(_mm512_sub_epi32(_mm512_sub_epi32(n11, n01), n10), n00);
+    const __mmask16 keep = open & _mm512_cmpgt_epi32_mask(inside, zero);
+    const __m512i index = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(f)), lane);
+    _mm512_mask_compressstoreu_epi32(candidates + n, keep, index);
+    n += __builtin_popcount(keep);
+  }
+  return n + near_centres_body(tris, f, last, cells, t, candidates + n);
+}
 #endif
 
 struct Kernels {
   decltype(&basis_rows_baseline) basis_rows;
   decltype(&product_baseline) product;
+  decltype(&products_baseline) products;
+  decltype(&basis_rows_faces_baseline) basis_rows_faces;
+  decltype(&near_centres_baseline) near_centres;
+  decltype(&vertex_cells_baseline) vertex_cells;
   const char* isa;
 };
 
 Kernels pick_kernels() {
-  const Kernels baseline{basis_rows_baseline, product_baseline, "baseline"};
+  const Kernels baseline{basis_rows_baseline, product_baseline,   products_baseline,
+                         basis_rows_faces_baseline, near_centres_baseline, vertex_cells_baseline, "baseline"};
 #if DFFX_X86_DISPATCH
   const char* wanted = std::getenv("DFFX_CPU_KERNELS");
   const bool any = !wanted || !*wanted;
@@ -109,9 +361,12 @@ Kernels pick_kernels() {
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx512 && (any || std::strcmp(wanted, "avx512") == 0)) return {basis_rows_avx512, product_avx512, "avx512f"};
+  if (avx512 && (any || std::strcmp(wanted, "avx512") == 0))
+    return {basis_rows_avx512,       product_avx512,      products_avx512,
+            basis_rows_faces_avx512, near_centres_avx512, vertex_cells_avx512, "avx512f"};
   if (avx2 && (any || std::strcmp(wanted, "avx512") == 0 || std::strcmp(wanted, "avx2") == 0))
-    return {basis_rows_avx2, product_avx2, "avx2+fma"};
+    return {basis_rows_avx2,       product_avx2,          products_avx2,
+            basis_rows_faces_avx2, near_centres_baseline, vertex_cells_baseline, "avx2+fma"};
 #endif
   return baseline;
 }
@@ -128,9 +383,28 @@ void accumulate_basis_rows(const float* params, const float* rows, int64_t m, in
   kernels().basis_rows(params, rows, m, stride, count, shape);
 }
 
+void accumulate_basis_rows_faces(const float* const* params, const float* rows, int64_t m, int64_t stride,
+                                 int64_t count, float* const* shapes, int64_t faces) {
+  kernels().basis_rows_faces(params, rows, m, stride, count, shapes, faces);
+}
+
 void accumulate_transposed_product(const float* z, const float* matrix, int64_t rows, int64_t cols, float share,
                                    float* out) {
   kernels().product(z, matrix, rows, cols, share, out);
+}
+
+void accumulate_transposed_products(const float* const* z, const float* matrix, int64_t rows, int64_t cols,
+                                    const float* share, float* const* out, int64_t faces) {
+  kernels().products(z, matrix, rows, cols, share, out, faces);
+}
+
+void vertex_cells(const float* v, int64_t n, int64_t width, int64_t height, int32_t* cells) {
+  kernels().vertex_cells(v, n, width, height, cells);
+}
+
+int64_t triangles_near_centres(const int32_t* triangles, int64_t first, int64_t last, const int32_t* cells,
+                               const CentreCounts& table, int32_t* candidates) {
+  return kernels().near_centres(triangles, first, last, cells, table, candidates);
 }
 
 const char* cascade_kernel_isa() { return kernels().isa; }

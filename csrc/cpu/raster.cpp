@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../common/raster_math.hpp"
+#include "cascade_kernels.hpp"
 #include "internal.hpp"
 #include "raster_internal.hpp"
 
@@ -134,7 +135,7 @@ class CentreSlots {
   static constexpr int64_t kMaxGridCells = int64_t{1} << 22;
 
   CentreSlots(std::vector<int64_t> keys, int64_t width, int64_t x_lo, int64_t x_hi, int64_t y_lo, int64_t y_hi)
-      : width_(width), x_lo_(x_lo), y_lo_(y_lo), box_w_(x_hi - x_lo + 1) {
+      : width_(width), x_lo_(x_lo), x_hi_(x_hi), y_lo_(y_lo), y_hi_(y_hi), box_w_(x_hi - x_lo + 1) {
     std::sort(keys.begin(), keys.end());
     keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
     keys_ = std::move(keys);
@@ -158,6 +159,11 @@ class CentreSlots {
     const auto it = std::lower_bound(keys_.begin(), keys_.end(), y * width_ + x);
     return it != keys_.end() && *it == y * width_ + x ? static_cast<int32_t>(it - keys_.begin()) : -1;
   }
+  // The count table for detail::triangles_near_centres (the centres' box in image pixels).
+  detail::CentreCounts table() const {
+    return {counts_.empty() ? nullptr : counts_.data(), static_cast<int32_t>(box_w_ + 1), static_cast<int32_t>(x_lo_),
+            static_cast<int32_t>(x_hi_), static_cast<int32_t>(y_lo_), static_cast<int32_t>(y_hi_)};
+  }
   // False when no centre lies in columns [x0, x1] and rows [y0, y1] (inside the bounding box);
   // true also when it cannot tell (no count table).
   bool any_in(int64_t x0, int64_t x1, int64_t y0, int64_t y1) const {
@@ -168,7 +174,7 @@ class CentreSlots {
   }
 
  private:
-  int64_t width_, x_lo_, y_lo_, box_w_;
+  int64_t width_, x_lo_, x_hi_, y_lo_, y_hi_, box_w_;
   std::vector<int64_t> keys_;    // y * width + x, sorted
   std::vector<int32_t> grid_;    // box_w * box_h slots, or empty
   std::vector<int32_t> counts_;  // (box_w + 1) * (box_h + 1) prefix counts of the grid, or empty
@@ -209,26 +215,20 @@ void mesh_visibility_one(const float* v, const int32_t* tris, const int32_t* lan
   // covered centres lie in [min floor, max floor] per axis, so a triangle whose such box holds no
   // centre is dropped with integer work only (most are: a face's triangles are a pixel or two).
   std::vector<int32_t> cell(count ? 2 * s.num_vertices : 0);
-  const auto floor_clamped = [](float c, int64_t n) {
-    return static_cast<int32_t>(std::floor(std::min(std::max(c, -2.0f), static_cast<float>(n) + 1.0f)));
-  };
-  for (int64_t i = 0; i < (count ? s.num_vertices : 0); ++i) {
-    cell[2 * i] = floor_clamped(v[3 * i], W);
-    cell[2 * i + 1] = floor_clamped(v[3 * i + 1], H);
-  }
+  if (count) detail::vertex_cells(v, s.num_vertices, W, H, cell.data());
+  const detail::CentreCounts table = slots.table();
   if (count)
     detail::parallel_for(chunks, chunks, [&](int64_t begin, int64_t end) {
+      std::vector<int32_t> near(per_chunk);
       for (int64_t c = begin; c < end; ++c) {
         float* d = slot_depth.data() + c * count;
-        for (int64_t f = c * per_chunk; f < std::min(s.num_triangles, (c + 1) * per_chunk); ++f) {
-          const int32_t* a = cell.data() + 2 * tris[3 * f];
-          const int32_t* b = cell.data() + 2 * tris[3 * f + 1];
-          const int32_t* e = cell.data() + 2 * tris[3 * f + 2];
-          const int64_t cx0 = std::max<int64_t>(std::min({a[0], b[0], e[0]}), x_lo);
-          const int64_t cx1 = std::min<int64_t>(std::max({a[0], b[0], e[0]}), x_hi);
-          const int64_t cy0 = std::max<int64_t>(std::min({a[1], b[1], e[1]}), y_lo);
-          const int64_t cy1 = std::min<int64_t>(std::max({a[1], b[1], e[1]}), y_hi);
-          if (cx0 > cx1 || cy0 > cy1 || !slots.any_in(cx0, cx1, cy0, cy1)) continue;
+        const int64_t first = c * per_chunk, last = std::min(s.num_triangles, (c + 1) * per_chunk);
+        // the cell-box pre-test (vectorised where the CPU allows): the triangles that may cover a centre
+        const int64_t found = first < last ? detail::triangles_near_centres(tris, first, last, cell.data(), table,
+                                                                            near.data())
+                                           : 0;
+        for (int64_t i = 0; i < found; ++i) {
+          const int64_t f = near[i];
           const detail::Triangle2D t = detail::load_triangle(v, tris[3 * f], tris[3 * f + 1], tris[3 * f + 2]);
           if (t.area == 0.0f) continue;
           int64_t x_first, x_last, y_first, y_last;

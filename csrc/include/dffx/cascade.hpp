@@ -139,6 +139,12 @@ class Cascade {
   // stage k's update: the pose start's camera step (k < pose_stages_), or the regression of
   // eq. 9-10 (direction products in kDirectionParts row ranges, parts threads) and eq. 6-8
   void stage_update(int k, FaceRun& f, bool camera_refit, int num_threads) const;
+  // stage_update for every face of a batch, the same values: the faces that share a direction set
+  // take its products together, so that its matrices are read once per group of faces
+  void stage_update_batch(int k, std::vector<FaceRun>& faces, bool camera_refit, int num_threads) const;
+  // stage_update after its direction products: part_X (kDirectionParts, 136) and part_w
+  // (kDirectionParts, 6) summed in order, the camera step, eq. 6-8 and the refit
+  void apply_stage_update(int k, const float* part_X, const float* part_w, FaceRun& f, bool camera_refit) const;
   double face_score(const float* face_maps, bool channels_last, FaceRun& f) const;
   // eq. 6-8 to x_hat (68, 2) under camera, then `rounds` camera refits from that camera, each
   // followed by eq. 6-8 again; camera (6) in and out, p (M) out.
