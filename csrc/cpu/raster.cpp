@@ -2,6 +2,7 @@
 #include "dffx/raster.hpp"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -24,6 +25,9 @@ void validate(const float* vertices, const int32_t* triangles, const RasterShape
                   who + ": image size must be positive and at most " + std::to_string(kMaxImageSide) +
                       " per side, got " + std::to_string(s.height) + "x" + std::to_string(s.width));
   detail::require(vertices && triangles, who + ": null input pointer");
+  // int32 indices throughout (the triangles' own, and the visibility test's lists and gathers)
+  detail::require(s.num_triangles <= INT32_MAX && s.num_vertices <= INT32_MAX / 3,
+                  who + ": more than 2^31 triangles or 2^31 / 3 vertices");
   for (int64_t i = 0; i < s.num_triangles * 3; ++i)
     if (triangles[i] < 0 || triangles[i] >= s.num_vertices)
       detail::fail(who + ": triangle " + std::to_string(i / 3) + " has vertex index " +
@@ -224,9 +228,9 @@ void mesh_visibility_one(const float* v, const int32_t* tris, const int32_t* lan
         float* d = slot_depth.data() + c * count;
         const int64_t first = c * per_chunk, last = std::min(s.num_triangles, (c + 1) * per_chunk);
         // the cell-box pre-test (vectorised where the CPU allows): the triangles that may cover a centre
-        const int64_t found = first < last ? detail::triangles_near_centres(tris, first, last, cell.data(), table,
-                                                                            near.data())
-                                           : 0;
+        const int64_t found =
+            first < last ? detail::triangles_near_centres(tris, first, last, cell.data(), v, W, H, table, near.data())
+                         : 0;
         for (int64_t i = 0; i < found; ++i) {
           const int64_t f = near[i];
           const detail::Triangle2D t = detail::load_triangle(v, tris[3 * f], tris[3 * f + 1], tris[3 * f + 2]);

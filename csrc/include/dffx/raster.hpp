@@ -37,8 +37,8 @@ struct RasterShape {
 /// pixel; triangle_id (B, H, W) int32, -1 for background; barycentric (B, H, W, 3) float32
 /// weights of the triangle's three vertices at the pixel centre (0 for background).
 /// num_threads <= 0 uses std::thread::hardware_concurrency().
-/// Throws std::invalid_argument for non-positive sizes, an image side over kMaxImageSide,
-/// non-finite vertices or triangle indices outside [0, N).
+/// Throws std::invalid_argument for non-positive sizes, an image side over kMaxImageSide, more
+/// than 2^31 triangles or 2^31 / 3 vertices, non-finite vertices or triangle indices outside [0, N).
 void rasterize(const float* vertices, const int32_t* triangles, const RasterShape& shape,
                float* depth, int32_t* triangle_id, float* barycentric, int num_threads = 0);
 
