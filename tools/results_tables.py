@@ -113,8 +113,10 @@ TABLES = {
          f"paired_tiny_regression_vs_heatmap_{fs}.json", False) for fs in (16, 12)
     ]),
     "tiny_joint": ("paired", [
-        (f"{fs} px: landmark-only network against the joint network, both at step 9,500",
-         f"paired_tiny_landmark_only_vs_joint_{fs}.json", False) for fs in (32, 16, 12, 10)
+        *((f"{fs} px: landmark-only network against the joint network, both at step 9,500",
+           f"paired_tiny_landmark_only_vs_joint_{fs}.json", False) for fs in (32, 16, 12, 10)),
+        *((f"{fs} px: the same at the end of the schedule (landmark-only step 19,500, joint step 20,000)",
+           f"paired_tiny_landmark_only_vs_joint_end_{fs}.json", False) for fs in (32, 16, 12, 10)),
     ]),
     "match": ("match", [
         (f"{group}|{method}", "match_run5.json", False)
