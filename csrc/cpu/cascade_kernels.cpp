@@ -1,10 +1,12 @@
 // The cascade's inner loops (contract in cascade_kernels.hpp), each written once as a plain loop
-// and compiled three times: for AVX-512, for AVX2 with FMA, and for the baseline x86-64 (SSE2) that
-// every other file is built for. The first call picks the widest build this CPU runs
-// (__builtin_cpu_supports); DFFX_CPU_KERNELS=baseline|avx2|avx512 narrows the choice (tests compare
-// the builds). One build serves every thread of a process, so a face's result does not depend on
-// the thread count or the batch. The vector builds contract a * b + c into FMAs, so their sums
-// differ from the baseline's in the last bits (the cascade's tests bound the difference).
+// (or with GCC vector types) and compiled three times: for AVX-512, for AVX2 with FMA, and for the
+// baseline x86-64 (SSE2) that every other file is built for; the visibility pre-test's AVX-512
+// build alone is written with intrinsics (gathers, compress-store). The first call picks the
+// widest build this CPU runs (__builtin_cpu_supports); DFFX_CPU_KERNELS=baseline|avx2|avx512
+// narrows the choice (tests compare the builds). One build serves every thread of a process, so a
+// face's result does not depend on the thread count or the batch. The vector builds contract
+// a * b + c into FMAs, so their sums differ from the baseline's in the last bits (the cascade's
+// tests bound the difference).
 #include "cascade_kernels.hpp"
 
 #include <algorithm>

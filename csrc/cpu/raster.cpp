@@ -227,7 +227,7 @@ void mesh_visibility_one(const float* v, const int32_t* tris, const int32_t* lan
       for (int64_t c = begin; c < end; ++c) {
         float* d = slot_depth.data() + c * count;
         const int64_t first = c * per_chunk, last = std::min(s.num_triangles, (c + 1) * per_chunk);
-        // the cell-box pre-test (vectorised where the CPU allows): the triangles that may cover a centre
+        // the triangles that may cover a centre: the cells' box test, or on AVX-512 the float box's
         const int64_t found =
             first < last ? detail::triangles_near_centres(tris, first, last, cell.data(), v, W, H, table, near.data())
                          : 0;
