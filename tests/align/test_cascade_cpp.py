@@ -100,8 +100,9 @@ def test_cascade_run_uses_the_cpp_twin_for_maps_in_cpu_memory(aligner, crops, fa
 
 def test_cpp_cascade_batches_split_between_threads_give_the_same_faces(aligner, crops, cascade_file):
     """A face's result does not depend on its batch or the thread count, to the bit: 19 faces (the
-    5 crops repeated) fill two groups of 8 that share the mesh's basis rows and a group of 16 that
-    shares a direction set's rows, with remainders, in several yaw sectors."""
+    5 crops repeated) fill the batch kernels' groups with remainders (mesh tiles of 8 faces on
+    AVX-512, 4 on AVX2, 2 on the baseline; up to 16 faces per direction set), in several yaw
+    sectors."""
     maps = aligner.features.extractor.extract(crops).numpy()
     many = np.concatenate([maps] * 4)[:19]
     cascade = _C.Cascade.load(str(cascade_file))
