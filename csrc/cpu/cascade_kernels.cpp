@@ -9,6 +9,8 @@
 // tests bound the difference).
 #include "cascade_kernels.hpp"
 
+#include "../common/raster_math.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -109,24 +111,10 @@ DFFX_INLINE void basis_rows_faces_body(const float* const* params, const float* 
 // rows streamed once per block.
 constexpr int64_t kProductColumns = 144;
 
-DFFX_INLINE void product_body(const float* z, const float* matrix, int64_t rows, int64_t cols, float share,
-                              float* out) {
-  for (int64_t c0 = 0; c0 < cols; c0 += kProductColumns) {
-    const int64_t width = std::min(kProductColumns, cols - c0);
-    alignas(64) float sum[kProductColumns] = {};
-    for (int64_t r = 0; r < rows; ++r) {
-      const float zr = z[r];
-      const float* __restrict row = matrix + r * cols + c0;
-      for (int64_t c = 0; c < width; ++c) sum[c] += zr * row[c];
-    }
-    for (int64_t c = 0; c < width; ++c) out[c0 + c] += share * sum[c];
-  }
-}
-
-// The same sums for a group of faces that share one matrix: each row of a column block is read
-// once for the whole group (the matrix streams from memory once per group instead of once per
-// face), and each face's column sums run over r in order exactly as product_body's, so every
-// face gets product_body's values bit for bit.
+// out[g][c] += share[g] * sum_r z[g][r] * matrix[r * cols + c] for a group of faces that share one
+// matrix (one face alone is a group of one): each row of a column block is read once for the whole
+// group, and each face's column sums run over r in order, whatever the group, so a face gets the
+// same values bit for bit in any group.
 constexpr int64_t kProductFaces = 16;
 
 DFFX_INLINE void products_body(const float* const* z, const float* matrix, int64_t rows, int64_t cols,
@@ -135,7 +123,8 @@ DFFX_INLINE void products_body(const float* const* z, const float* matrix, int64
     const int64_t group = std::min(kProductFaces, faces - f0);
     for (int64_t c0 = 0; c0 < cols; c0 += kProductColumns) {
       const int64_t width = std::min(kProductColumns, cols - c0);
-      alignas(64) float sum[kProductFaces][kProductColumns] = {};
+      alignas(64) float sum[kProductFaces][kProductColumns];
+      for (int64_t g = 0; g < group; ++g) std::fill(sum[g], sum[g] + width, 0.0f);
       for (int64_t r = 0; r < rows; ++r) {
         const float* __restrict row = matrix + r * cols + c0;
         for (int64_t g = 0; g < group; ++g) {
@@ -197,18 +186,12 @@ DFFX_INLINE void products_in_registers(const float* const* z, const float* matri
     for (int g = 0; g < 2; ++g)
       for (int64_t c = 0; c < W; ++c) out[f + g][c] += share[f + g] * total[g][c];
   }
-  if (f < faces) product_body(z[f], matrix, rows, W, share[f], out[f]);
+  if (f < faces) products_body(z + f, matrix, rows, W, share + f, out + f, 1);
 }
 
 // The landmark columns of a stage's update (2 x 68).
 constexpr int64_t kLandmarkColumns = 136;
 
-void basis_rows_baseline(const float* p, const float* rows, int64_t m, int64_t stride, int64_t count, float* shape) {
-  basis_rows_body(p, rows, m, stride, count, shape);
-}
-void product_baseline(const float* z, const float* matrix, int64_t rows, int64_t cols, float share, float* out) {
-  product_body(z, matrix, rows, cols, share, out);
-}
 
 void basis_rows_faces_baseline(const float* const* p, const float* rows, int64_t m, int64_t stride, int64_t count,
                                float* const* shapes, int64_t faces) {
@@ -220,14 +203,6 @@ void products_baseline(const float* const* z, const float* matrix, int64_t rows,
 }
 
 #if DFFX_X86_DISPATCH
-DFFX_TARGET_AVX2 void basis_rows_avx2(const float* p, const float* rows, int64_t m, int64_t stride, int64_t count,
-                                      float* shape) {
-  basis_rows_body(p, rows, m, stride, count, shape);
-}
-DFFX_TARGET_AVX2 void product_avx2(const float* z, const float* matrix, int64_t rows, int64_t cols, float share,
-                                   float* out) {
-  product_body(z, matrix, rows, cols, share, out);
-}
 DFFX_TARGET_AVX2 void basis_rows_faces_avx2(const float* const* p, const float* rows, int64_t m, int64_t stride,
                                             int64_t count, float* const* shapes, int64_t faces) {
   basis_rows_faces_body<1, 4>(p, rows, m, stride, count, shapes, faces);
@@ -235,14 +210,6 @@ DFFX_TARGET_AVX2 void basis_rows_faces_avx2(const float* const* p, const float* 
 DFFX_TARGET_AVX2 void products_avx2(const float* const* z, const float* matrix, int64_t rows, int64_t cols,
                                     const float* share, float* const* out, int64_t faces) {
   products_body(z, matrix, rows, cols, share, out, faces);
-}
-DFFX_TARGET_AVX512 void basis_rows_avx512(const float* p, const float* rows, int64_t m, int64_t stride,
-                                          int64_t count, float* shape) {
-  basis_rows_body(p, rows, m, stride, count, shape);
-}
-DFFX_TARGET_AVX512 void product_avx512(const float* z, const float* matrix, int64_t rows, int64_t cols, float share,
-                                       float* out) {
-  product_body(z, matrix, rows, cols, share, out);
 }
 DFFX_TARGET_AVX512 void basis_rows_faces_avx512(const float* const* p, const float* rows, int64_t m,
                                                 int64_t stride, int64_t count, float* const* shapes, int64_t faces) {
@@ -257,60 +224,47 @@ DFFX_TARGET_AVX512 void products_avx512(const float* const* z, const float* matr
 }
 #endif
 
-DFFX_INLINE void vertex_cells_body(const float* v, int64_t n, int64_t width, int64_t height, int32_t* cells) {
-  const float x_top = static_cast<float>(width) + 1.0f, y_top = static_cast<float>(height) + 1.0f;
-  for (int64_t i = 0; i < n; ++i) {
-    cells[2 * i] = static_cast<int32_t>(std::floor(std::min(std::max(v[3 * i], -2.0f), x_top)));
-    cells[2 * i + 1] = static_cast<int32_t>(std::floor(std::min(std::max(v[3 * i + 1], -2.0f), y_top)));
-  }
-}
 
-void vertex_cells_baseline(const float* v, int64_t n, int64_t width, int64_t height, int32_t* cells) {
-  vertex_cells_body(v, n, width, height, cells);
-}
-
-// Triangle f can cover a centre only if its vertices' cell box, clipped to the centres' box, is
-// not empty and the count table finds a centre in it (CentreCounts::any_in's sum, written out).
-DFFX_INLINE int64_t near_centres_body(const int32_t* tris, int64_t first, int64_t last, const int32_t* cells,
-                                      const float*, int64_t, int64_t, const CentreCounts& t, int32_t* candidates) {
+// Triangle f can cover a centre only if a centre lies among the pixel centres its shading visits
+// (raster_math's pixel_span of its bounding box), clipped to the centres' box: the count table
+// answers (CentreCounts::any_in).
+DFFX_INLINE int64_t near_centres_body(const int32_t* tris, int64_t first, int64_t last, const float* v,
+                                      int64_t width, int64_t height, const CentreCounts& t, int32_t* candidates) {
   int64_t n = 0;
   for (int64_t f = first; f < last; ++f) {
-    const int32_t* a = cells + 2 * tris[3 * f];
-    const int32_t* b = cells + 2 * tris[3 * f + 1];
-    const int32_t* e = cells + 2 * tris[3 * f + 2];
-    const int32_t x0 = std::max(std::min({a[0], b[0], e[0]}), t.x_lo);
-    const int32_t x1 = std::min(std::max({a[0], b[0], e[0]}), t.x_hi);
-    const int32_t y0 = std::max(std::min({a[1], b[1], e[1]}), t.y_lo);
-    const int32_t y1 = std::min(std::max({a[1], b[1], e[1]}), t.y_hi);
-    if (x0 > x1 || y0 > y1 || (t.counts && !t.any_in(x0, x1, y0, y1))) continue;
+    const float* a = v + 3 * int64_t{tris[3 * f]};
+    const float* b = v + 3 * int64_t{tris[3 * f + 1]};
+    const float* e = v + 3 * int64_t{tris[3 * f + 2]};
+    int64_t x0, x1, y0, y1;
+    pixel_span(min3(a[0], b[0], e[0]), max3(a[0], b[0], e[0]), width, &x0, &x1);
+    pixel_span(min3(a[1], b[1], e[1]), max3(a[1], b[1], e[1]), height, &y0, &y1);
+    x0 = std::max<int64_t>(x0, t.x_lo), x1 = std::min<int64_t>(x1, t.x_hi);
+    y0 = std::max<int64_t>(y0, t.y_lo), y1 = std::min<int64_t>(y1, t.y_hi);
+    if (x0 > x1 || y0 > y1) continue;
+    if (t.counts && !t.any_in(static_cast<int32_t>(x0), static_cast<int32_t>(x1), static_cast<int32_t>(y0),
+                              static_cast<int32_t>(y1)))
+      continue;
     candidates[n++] = static_cast<int32_t>(f);
   }
   return n;
 }
 
-int64_t near_centres_baseline(const int32_t* tris, int64_t first, int64_t last, const int32_t* cells,
-                              const float* vertices, int64_t width, int64_t height, const CentreCounts& t,
-                              int32_t* candidates) {
-  return near_centres_body(tris, first, last, cells, vertices, width, height, t, candidates);
+int64_t near_centres_baseline(const int32_t* tris, int64_t first, int64_t last, const float* vertices,
+                              int64_t width, int64_t height, const CentreCounts& t, int32_t* candidates) {
+  return near_centres_body(tris, first, last, vertices, width, height, t, candidates);
 }
 
 #if DFFX_X86_DISPATCH
-DFFX_TARGET_AVX512 void vertex_cells_avx512(const float* v, int64_t n, int64_t width, int64_t height,
-                                            int32_t* cells) {
-  vertex_cells_body(v, n, width, height, cells);
-}
 
-// The same question for 16 triangles at a time, asked of the pixel centres inside each triangle's
-// float bounding box (ceil of its minimum to floor of its maximum per axis, as raster_math's
-// pixel_span bounds the centres it shades), a tighter box than the cells': gathers of the vertex
-// indices, their x and y and the four count-table corners (masked where the box is empty), the
-// survivors compressed into `candidates` in order. A triangle that covers a centre is never
-// dropped (the centre lies in that box), so the shading after it finds the same depths; fewer
-// triangles reach it than from the cell test.
-DFFX_TARGET_AVX512 int64_t near_centres_avx512(const int32_t* tris, int64_t first, int64_t last, const int32_t* cells,
+// near_centres_body for 16 triangles at a time: the same span (ceil of the bounding box's minimum
+// to floor of its maximum per axis, the coordinates clamped first so that the conversion to
+// integers cannot overflow; clipped to the centres' box, the same as pixel_span's), from gathers of
+// the vertex indices, their x and y and the four count-table corners (masked where the span is
+// empty); the survivors compressed into `candidates` in order.
+DFFX_TARGET_AVX512 int64_t near_centres_avx512(const int32_t* tris, int64_t first, int64_t last,
                                                const float* vertices, int64_t width, int64_t height,
                                                const CentreCounts& t, int32_t* candidates) {
-  if (!t.counts) return near_centres_body(tris, first, last, cells, vertices, width, height, t, candidates);
+  if (!t.counts) return near_centres_body(tris, first, last, vertices, width, height, t, candidates);
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i three = _mm512_set1_epi32(3);
   const __m512i stride3 = _mm512_mullo_epi32(lane, three);
@@ -359,23 +313,19 @@ DFFX_TARGET_AVX512 int64_t near_centres_avx512(const int32_t* tris, int64_t firs
     _mm512_mask_compressstoreu_epi32(candidates + n, keep, index);
     n += __builtin_popcount(keep);
   }
-  return n + near_centres_body(tris, f, last, cells, vertices, width, height, t, candidates + n);
+  return n + near_centres_body(tris, f, last, vertices, width, height, t, candidates + n);
 }
 #endif
 
 struct Kernels {
-  decltype(&basis_rows_baseline) basis_rows;
-  decltype(&product_baseline) product;
   decltype(&products_baseline) products;
   decltype(&basis_rows_faces_baseline) basis_rows_faces;
   decltype(&near_centres_baseline) near_centres;
-  decltype(&vertex_cells_baseline) vertex_cells;
   const char* isa;
 };
 
 Kernels pick_kernels() {
-  const Kernels baseline{basis_rows_baseline, product_baseline,   products_baseline,
-                         basis_rows_faces_baseline, near_centres_baseline, vertex_cells_baseline, "baseline"};
+  const Kernels baseline{products_baseline, basis_rows_faces_baseline, near_centres_baseline, "baseline"};
 #if DFFX_X86_DISPATCH
   const char* wanted = std::getenv("DFFX_CPU_KERNELS");
   const bool any = !wanted || !*wanted;
@@ -384,11 +334,9 @@ Kernels pick_kernels() {
                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (avx512 && (any || std::strcmp(wanted, "avx512") == 0))
-    return {basis_rows_avx512,       product_avx512,      products_avx512,
-            basis_rows_faces_avx512, near_centres_avx512, vertex_cells_avx512, "avx512f"};
+    return {products_avx512, basis_rows_faces_avx512, near_centres_avx512, "avx512f"};
   if (avx2 && (any || std::strcmp(wanted, "avx512") == 0 || std::strcmp(wanted, "avx2") == 0))
-    return {basis_rows_avx2,       product_avx2,          products_avx2,
-            basis_rows_faces_avx2, near_centres_baseline, vertex_cells_baseline, "avx2+fma"};
+    return {products_avx2, basis_rows_faces_avx2, near_centres_baseline, "avx2+fma"};
 #endif
   return baseline;
 }
@@ -402,7 +350,7 @@ const Kernels& kernels() {
 
 void accumulate_basis_rows(const float* params, const float* rows, int64_t m, int64_t stride, int64_t count,
                            float* shape) {
-  kernels().basis_rows(params, rows, m, stride, count, shape);
+  kernels().basis_rows_faces(&params, rows, m, stride, count, &shape, 1);  // a group of one face
 }
 
 void accumulate_basis_rows_faces(const float* const* params, const float* rows, int64_t m, int64_t stride,
@@ -412,7 +360,7 @@ void accumulate_basis_rows_faces(const float* const* params, const float* rows, 
 
 void accumulate_transposed_product(const float* z, const float* matrix, int64_t rows, int64_t cols, float share,
                                    float* out) {
-  kernels().product(z, matrix, rows, cols, share, out);
+  kernels().products(&z, matrix, rows, cols, &share, &out, 1);  // a group of one face
 }
 
 void accumulate_transposed_products(const float* const* z, const float* matrix, int64_t rows, int64_t cols,
@@ -420,14 +368,9 @@ void accumulate_transposed_products(const float* const* z, const float* matrix, 
   kernels().products(z, matrix, rows, cols, share, out, faces);
 }
 
-void vertex_cells(const float* v, int64_t n, int64_t width, int64_t height, int32_t* cells) {
-  kernels().vertex_cells(v, n, width, height, cells);
-}
-
-int64_t triangles_near_centres(const int32_t* triangles, int64_t first, int64_t last, const int32_t* cells,
-                               const float* vertices, int64_t width, int64_t height, const CentreCounts& table,
-                               int32_t* candidates) {
-  return kernels().near_centres(triangles, first, last, cells, vertices, width, height, table, candidates);
+int64_t triangles_near_centres(const int32_t* triangles, int64_t first, int64_t last, const float* vertices,
+                               int64_t width, int64_t height, const CentreCounts& table, int32_t* candidates) {
+  return kernels().near_centres(triangles, first, last, vertices, width, height, table, candidates);
 }
 
 const char* cascade_kernel_isa() { return kernels().isa; }

@@ -42,20 +42,13 @@ struct CentreCounts {
   }
 };
 
-// cells (N, 2) = floor(x), floor(y) of each vertex of v (N, 3), x clamped to [-2, width + 1] and y
-// to [-2, height + 1] first (exact in every build).
-void vertex_cells(const float* v, int64_t n, int64_t width, int64_t height, int32_t* cells);
-
-// The triangles f in [first, last) (triangles: (T, 3) vertex indices) that can cover a centre,
-// their indices written in order to candidates (room for last - first), their count returned. A
-// triangle that covers a centre is always among them; it is dropped when the box of the pixel
-// centres it could cover, clipped to the centres' box, is empty or holds no centre by the table.
-// The baseline and AVX2 builds bound that box by the vertices' cells (cells: (N, 2) from
-// vertex_cells), AVX-512 by the triangle's float bounding box (vertices: (N, 3), the image
-// width x height), which drops more triangles; either way the depths shaded after are the same.
-int64_t triangles_near_centres(const int32_t* triangles, int64_t first, int64_t last, const int32_t* cells,
-                               const float* vertices, int64_t width, int64_t height, const CentreCounts& table,
-                               int32_t* candidates);
+// The triangles f in [first, last) (triangles: (T, 3) vertex indices into vertices (N, 3), the
+// image width x height) that can cover a centre, their indices written in order to candidates
+// (room for last - first), their count returned: those whose pixel-centre span (the span their
+// shading visits, raster_math's pixel_span), clipped to the centres' box, holds a centre by the
+// table. A triangle that covers a centre is always among them; every build gives the same list.
+int64_t triangles_near_centres(const int32_t* triangles, int64_t first, int64_t last, const float* vertices,
+                               int64_t width, int64_t height, const CentreCounts& table, int32_t* candidates);
 
 // Which build of the two loops this process runs: "avx512f", "avx2+fma" or "baseline".
 const char* cascade_kernel_isa();

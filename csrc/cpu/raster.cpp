@@ -215,11 +215,6 @@ void mesh_visibility_one(const float* v, const int32_t* tris, const int32_t* lan
   const int chunks = count ? std::max(1, threads) : 1;
   std::vector<float> slot_depth(chunks * count, neg_inf);
   const int64_t per_chunk = (s.num_triangles + chunks - 1) / chunks;
-  // floor(x), floor(y) per vertex (clamped to the image's border pixels +- 1): a triangle's
-  // covered centres lie in [min floor, max floor] per axis, so a triangle whose such box holds no
-  // centre is dropped with integer work only (most are: a face's triangles are a pixel or two).
-  std::vector<int32_t> cell(count ? 2 * s.num_vertices : 0);
-  if (count) detail::vertex_cells(v, s.num_vertices, W, H, cell.data());
   const detail::CentreCounts table = slots.table();
   if (count)
     detail::parallel_for(chunks, chunks, [&](int64_t begin, int64_t end) {
@@ -227,10 +222,9 @@ void mesh_visibility_one(const float* v, const int32_t* tris, const int32_t* lan
       for (int64_t c = begin; c < end; ++c) {
         float* d = slot_depth.data() + c * count;
         const int64_t first = c * per_chunk, last = std::min(s.num_triangles, (c + 1) * per_chunk);
-        // the triangles that may cover a centre: the cells' box test, or on AVX-512 the float box's
+        // the triangles that may cover a centre (most of a face's triangles cover none of its few centres)
         const int64_t found =
-            first < last ? detail::triangles_near_centres(tris, first, last, cell.data(), v, W, H, table, near.data())
-                         : 0;
+            first < last ? detail::triangles_near_centres(tris, first, last, v, W, H, table, near.data()) : 0;
         for (int64_t i = 0; i < found; ++i) {
           const int64_t f = near[i];
           const detail::Triangle2D t = detail::load_triangle(v, tris[3 * f], tris[3 * f + 1], tris[3 * f + 2]);
